@@ -1,0 +1,102 @@
+//! The one error type of the crate.
+//!
+//! Every variant can be matched by callers, and no variant ever carries a
+//! secret: conflicts name the field and the id holding the value, corruption
+//! names the record id, never the token values involved.
+
+use std::path::PathBuf;
+
+use crate::token::IndexedField;
+
+/// The result type of every fallible operation in this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in a token store.
+///
+/// Neither `Display` nor `Debug` of an `Error` ever contains a secret.
+///
+/// ```
+/// use tokenstore::{Error, MemoryStore, OAuthToken, TokenStore};
+///
+/// let store = MemoryStore::new();
+/// // A token without any of access, refresh or grant token is refused.
+/// let mut token = OAuthToken { user_name: Some("ana@example.com".into()), ..Default::default() };
+/// match store.save_token(&mut token) {
+///     Err(Error::InvalidToken { reason }) => assert!(reason.contains("access_token")),
+///     other => panic!("expected InvalidToken, got {other:?}"),
+/// }
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The token passed to `save_token` cannot be stored as it is.
+    #[error("invalid token: {reason}")]
+    InvalidToken {
+        /// Why the token was refused.
+        reason: String,
+    },
+
+    /// The save would give a unique value (a user name, or an access, refresh
+    /// or grant token) to a second record. Nothing was written.
+    #[error(
+        "conflict: the {field} of this token is already held by record {id:?}; \
+         save with id {id:?} to update that record, or delete it first"
+    )]
+    Conflict {
+        /// The unique field whose value is taken.
+        field: IndexedField,
+        /// The id of the record that already holds the value.
+        id: String,
+    },
+
+    /// Stored bytes could not be decoded or contradict each other.
+    #[error("corruption{}: {detail}; run `SledStore::check` to list every problem, restore from a backup if it persists", match id { Some(id) => format!(" in record {id:?}"), None => String::new() })]
+    Corruption {
+        /// The id of the damaged record, when one is concerned.
+        id: Option<String>,
+        /// What is wrong (never a secret value).
+        detail: String,
+    },
+
+    /// The database is open in another process or through another handle.
+    #[error(
+        "the token store at {} is locked by another process (or another open handle in \
+         this one); close the other user first",
+        path.display()
+    )]
+    Locked {
+        /// The database directory.
+        path: PathBuf,
+    },
+
+    /// The database was written by a format version this build cannot read.
+    #[error(
+        "unsupported on-disk format version {found} (this build reads version {supported}); \
+         open it with the tokenstore version that wrote it"
+    )]
+    UnsupportedVersion {
+        /// The version found on disk.
+        found: u32,
+        /// The version this build reads and writes.
+        supported: u32,
+    },
+
+    /// An I/O error from the file system or the storage engine.
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl Error {
+    pub(crate) fn corruption(id: Option<&str>, detail: impl Into<String>) -> Self {
+        Error::Corruption {
+            id: id.map(str::to_owned),
+            detail: detail.into(),
+        }
+    }
+
+    pub(crate) fn invalid(reason: impl Into<String>) -> Self {
+        Error::InvalidToken {
+            reason: reason.into(),
+        }
+    }
+}

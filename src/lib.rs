@@ -1,0 +1,47 @@
+//! An embedded, crash-safe store for OAuth tokens, with the semantics of the
+//! Zoho CRM SDKs' `TokenStore` done right: indexed lookups, no string-built
+//! queries, atomic upserts, no duplicate rows, no cross-user mix-ups, and
+//! secrets that are never printed.
+//!
+//! Two backends implement [`TokenStore`]: [`SledStore`], durable on disk, and
+//! [`MemoryStore`], in process memory.
+//!
+//! ```
+//! use tokenstore::{OAuthToken, SledStore, TokenStore};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let store = SledStore::open(dir.path().join("tokens"))?;
+//!
+//! // After the OAuth login: save what the token endpoint returned.
+//! let mut token = OAuthToken::new()
+//!     .with_user_name("ana@example.com")
+//!     .with_client_id("1000.CLIENTID")
+//!     .with_client_secret("client-secret")
+//!     .with_refresh_token("1000.refresh")
+//!     .with_access_token("1000.access")
+//!     .with_expiry_time(tokenstore::now_ms() + 3_600_000);
+//! store.save_token(&mut token)?;
+//!
+//! // Before each API call: look the token up again.
+//! let id = token.id.as_deref().unwrap();
+//! let current = store.find_token_by_id(id)?.expect("just saved");
+//! assert!(!current.is_expired_now());
+//! // Secrets never show in Debug output.
+//! assert!(!format!("{current:?}").contains("1000.access"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![warn(missing_docs)]
+
+mod error;
+mod memory;
+mod rules;
+mod sled_store;
+mod store;
+mod token;
+
+pub use error::{Error, Result};
+pub use memory::MemoryStore;
+pub use rules::{lookup_key, LookupKey};
+pub use sled_store::{CheckReport, Durability, Options, Problem, SledStore};
+pub use store::TokenStore;
+pub use token::{now_ms, IndexedField, OAuthToken, DEFAULT_EXPIRY_MARGIN_MS};

@@ -1,0 +1,606 @@
+//! [`SledStore`]: the durable engine on sled 0.34.
+//!
+//! Trees: `records` (id → encoded record), one index tree per unique field
+//! (digest of the value → ids), and `meta` (format version, id counter).
+//! Writers are serialized by one lock; each save or delete is planned from
+//! the committed state under that lock and applied in one sled transaction
+//! across all trees, then the database is flushed (in durable mode).
+
+mod check;
+mod codec;
+
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use sled::{Batch, Transactional, Tree};
+
+pub use check::{CheckReport, Problem};
+
+use crate::error::{Error, Result};
+use crate::store::{self, SavePlan, StoreView, TokenStore};
+use crate::token::{IndexedField, OAuthToken};
+
+const RECORDS_TREE: &str = "records";
+const META_TREE: &str = "meta";
+const LOCK_FILE: &str = "tokenstore.lock";
+const FORMAT_VERSION_KEY: &[u8] = b"format_version";
+const LAST_ISSUED_KEY: &[u8] = b"last_issued_id";
+
+fn index_tree_name(field: IndexedField) -> String {
+    format!("index_{}", field.name())
+}
+
+/// When a successful write reaches the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Durability {
+    /// Every `save_token`, `delete_token` and `delete_tokens` flushes the
+    /// database before it returns `Ok`: an acknowledged write survives the
+    /// process being killed or the machine losing power (as far as the disk
+    /// honours `fsync`). The default.
+    #[default]
+    Durable,
+    /// Writes return once they are in memory and a background thread flushes
+    /// them every `flush_every`. A crash (process killed, power lost) can lose
+    /// the writes acknowledged during the last `flush_every` before it, but
+    /// never tears one: after reopening, each write is there whole or not at
+    /// all, and records and indexes agree. A clean drop of the store flushes
+    /// everything.
+    Buffered {
+        /// How often the background flush runs.
+        flush_every: Duration,
+    },
+}
+
+impl Durability {
+    /// Buffered with sled's default background flush of 500 ms.
+    pub const BUFFERED: Durability = Durability::Buffered {
+        flush_every: Duration::from_millis(500),
+    };
+}
+
+/// How [`SledStore::open_with`] opens a database.
+///
+/// ```
+/// use std::time::Duration;
+/// use tokenstore::{Durability, Options, SledStore};
+///
+/// let dir = tempfile::tempdir()?;
+/// let options = Options::default()
+///     .durability(Durability::Buffered { flush_every: Duration::from_millis(100) })
+///     .cache_capacity(64 << 20);
+/// let store = SledStore::open_with(dir.path().join("tokens"), options)?;
+/// assert_eq!(store.options().durability_mode(), options.durability_mode());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    durability: Durability,
+    cache_capacity: u64,
+}
+
+impl Default for Options {
+    /// Durable writes and a 256 MiB page cache.
+    fn default() -> Self {
+        Options {
+            durability: Durability::Durable,
+            cache_capacity: 256 << 20,
+        }
+    }
+}
+
+impl Options {
+    /// Sets when writes reach the disk (see [`Durability`]).
+    #[must_use]
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// Sets the upper bound, in bytes, of sled's page cache: the main part of
+    /// the store's memory use.
+    #[must_use]
+    pub fn cache_capacity(mut self, bytes: u64) -> Self {
+        self.cache_capacity = bytes;
+        self
+    }
+
+    /// The durability choice.
+    pub fn durability_mode(&self) -> Durability {
+        self.durability
+    }
+
+    /// The page cache bound in bytes.
+    pub fn cache_capacity_bytes(&self) -> u64 {
+        self.cache_capacity
+    }
+}
+
+/// A durable [`TokenStore`] in a sled database directory.
+///
+/// Only one handle may have a database open at a time; a second open (from
+/// another process or this one) fails with [`Error::Locked`].
+///
+/// ```
+/// use tokenstore::{OAuthToken, SledStore, TokenStore};
+///
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("tokens");
+/// {
+///     let store = SledStore::open(&path)?;
+///     let mut token = OAuthToken::new().with_user_name("ana").with_refresh_token("1000.r");
+///     store.save_token(&mut token)?; // flushed to disk before it returns
+/// }
+/// let store = SledStore::open(&path)?;
+/// let found = store.find_token(&OAuthToken::new().with_user_name("ana"))?;
+/// assert_eq!(found.and_then(|t| t.refresh_token).as_deref(), Some("1000.r"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct SledStore {
+    db: sled::Db,
+    records: Tree,
+    indexes: [Tree; 4],
+    meta: Tree,
+    /// Serializes writers; holds the last id the counter issued.
+    writer: Mutex<u64>,
+    options: Options,
+    path: PathBuf,
+    /// Held for the life of the store: the process-level lock on the directory.
+    _lock: File,
+}
+
+impl std::fmt::Debug for SledStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SledStore")
+            .field("path", &self.path)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Maps sled's errors to ours; sled's types never reach the public API.
+fn storage(e: sled::Error) -> Error {
+    match e {
+        sled::Error::Io(io) => Error::Io(io),
+        sled::Error::Corruption { at, .. } => Error::corruption(
+            None,
+            format!("the storage engine found damaged data at {at:?}"),
+        ),
+        other => Error::Io(std::io::Error::other(format!("storage engine: {other}"))),
+    }
+}
+
+fn transaction_error(e: TransactionError<Error>) -> Error {
+    match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => storage(e),
+    }
+}
+
+fn abort(e: Error) -> ConflictableTransactionError<Error> {
+    ConflictableTransactionError::Abort(e)
+}
+
+impl SledStore {
+    /// Opens (creating if needed) the database directory `path` with the
+    /// default [`Options`]: durable writes.
+    ///
+    /// # Errors
+    /// [`Error::Locked`] if the database is open elsewhere,
+    /// [`Error::UnsupportedVersion`] if it was written by an unknown format
+    /// version, [`Error::Io`] if the path cannot be used (for example it is a
+    /// file), [`Error::Corruption`] if its metadata is damaged.
+    pub fn open(path: impl AsRef<Path>) -> Result<SledStore> {
+        Self::open_with(path, Options::default())
+    }
+
+    /// Opens (creating if needed) the database directory `path`.
+    ///
+    /// # Errors
+    /// As for [`open`](Self::open).
+    pub fn open_with(path: impl AsRef<Path>, options: Options) -> Result<SledStore> {
+        let path = path.as_ref().to_path_buf();
+        create_private_dir(&path)?;
+        let lock = lock_directory(&path)?;
+
+        let flush_every = match options.durability {
+            Durability::Durable => Some(500),
+            Durability::Buffered { flush_every } => {
+                Some(u64::try_from(flush_every.as_millis()).unwrap_or(u64::MAX).max(1))
+            }
+        };
+        let db = sled::Config::new()
+            .path(&path)
+            .cache_capacity(options.cache_capacity)
+            .flush_every_ms(flush_every)
+            .open()
+            .map_err(|e| match e {
+                // Our own lock should have caught this; keep the promise anyway.
+                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+                    Error::Locked { path: path.clone() }
+                }
+                other => storage(other),
+            })?;
+        let open_tree = |name: &str| db.open_tree(name).map_err(storage);
+        let records = open_tree(RECORDS_TREE)?;
+        let indexes = [
+            open_tree(&index_tree_name(IndexedField::UserName))?,
+            open_tree(&index_tree_name(IndexedField::AccessToken))?,
+            open_tree(&index_tree_name(IndexedField::RefreshToken))?,
+            open_tree(&index_tree_name(IndexedField::GrantToken))?,
+        ];
+        let meta = open_tree(META_TREE)?;
+
+        check_format_version(&db, &meta, &records)?;
+        let last_issued = match meta.get(LAST_ISSUED_KEY).map_err(storage)? {
+            None => 0,
+            Some(bytes) => u64::from_be_bytes(bytes.as_ref().try_into().map_err(|_| {
+                Error::corruption(None, "the stored id counter is not 8 bytes long")
+            })?),
+        };
+
+        Ok(SledStore {
+            db,
+            records,
+            indexes,
+            meta,
+            writer: Mutex::new(last_issued),
+            options,
+            path,
+            _lock: lock,
+        })
+    }
+
+    /// The database directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The options the store was opened with.
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    /// How many records are stored.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether no record is stored.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Writes everything buffered to disk. Durable stores do this after
+    /// every write; buffered ones can call it at chosen points.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the flush fails.
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush().map(drop).map_err(storage)
+    }
+
+    /// The size of the database on disk, in bytes, as sled accounts it.
+    pub fn size_on_disk(&self) -> Result<u64> {
+        self.db.size_on_disk().map_err(storage)
+    }
+
+    fn index(&self, field: IndexedField) -> &Tree {
+        &self.indexes[field as usize]
+    }
+
+    fn flush_if_durable(&self) -> Result<()> {
+        match self.options.durability {
+            Durability::Durable => self.flush(),
+            Durability::Buffered { .. } => Ok(()),
+        }
+    }
+
+    /// Runs `write` in one transaction over every tree.
+    fn transact<A>(
+        &self,
+        write: impl Fn(&Trees<'_>) -> std::result::Result<A, ConflictableTransactionError<Error>>,
+    ) -> Result<A> {
+        let [user, access, refresh, grant] = &self.indexes;
+        (&self.records, user, access, refresh, grant, &self.meta)
+            .transaction(|(records, user, access, refresh, grant, meta)| {
+                write(&Trees {
+                    records,
+                    indexes: [user, access, refresh, grant],
+                    meta,
+                })
+            })
+            .map_err(transaction_error)
+    }
+
+    fn commit_save(&self, plan: &SavePlan) -> Result<()> {
+        let encoded = codec::encode_record(&plan.record)?;
+        let id = plan.id();
+        self.transact(|trees| {
+            trees.records.insert(id.as_bytes(), encoded.as_slice())?;
+            for (field, old, new) in plan.index_changes() {
+                if let Some(old) = old {
+                    trees.unlink(field, old, id)?;
+                }
+                if let Some(new) = new {
+                    trees.link(field, new, id)?;
+                }
+            }
+            if let Some(issued) = plan.issued {
+                trees.meta.insert(LAST_ISSUED_KEY, &issued.to_be_bytes())?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The ids of every index entry that lists `id`, per field: the slow path
+    /// for removing a record whose bytes cannot be decoded.
+    fn index_entries_naming(&self, id: &str) -> Result<Vec<(IndexedField, Vec<u8>)>> {
+        let mut found = Vec::new();
+        for field in IndexedField::ALL {
+            for entry in self.index(field).iter() {
+                let (key, value) = entry.map_err(storage)?;
+                if codec::decode_ids(&value).is_ok_and(|ids| ids.iter().any(|i| i == id)) {
+                    found.push((field, key.to_vec()));
+                }
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// The transactional view of every tree.
+struct Trees<'a> {
+    records: &'a TransactionalTree,
+    indexes: [&'a TransactionalTree; 4],
+    meta: &'a TransactionalTree,
+}
+
+type TxResult<T = ()> = std::result::Result<T, ConflictableTransactionError<Error>>;
+
+impl Trees<'_> {
+    fn link(&self, field: IndexedField, value: &str, id: &str) -> TxResult {
+        self.link_digest(field, &codec::digest(value), id)
+    }
+
+    fn unlink(&self, field: IndexedField, value: &str, id: &str) -> TxResult {
+        self.unlink_digest(field, &codec::digest(value), id)
+    }
+
+    fn link_digest(&self, field: IndexedField, key: &[u8], id: &str) -> TxResult {
+        let tree = self.indexes[field as usize];
+        let mut ids = match tree.get(key)? {
+            Some(bytes) => codec::decode_ids(&bytes).map_err(abort)?,
+            None => Vec::new(),
+        };
+        if !ids.iter().any(|i| i == id) {
+            ids.push(id.to_owned());
+        }
+        tree.insert(key, codec::encode_ids(&ids))?;
+        Ok(())
+    }
+
+    fn unlink_digest(&self, field: IndexedField, key: &[u8], id: &str) -> TxResult {
+        let tree = self.indexes[field as usize];
+        let Some(bytes) = tree.get(key)? else {
+            return Ok(());
+        };
+        let mut ids = codec::decode_ids(&bytes).map_err(abort)?;
+        ids.retain(|i| i != id);
+        if ids.is_empty() {
+            tree.remove(key)?;
+        } else {
+            tree.insert(key, codec::encode_ids(&ids))?;
+        }
+        Ok(())
+    }
+}
+
+fn create_private_dir(path: &Path) -> Result<()> {
+    if path.exists() && !path.is_dir() {
+        return Err(Error::Io(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            format!(
+                "{} exists and is not a directory; a token store is a directory",
+                path.display()
+            ),
+        )));
+    }
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(path).map_err(|e| {
+        Error::Io(std::io::Error::new(
+            e.kind(),
+            format!("cannot create the token store directory {}: {e}", path.display()),
+        ))
+    })
+}
+
+fn lock_directory(path: &Path) -> Result<File> {
+    let lock_path = path.join(LOCK_FILE);
+    let mut open = OpenOptions::new();
+    open.create(true).truncate(false).write(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
+    let file = open.open(&lock_path).map_err(|e| {
+        Error::Io(std::io::Error::new(
+            e.kind(),
+            format!("cannot open the lock file {}: {e}", lock_path.display()),
+        ))
+    })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(Error::Locked {
+            path: path.to_path_buf(),
+        }),
+        Err(TryLockError::Error(e)) => Err(Error::Io(e)),
+    }
+}
+
+fn check_format_version(db: &sled::Db, meta: &Tree, records: &Tree) -> Result<()> {
+    let supported = u32::from(codec::FORMAT_VERSION);
+    match meta.get(FORMAT_VERSION_KEY).map_err(storage)? {
+        Some(bytes) => {
+            let found = u32::from_be_bytes(bytes.as_ref().try_into().map_err(|_| {
+                Error::corruption(None, "the stored format version is not 4 bytes long")
+            })?);
+            if found != supported {
+                return Err(Error::UnsupportedVersion { found, supported });
+            }
+        }
+        None if records.is_empty() => {
+            meta.insert(FORMAT_VERSION_KEY, &supported.to_be_bytes())
+                .map_err(storage)?;
+            db.flush().map_err(storage)?;
+        }
+        None => {
+            return Err(Error::corruption(
+                None,
+                "the database holds records but no format version; it was not written by tokenstore",
+            ))
+        }
+    }
+    Ok(())
+}
+
+impl StoreView for SledStore {
+    fn record(&self, id: &str) -> Result<Option<OAuthToken>> {
+        match self.records.get(id.as_bytes()).map_err(storage)? {
+            Some(bytes) => codec::decode_record(id, &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn contains(&self, id: &str) -> Result<bool> {
+        self.records.contains_key(id.as_bytes()).map_err(storage)
+    }
+
+    fn record_with(&self, field: IndexedField, value: &str) -> Result<Option<OAuthToken>> {
+        let Some(entry) = self
+            .index(field)
+            .get(codec::digest(value))
+            .map_err(storage)?
+        else {
+            return Ok(None);
+        };
+        for id in codec::decode_ids(&entry)? {
+            // The record is compared with the value: a digest collision, or a
+            // reader racing a writer, never yields a record without it.
+            if let Some(record) = self.record(&id)? {
+                if record.indexed(field) == Some(value) {
+                    return Ok(Some(record));
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+impl TokenStore for SledStore {
+    fn find_token(&self, query: &OAuthToken) -> Result<Option<OAuthToken>> {
+        store::find(self, query)
+    }
+
+    fn save_token(&self, token: &mut OAuthToken) -> Result<()> {
+        let mut last_issued = self.writer.lock();
+        let plan = store::plan_save(self, token, *last_issued)?;
+        self.commit_save(&plan)?;
+        if let Some(issued) = plan.issued {
+            *last_issued = issued;
+        }
+        self.flush_if_durable()?;
+        *token = plan.record;
+        Ok(())
+    }
+
+    fn delete_token(&self, id: &str) -> Result<bool> {
+        if id.is_empty() {
+            return Ok(false);
+        }
+        let _writer = self.writer.lock();
+        let Some(bytes) = self.records.get(id.as_bytes()).map_err(storage)? else {
+            return Ok(false);
+        };
+        match codec::decode_record(id, &bytes) {
+            Ok(record) => self.transact(|trees| {
+                trees.records.remove(id.as_bytes())?;
+                for field in IndexedField::ALL {
+                    if let Some(value) = record.indexed(field) {
+                        trees.unlink(field, value, id)?;
+                    }
+                }
+                Ok(())
+            })?,
+            // A damaged record can still be deleted: its index entries are
+            // found by scanning for its id.
+            Err(_) => {
+                let entries = self.index_entries_naming(id)?;
+                self.transact(|trees| {
+                    trees.records.remove(id.as_bytes())?;
+                    for (field, key) in &entries {
+                        trees.unlink_digest(*field, key, id)?;
+                    }
+                    Ok(())
+                })?
+            }
+        }
+        self.flush_if_durable()?;
+        Ok(true)
+    }
+
+    fn get_tokens(&self) -> Result<Vec<OAuthToken>> {
+        self.records
+            .iter()
+            .map(|entry| {
+                let (key, value) = entry.map_err(storage)?;
+                codec::decode_record(&String::from_utf8_lossy(&key), &value)
+            })
+            .collect()
+    }
+
+    fn delete_tokens(&self) -> Result<usize> {
+        let _writer = self.writer.lock();
+        let keys_of = |tree: &Tree| -> Result<Batch> {
+            let mut batch = Batch::default();
+            for key in tree.iter().keys() {
+                batch.remove(key.map_err(storage)?);
+            }
+            Ok(batch)
+        };
+        let count = self.records.len();
+        let records = keys_of(&self.records)?;
+        let indexes = [
+            keys_of(&self.indexes[0])?,
+            keys_of(&self.indexes[1])?,
+            keys_of(&self.indexes[2])?,
+            keys_of(&self.indexes[3])?,
+        ];
+        // One transaction, so a crash leaves all records or none.
+        self.transact(|trees| {
+            trees.records.apply_batch(&records)?;
+            for (tree, batch) in trees.indexes.iter().zip(&indexes) {
+                tree.apply_batch(batch)?;
+            }
+            Ok(())
+        })?;
+        self.flush_if_durable()?;
+        Ok(count)
+    }
+
+    fn find_token_by_id(&self, id: &str) -> Result<Option<OAuthToken>> {
+        store::find_by_id(self, id)
+    }
+}
+
+impl Drop for SledStore {
+    fn drop(&mut self) {
+        // A clean close loses nothing, also in buffered mode. A failure here
+        // has nowhere to go; what was acknowledged durably is already on disk.
+        let _ = self.db.flush();
+    }
+}

@@ -1,0 +1,328 @@
+//! The record: [`OAuthToken`], its redacted `Debug`, normalization, merging
+//! and expiry.
+
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// The margin the Zoho SDKs use when deciding that an access token must be
+/// refreshed: a token expiring within 5 seconds counts as expired.
+pub const DEFAULT_EXPIRY_MARGIN_MS: i64 = 5_000;
+
+/// One stored OAuth token, with the fields of the Zoho CRM SDKs' `OAuthToken`.
+///
+/// All fields are optional. An empty string means the same as `None` on every
+/// input and is stored as `None`. `Debug` never shows the four secrets
+/// (`client_secret`, `refresh_token`, `access_token`, `grant_token`); it only
+/// says whether they are present.
+///
+/// ```
+/// use tokenstore::OAuthToken;
+///
+/// let token = OAuthToken::new()
+///     .with_user_name("ana@example.com")
+///     .with_refresh_token("1000.secret-refresh")
+///     .with_expiry_time(1_700_000_000_000);
+/// let shown = format!("{token:?}");
+/// assert!(shown.contains("ana@example.com"));
+/// assert!(shown.contains("[redacted]"));
+/// assert!(!shown.contains("secret-refresh"));
+/// ```
+#[derive(Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OAuthToken {
+    /// The record's unique key; assigned by the store on insert when absent.
+    pub id: Option<String>,
+    /// The user signature's name (the Zoho SDK stores `email` or `email:zgid`).
+    pub user_name: Option<String>,
+    /// OAuth client id.
+    pub client_id: Option<String>,
+    /// OAuth client secret (secret).
+    pub client_secret: Option<String>,
+    /// OAuth refresh token (secret).
+    pub refresh_token: Option<String>,
+    /// OAuth access token (secret).
+    pub access_token: Option<String>,
+    /// The one-time authorization code (secret).
+    pub grant_token: Option<String>,
+    /// When the access token expires, in milliseconds since the Unix epoch.
+    pub expiry_time: Option<i64>,
+    /// OAuth redirect URL.
+    pub redirect_url: Option<String>,
+    /// The API domain, e.g. `https://www.zohoapis.com`.
+    pub api_domain: Option<String>,
+}
+
+/// The four fields whose values belong to at most one record each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum IndexedField {
+    /// `user_name`
+    UserName,
+    /// `access_token`
+    AccessToken,
+    /// `refresh_token`
+    RefreshToken,
+    /// `grant_token`
+    GrantToken,
+}
+
+impl IndexedField {
+    /// Every unique field, in the order conflicts are checked and reported.
+    pub const ALL: [IndexedField; 4] = [
+        IndexedField::UserName,
+        IndexedField::AccessToken,
+        IndexedField::RefreshToken,
+        IndexedField::GrantToken,
+    ];
+
+    /// The field's name as it appears in [`OAuthToken`].
+    ///
+    /// ```
+    /// assert_eq!(tokenstore::IndexedField::RefreshToken.name(), "refresh_token");
+    /// ```
+    pub fn name(self) -> &'static str {
+        match self {
+            IndexedField::UserName => "user_name",
+            IndexedField::AccessToken => "access_token",
+            IndexedField::RefreshToken => "refresh_token",
+            IndexedField::GrantToken => "grant_token",
+        }
+    }
+
+    /// Whether the field holds a secret (every indexed field but `user_name`).
+    pub fn is_secret(self) -> bool {
+        self != IndexedField::UserName
+    }
+}
+
+impl fmt::Display for IndexedField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Treats `Some("")` as absent: the one place the "empty means absent" rule lives.
+pub(crate) fn present(value: &Option<String>) -> Option<&str> {
+    value.as_deref().filter(|v| !v.is_empty())
+}
+
+macro_rules! with_setters {
+    ($($(#[$doc:meta])* $method:ident => $field:ident: $ty:ty),* $(,)?) => {
+        $(
+            $(#[$doc])*
+            #[must_use]
+            pub fn $method(mut self, value: impl Into<$ty>) -> Self {
+                self.$field = Some(value.into());
+                self
+            }
+        )*
+    };
+}
+
+impl OAuthToken {
+    /// An empty token, the same as `OAuthToken::default()`.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    with_setters! {
+        /// Sets `id`.
+        with_id => id: String,
+        /// Sets `user_name`.
+        with_user_name => user_name: String,
+        /// Sets `client_id`.
+        with_client_id => client_id: String,
+        /// Sets `client_secret`.
+        with_client_secret => client_secret: String,
+        /// Sets `refresh_token`.
+        with_refresh_token => refresh_token: String,
+        /// Sets `access_token`.
+        with_access_token => access_token: String,
+        /// Sets `grant_token`.
+        with_grant_token => grant_token: String,
+        /// Sets `redirect_url`.
+        with_redirect_url => redirect_url: String,
+        /// Sets `api_domain`.
+        with_api_domain => api_domain: String,
+    }
+
+    /// Sets `expiry_time` (milliseconds since the Unix epoch).
+    #[must_use]
+    pub fn with_expiry_time(mut self, epoch_ms: i64) -> Self {
+        self.expiry_time = Some(epoch_ms);
+        self
+    }
+
+    /// The value of one of the unique fields, `None` when absent or empty.
+    ///
+    /// ```
+    /// use tokenstore::{IndexedField, OAuthToken};
+    /// let token = OAuthToken::new().with_user_name("");
+    /// assert_eq!(token.indexed(IndexedField::UserName), None);
+    /// ```
+    pub fn indexed(&self, field: IndexedField) -> Option<&str> {
+        present(match field {
+            IndexedField::UserName => &self.user_name,
+            IndexedField::AccessToken => &self.access_token,
+            IndexedField::RefreshToken => &self.refresh_token,
+            IndexedField::GrantToken => &self.grant_token,
+        })
+    }
+
+    /// Replaces every `Some("")` by `None`, as the store does on every input.
+    ///
+    /// ```
+    /// use tokenstore::OAuthToken;
+    /// let mut token = OAuthToken::new().with_user_name("").with_client_id("abc");
+    /// token.normalize();
+    /// assert_eq!(token, OAuthToken::new().with_client_id("abc"));
+    /// ```
+    pub fn normalize(&mut self) {
+        for field in self.string_fields_mut() {
+            if field.as_deref() == Some("") {
+                *field = None;
+            }
+        }
+    }
+
+    /// Whether the token is in normal form: no field is `Some("")`.
+    pub fn is_normalized(&self) -> bool {
+        self.string_fields().iter().all(|f| f.as_deref() != Some(""))
+    }
+
+    /// Whether any of the access, refresh or grant token is present: the
+    /// condition `save_token` requires of its input.
+    pub fn has_any_token(&self) -> bool {
+        present(&self.access_token).is_some()
+            || present(&self.refresh_token).is_some()
+            || present(&self.grant_token).is_some()
+    }
+
+    /// Overwrites every field of `self` with the fields present in `update`,
+    /// keeping the rest: a merge never clears a field.
+    ///
+    /// ```
+    /// use tokenstore::OAuthToken;
+    /// let mut stored = OAuthToken::new().with_user_name("ana").with_refresh_token("r1");
+    /// stored.merge_from(&OAuthToken::new().with_access_token("a2").with_refresh_token(""));
+    /// assert_eq!(stored.refresh_token.as_deref(), Some("r1"));
+    /// assert_eq!(stored.access_token.as_deref(), Some("a2"));
+    /// ```
+    pub fn merge_from(&mut self, update: &OAuthToken) {
+        let OAuthToken {
+            id,
+            user_name,
+            client_id,
+            client_secret,
+            refresh_token,
+            access_token,
+            grant_token,
+            expiry_time,
+            redirect_url,
+            api_domain,
+        } = update;
+        fn take(into: &mut Option<String>, from: &Option<String>) {
+            if let Some(v) = present(from) {
+                *into = Some(v.to_owned());
+            }
+        }
+        take(&mut self.id, id);
+        take(&mut self.user_name, user_name);
+        take(&mut self.client_id, client_id);
+        take(&mut self.client_secret, client_secret);
+        take(&mut self.refresh_token, refresh_token);
+        take(&mut self.access_token, access_token);
+        take(&mut self.grant_token, grant_token);
+        if let Some(t) = expiry_time {
+            self.expiry_time = Some(*t);
+        }
+        take(&mut self.redirect_url, redirect_url);
+        take(&mut self.api_domain, api_domain);
+    }
+
+    /// Whether the access token expires within `margin_ms` of `now_ms` (both in
+    /// milliseconds since the Unix epoch), the test the Zoho SDKs apply before
+    /// every call. A token without `expiry_time` is not considered expired.
+    ///
+    /// ```
+    /// use tokenstore::{OAuthToken, DEFAULT_EXPIRY_MARGIN_MS};
+    /// let token = OAuthToken::new().with_expiry_time(10_000);
+    /// assert!(!token.is_expired(4_000, DEFAULT_EXPIRY_MARGIN_MS));
+    /// assert!(token.is_expired(6_000, DEFAULT_EXPIRY_MARGIN_MS));
+    /// ```
+    pub fn is_expired(&self, now_ms: i64, margin_ms: i64) -> bool {
+        self.expiry_time
+            .is_some_and(|expiry| expiry.saturating_sub(now_ms) < margin_ms)
+    }
+
+    /// [`is_expired`](Self::is_expired) against the system clock with the
+    /// SDK's 5-second margin.
+    pub fn is_expired_now(&self) -> bool {
+        self.is_expired(now_ms(), DEFAULT_EXPIRY_MARGIN_MS)
+    }
+
+    fn string_fields(&self) -> [&Option<String>; 9] {
+        [
+            &self.id,
+            &self.user_name,
+            &self.client_id,
+            &self.client_secret,
+            &self.refresh_token,
+            &self.access_token,
+            &self.grant_token,
+            &self.redirect_url,
+            &self.api_domain,
+        ]
+    }
+
+    fn string_fields_mut(&mut self) -> [&mut Option<String>; 9] {
+        [
+            &mut self.id,
+            &mut self.user_name,
+            &mut self.client_id,
+            &mut self.client_secret,
+            &mut self.refresh_token,
+            &mut self.access_token,
+            &mut self.grant_token,
+            &mut self.redirect_url,
+            &mut self.api_domain,
+        ]
+    }
+}
+
+/// The current time in milliseconds since the Unix epoch, the unit of
+/// [`OAuthToken::expiry_time`].
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+struct Redacted<'a>(&'a Option<String>);
+
+impl fmt::Debug for Redacted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(_) => f.write_str("Some([redacted])"),
+            None => f.write_str("None"),
+        }
+    }
+}
+
+impl fmt::Debug for OAuthToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OAuthToken")
+            .field("id", &self.id)
+            .field("user_name", &self.user_name)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &Redacted(&self.client_secret))
+            .field("refresh_token", &Redacted(&self.refresh_token))
+            .field("access_token", &Redacted(&self.access_token))
+            .field("grant_token", &Redacted(&self.grant_token))
+            .field("expiry_time", &self.expiry_time)
+            .field("redirect_url", &self.redirect_url)
+            .field("api_domain", &self.api_domain)
+            .finish()
+    }
+}

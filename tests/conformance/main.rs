@@ -1,0 +1,104 @@
+//! The conformance suite of SPEC.md §1–§3, written once over
+//! `&dyn TokenStore` and run against every backend.
+
+mod cases;
+
+use std::ops::Deref;
+
+use tokenstore::{MemoryStore, Options, SledStore, TokenStore};
+
+/// A store under test, with whatever must live as long as it.
+pub struct Fixture {
+    store: Box<dyn TokenStore + Send + Sync>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Deref for Fixture {
+    type Target = dyn TokenStore + Send + Sync;
+    fn deref(&self) -> &Self::Target {
+        &*self.store
+    }
+}
+
+fn memory() -> Fixture {
+    Fixture {
+        store: Box::new(MemoryStore::new()),
+        _dir: None,
+    }
+}
+
+fn sled_with(options: Options) -> Fixture {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SledStore::open_with(dir.path().join("db"), options).expect("open sled store");
+    Fixture {
+        store: Box::new(store),
+        _dir: Some(dir),
+    }
+}
+
+fn sled() -> Fixture {
+    sled_with(Options::default())
+}
+
+fn sled_buffered() -> Fixture {
+    sled_with(Options::default().durability(tokenstore::Durability::BUFFERED))
+}
+
+/// Instantiates every case of `cases` for one backend.
+macro_rules! conformance {
+    ($backend:ident, $fixture:path, [$($case:ident),* $(,)?]) => {
+        mod $backend {
+            $(
+                #[test]
+                fn $case() {
+                    crate::cases::$case(&*$fixture());
+                }
+            )*
+        }
+    };
+}
+
+/// Every case, for every backend.
+macro_rules! all_backends {
+    ($($case:ident),* $(,)?) => {
+        conformance!(memory, crate::memory, [$($case),*]);
+        conformance!(sled, crate::sled, [$($case),*]);
+        conformance!(sled_buffered, crate::sled_buffered, [$($case),*]);
+    };
+}
+
+all_backends!(
+    rule1_user_name_decides_even_without_a_match,
+    rule2_access_token_without_client_credentials,
+    rule2_does_not_hold_with_client_credentials,
+    rule3_grant_token_first,
+    rule3_falls_back_to_refresh_when_grant_misses,
+    rule3_needs_both_client_credentials,
+    rule3_grant_miss_without_refresh_finds_nothing,
+    rule4_id_only_query,
+    rule5_never_the_first_record,
+    empty_strings_are_absent,
+    empty_user_name_never_finds_another_user,
+    empty_id_finds_and_deletes_nothing,
+    hostile_values_are_plain_data,
+    large_values_round_trip,
+    lookups_are_case_sensitive,
+    find_returns_the_stored_record_not_the_query,
+    save_sets_the_token_to_what_is_stored,
+    save_merges_and_never_clears,
+    save_without_any_token_is_rejected_and_writes_nothing,
+    save_with_unknown_id_inserts_under_that_id,
+    save_without_id_upserts_by_lookup_key,
+    conflicting_unique_value_writes_nothing,
+    conflict_through_an_id_targeted_save,
+    conflict_errors_never_show_the_secret,
+    rotated_values_no_longer_find_the_record,
+    generated_ids_pass_ten_and_skip_taken_ids,
+    deleted_ids_are_never_handed_out_again,
+    delete_frees_every_key,
+    delete_tokens_removes_everything_and_counts,
+    get_tokens_returns_every_record,
+    concurrent_saves_of_one_new_user_make_one_record,
+    concurrent_saves_of_distinct_users_all_land,
+    debug_never_shows_a_secret,
+);
