@@ -74,7 +74,12 @@ mod tests {
 
     #[test]
     fn user_name_wins_over_everything() {
-        let q = creds(OAuthToken::new().with_user_name("u").with_access_token("a").with_id("7"));
+        let q = creds(
+            OAuthToken::new()
+                .with_user_name("u")
+                .with_access_token("a")
+                .with_id("7"),
+        );
         assert_eq!(lookup_key(&q), Some(LookupKey::UserName("u")));
     }
 
@@ -82,26 +87,44 @@ mod tests {
     fn access_token_needs_both_credentials_absent() {
         let q = OAuthToken::new().with_access_token("a").with_id("7");
         assert_eq!(lookup_key(&q), Some(LookupKey::AccessToken("a")));
-        let one_cred = OAuthToken::new().with_access_token("a").with_client_id("c").with_id("7");
+        let one_cred = OAuthToken::new()
+            .with_access_token("a")
+            .with_client_id("c")
+            .with_id("7");
         assert_eq!(lookup_key(&one_cred), Some(LookupKey::Id("7")));
     }
 
     #[test]
     fn grant_or_refresh_needs_both_credentials() {
-        let q = creds(OAuthToken::new().with_grant_token("g").with_refresh_token("r"));
+        let q = creds(
+            OAuthToken::new()
+                .with_grant_token("g")
+                .with_refresh_token("r"),
+        );
         assert_eq!(
             lookup_key(&q),
-            Some(LookupKey::GrantOrRefresh { grant: Some("g"), refresh: Some("r") })
+            Some(LookupKey::GrantOrRefresh {
+                grant: Some("g"),
+                refresh: Some("r")
+            })
         );
-        let only_secret = OAuthToken::new().with_refresh_token("r").with_client_secret("s");
+        let only_secret = OAuthToken::new()
+            .with_refresh_token("r")
+            .with_client_secret("s");
         assert_eq!(lookup_key(&only_secret), None);
     }
 
     #[test]
     fn empty_strings_are_absent() {
-        let q = OAuthToken::new().with_user_name("").with_access_token("").with_id("");
+        let q = OAuthToken::new()
+            .with_user_name("")
+            .with_access_token("")
+            .with_id("");
         assert_eq!(lookup_key(&q), None);
-        let q = OAuthToken::new().with_access_token("a").with_client_id("").with_client_secret("");
+        let q = OAuthToken::new()
+            .with_access_token("a")
+            .with_client_id("")
+            .with_client_secret("");
         assert_eq!(lookup_key(&q), Some(LookupKey::AccessToken("a")));
     }
 

@@ -122,12 +122,17 @@ pub(crate) struct SavePlan {
 
 impl SavePlan {
     pub fn id(&self) -> &str {
-        self.record.id.as_deref().expect("a planned record always has an id")
+        self.record
+            .id
+            .as_deref()
+            .expect("a planned record always has an id")
     }
 
     /// The index changes: for each unique field whose value changes, the
     /// value to unlink (if any) and the value to link (if any).
-    pub fn index_changes(&self) -> impl Iterator<Item = (IndexedField, Option<&str>, Option<&str>)> {
+    pub fn index_changes(
+        &self,
+    ) -> impl Iterator<Item = (IndexedField, Option<&str>, Option<&str>)> {
         IndexedField::ALL.into_iter().filter_map(|field| {
             let old = self.previous.as_ref().and_then(|p| p.indexed(field));
             let new = self.record.indexed(field);

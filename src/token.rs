@@ -187,7 +187,9 @@ impl OAuthToken {
 
     /// Whether the token is in normal form: no field is `Some("")`.
     pub fn is_normalized(&self) -> bool {
-        self.string_fields().iter().all(|f| f.as_deref() != Some(""))
+        self.string_fields()
+            .iter()
+            .all(|f| f.as_deref() != Some(""))
     }
 
     /// Whether any of the access, refresh or grant token is present: the

@@ -64,10 +64,16 @@ impl fmt::Display for Problem {
                 write!(f, "record {id:?} cannot be decoded: {detail}")
             }
             Problem::MissingIndexEntry { id, field } => {
-                write!(f, "record {id:?} has a {field} that the {field} index does not lead to")
+                write!(
+                    f,
+                    "record {id:?} has a {field} that the {field} index does not lead to"
+                )
             }
             Problem::DanglingIndexEntry { field, id } => {
-                write!(f, "the {field} index names record {id:?}, which does not exist")
+                write!(
+                    f,
+                    "the {field} index names record {id:?}, which does not exist"
+                )
             }
             Problem::WrongIndexEntry { field, id } => write!(
                 f,
@@ -197,7 +203,7 @@ impl SledStore {
                 Problem::DuplicateValue { field, ids }
             })
             .collect();
-        duplicates.sort_by(|a, b| a.to_string().cmp(&b.to_string()));
+        duplicates.sort_by_key(ToString::to_string);
         report.problems.extend(duplicates);
 
         for field in IndexedField::ALL {

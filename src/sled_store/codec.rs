@@ -131,7 +131,10 @@ mod tests {
         }
         let mut longer = bytes.clone();
         longer.push(0);
-        assert!(matches!(decode_record("42", &longer), Err(Error::Corruption { .. })));
+        assert!(matches!(
+            decode_record("42", &longer),
+            Err(Error::Corruption { .. })
+        ));
     }
 
     #[test]
@@ -146,7 +149,10 @@ mod tests {
         // version, id tag Some, then a string length of u64::MAX (varint 0xFF + 8 bytes)
         let mut bytes = vec![FORMAT_VERSION, 1, 0xFF];
         bytes.extend_from_slice(&u64::MAX.to_le_bytes());
-        assert!(matches!(decode_record("1", &bytes), Err(Error::Corruption { .. })));
+        assert!(matches!(
+            decode_record("1", &bytes),
+            Err(Error::Corruption { .. })
+        ));
     }
 
     #[test]

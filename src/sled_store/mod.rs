@@ -208,22 +208,17 @@ impl SledStore {
 
         let flush_every = match options.durability {
             Durability::Durable => Some(500),
-            Durability::Buffered { flush_every } => {
-                Some(u64::try_from(flush_every.as_millis()).unwrap_or(u64::MAX).max(1))
-            }
+            Durability::Buffered { flush_every } => Some(
+                u64::try_from(flush_every.as_millis())
+                    .unwrap_or(u64::MAX)
+                    .max(1),
+            ),
         };
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(&path)
             .cache_capacity(options.cache_capacity)
-            .flush_every_ms(flush_every)
-            .open()
-            .map_err(|e| match e {
-                // Our own lock should have caught this; keep the promise anyway.
-                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
-                    Error::Locked { path: path.clone() }
-                }
-                other => storage(other),
-            })?;
+            .flush_every_ms(flush_every);
+        let db = open_sled(&config, &path)?;
         let open_tree = |name: &str| db.open_tree(name).map_err(storage);
         let records = open_tree(RECORDS_TREE)?;
         let indexes = [
@@ -416,9 +411,39 @@ fn create_private_dir(path: &Path) -> Result<()> {
     builder.create(path).map_err(|e| {
         Error::Io(std::io::Error::new(
             e.kind(),
-            format!("cannot create the token store directory {}: {e}", path.display()),
+            format!(
+                "cannot create the token store directory {}: {e}",
+                path.display()
+            ),
         ))
     })
+}
+
+/// How long a sled lock still held after our own directory lock was taken
+/// is waited for: see [`open_sled`].
+const SLED_LOCK_GRACE: Duration = Duration::from_secs(5);
+
+/// Opens sled. Our directory lock is already held, so no other tokenstore
+/// handle is live; if sled's own lock is still taken, it is a handle of this
+/// process that was just dropped and whose background tasks are finishing
+/// (sled releases its lock when they end), or a foreign sled user. Wait a
+/// bounded time for the first, then report `Locked`.
+fn open_sled(config: &sled::Config, path: &Path) -> Result<sled::Db> {
+    let started = std::time::Instant::now();
+    loop {
+        match config.open() {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(io)) if io.to_string().contains("could not acquire lock") => {
+                if started.elapsed() >= SLED_LOCK_GRACE {
+                    return Err(Error::Locked {
+                        path: path.to_path_buf(),
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(other) => return Err(storage(other)),
+        }
+    }
 }
 
 fn lock_directory(path: &Path) -> Result<File> {
@@ -458,12 +483,10 @@ fn check_format_version(db: &sled::Db, meta: &Tree, records: &Tree) -> Result<()
                 .map_err(storage)?;
             db.flush().map_err(storage)?;
         }
-        None => {
-            return Err(Error::corruption(
-                None,
-                "the database holds records but no format version; it was not written by tokenstore",
-            ))
-        }
+        None => return Err(Error::corruption(
+            None,
+            "the database holds records but no format version; it was not written by tokenstore",
+        )),
     }
     Ok(())
 }

@@ -254,13 +254,18 @@ pub fn hostile_values_are_plain_data(store: &Store) {
         assert_eq!(store.find_token(&by_refresh).unwrap().as_ref(), Some(token));
         let by_grant = creds(OAuthToken::new().with_grant_token(format!("{value}-grant")));
         assert_eq!(store.find_token(&by_grant).unwrap().as_ref(), Some(token));
-        assert_eq!(store.find_token_by_id(id_of(token)).unwrap().as_ref(), Some(token));
+        assert_eq!(
+            store.find_token_by_id(id_of(token)).unwrap().as_ref(),
+            Some(token)
+        );
     }
     // a hostile id is just an id
     let evil_id = "1; DELETE FROM oauthtoken";
     let token = saved(
         store,
-        OAuthToken::new().with_id(evil_id).with_access_token("plain"),
+        OAuthToken::new()
+            .with_id(evil_id)
+            .with_access_token("plain"),
     );
     assert_eq!(store.find_token_by_id(evil_id).unwrap(), Some(token));
     assert_eq!(store.get_tokens().unwrap().len(), values.len() + 1);
@@ -278,7 +283,10 @@ pub fn large_values_round_trip(store: &Store) {
             .with_client_secret(big('s'))
             .with_redirect_url(big('x')),
     );
-    assert_eq!(store.find_token_by_id(id_of(&token)).unwrap().as_ref(), Some(&token));
+    assert_eq!(
+        store.find_token_by_id(id_of(&token)).unwrap().as_ref(),
+        Some(&token)
+    );
     let query = OAuthToken::new().with_access_token(big('a'));
     assert_eq!(store.find_token(&query).unwrap(), Some(token.clone()));
     // a value differing in the last byte is another value
@@ -323,7 +331,10 @@ pub fn save_sets_the_token_to_what_is_stored(store: &Store) {
     let stored = store.find_token_by_id(id_of(&ana)).unwrap().unwrap();
     assert_eq!(update, stored);
     assert_eq!(update.id, ana.id);
-    assert_eq!(update.refresh_token, ana.refresh_token, "absent fields are filled in");
+    assert_eq!(
+        update.refresh_token, ana.refresh_token,
+        "absent fields are filled in"
+    );
 }
 
 pub fn save_merges_and_never_clears(store: &Store) {
@@ -492,7 +503,10 @@ pub fn conflict_errors_never_show_the_secret(store: &Store) {
         .with_refresh_token("1000.refresh-topsecret");
     let err = store.save_token(&mut token).unwrap_err();
     assert!(err.to_string().contains("refresh_token"), "{err}");
-    assert!(err.to_string().contains("\"1\""), "names the holding id: {err}");
+    assert!(
+        err.to_string().contains("\"1\""),
+        "names the holding id: {err}"
+    );
     for shown in [err.to_string(), format!("{err:?}")] {
         assert!(!shown.contains("topsecret"), "{shown}");
     }
@@ -560,7 +574,10 @@ pub fn deleted_ids_are_never_handed_out_again(store: &Store) {
     assert!(store.delete_token(id_of(&second)).unwrap());
     assert_eq!(store.delete_tokens().unwrap(), 1);
     let third = saved(store, zoho("carol@example.com", "c"));
-    let seen: HashSet<_> = [&first, &second, &third].iter().map(|t| t.id.clone()).collect();
+    let seen: HashSet<_> = [&first, &second, &third]
+        .iter()
+        .map(|t| t.id.clone())
+        .collect();
     assert_eq!(seen.len(), 3, "ids: {seen:?}");
     assert_eq!(third.id.as_deref(), Some("3"));
 }
@@ -635,7 +652,13 @@ pub fn concurrent_saves_of_distinct_users_all_land(store: &Store) {
         for thread in 0..8 {
             scope.spawn(move || {
                 for n in 0..10 {
-                    saved(store, zoho(&format!("u{thread}-{n}@example.com"), &format!("{thread}-{n}")));
+                    saved(
+                        store,
+                        zoho(
+                            &format!("u{thread}-{n}@example.com"),
+                            &format!("{thread}-{n}"),
+                        ),
+                    );
                 }
             });
         }
