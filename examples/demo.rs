@@ -1,0 +1,245 @@
+//! The Zoho SDK's token lifecycle, played against an on-disk store.
+//!
+//! ```text
+//! cargo run --release --example demo [-- DIRECTORY]
+//! ```
+//!
+//! DIRECTORY defaults to `./demo-tokenstore`. Secrets are never printed:
+//! tokens show through their redacting `Debug`.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use tokenstore::{now_ms, Durability, Error, OAuthToken, Options, SledStore, TokenStore};
+
+/// How many other users' tokens the store holds while lookups are timed.
+const BACKGROUND_USERS: usize = 10_000;
+/// How many lookups of each kind are timed.
+const TIMED_LOOKUPS: usize = 10_000;
+const CLIENT_ID: &str = "1000.DEMOCLIENTID";
+const CLIENT_SECRET: &str = "demo-client-secret";
+
+/// A Zoho-shaped token value: `1000.` and 64 hex digits derived from `seed`.
+fn fake_token(seed: &str) -> String {
+    format!("1000.{}", blake3::hash(seed.as_bytes()).to_hex())
+}
+
+fn step(title: &str) {
+    println!("\n== {title}");
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let path = std::env::args_os()
+        .nth(1)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("demo-tokenstore"));
+    println!(
+        "tokenstore demo: the Zoho SDK's token lifecycle on {}",
+        path.display()
+    );
+
+    step("1. Open the store and fill it with other users' tokens");
+    let started = Instant::now();
+    let ids = {
+        // Bulk loading with background flushes, then one flush at the end.
+        let options = Options::default().durability(Durability::BUFFERED);
+        let store = SledStore::open_with(&path, options)?;
+        let leftover = store.delete_tokens()?;
+        if leftover > 0 {
+            println!(
+                "   removed {leftover} tokens left by an earlier run (they survived its exit)"
+            );
+        }
+        let mut ids = Vec::with_capacity(BACKGROUND_USERS);
+        for n in 0..BACKGROUND_USERS {
+            let mut token = OAuthToken::new()
+                .with_user_name(format!("user{n}@example.com"))
+                .with_client_id(CLIENT_ID)
+                .with_client_secret(CLIENT_SECRET)
+                .with_refresh_token(fake_token(&format!("refresh{n}")))
+                .with_access_token(fake_token(&format!("access{n}")))
+                .with_expiry_time(now_ms() + 3_600_000)
+                .with_api_domain("https://www.zohoapis.com");
+            store.save_token(&mut token)?;
+            ids.extend(token.id);
+        }
+        store.flush()?;
+        ids
+    };
+    println!(
+        "   saved {BACKGROUND_USERS} tokens in {:.2?} (buffered, flushed once)",
+        started.elapsed()
+    );
+    let started = Instant::now();
+    let store = SledStore::open(&path)?;
+    println!(
+        "   reopened with durable writes in {:.2?}: {} tokens",
+        started.elapsed(),
+        store.len()
+    );
+
+    step("2. Login: the SDK exchanges a grant token and saves the result");
+    let grant = fake_token("ana-grant");
+    let login_query = OAuthToken::new()
+        .with_client_id(CLIENT_ID)
+        .with_client_secret(CLIENT_SECRET)
+        .with_grant_token(grant.as_str());
+    println!(
+        "   find_token(grant token + client credentials) -> {:?}",
+        store.find_token(&login_query)?.and_then(|t| t.id)
+    );
+    let mut token = login_query
+        .clone()
+        .with_user_name("ana@example.com")
+        .with_refresh_token(fake_token("ana-refresh-1"))
+        .with_access_token(fake_token("ana-access-1"))
+        .with_expiry_time(now_ms() + 3_600_000)
+        .with_redirect_url("https://example.com/oauth/callback")
+        .with_api_domain("https://www.zohoapis.com");
+    let started = Instant::now();
+    store.save_token(&mut token)?;
+    println!(
+        "   save_token (durable: flushed before returning) took {:.2?}",
+        started.elapsed()
+    );
+    let id = token.id.clone().expect("saved tokens have an id");
+    println!("   stored as id {id}: {token:?}");
+
+    step("3. Before every API call: find_token_by_id, timed");
+    report_latency("find_token_by_id (any of 10,000)", |i| {
+        store
+            .find_token_by_id(&ids[i % ids.len()])
+            .map(|t| t.is_some())
+    })?;
+    report_latency("find_token by user_name (rule 1)", |i| {
+        let query =
+            OAuthToken::new().with_user_name(format!("user{}@example.com", i % BACKGROUND_USERS));
+        store.find_token(&query).map(|t| t.is_some())
+    })?;
+    report_latency("find_token by refresh token (rule 3)", |i| {
+        let query = OAuthToken::new()
+            .with_client_id(CLIENT_ID)
+            .with_client_secret(CLIENT_SECRET)
+            .with_refresh_token(fake_token(&format!("refresh{}", i % BACKGROUND_USERS)));
+        store.find_token(&query).map(|t| t.is_some())
+    })?;
+
+    step("4. An hour later the access token has expired: refresh and save");
+    let an_hour_later = now_ms() + 3_600_000;
+    let current = store.find_token_by_id(&id)?.expect("ana is stored");
+    println!(
+        "   is_expired(in one hour, 5 s margin) = {}",
+        current.is_expired(an_hour_later, tokenstore::DEFAULT_EXPIRY_MARGIN_MS)
+    );
+    let mut refreshed = OAuthToken::new()
+        .with_id(id.as_str())
+        .with_access_token(fake_token("ana-access-2"))
+        .with_expiry_time(an_hour_later + 3_600_000);
+    store.save_token(&mut refreshed)?;
+    println!(
+        "   saved the new access token; refresh token kept: {}",
+        refreshed.refresh_token == current.refresh_token
+    );
+
+    step("5. The server rotates the refresh token");
+    let mut rotated = OAuthToken::new()
+        .with_id(id.as_str())
+        .with_refresh_token(fake_token("ana-refresh-2"));
+    store.save_token(&mut rotated)?;
+    let by_refresh = |seed: &str| {
+        OAuthToken::new()
+            .with_client_id(CLIENT_ID)
+            .with_client_secret(CLIENT_SECRET)
+            .with_refresh_token(fake_token(seed))
+    };
+    println!(
+        "   old refresh token finds {:?}; new one finds {:?}",
+        store
+            .find_token(&by_refresh("ana-refresh-1"))?
+            .and_then(|t| t.id),
+        store
+            .find_token(&by_refresh("ana-refresh-2"))?
+            .and_then(|t| t.id)
+    );
+
+    step("6. Bad input gets a clear error and changes nothing");
+    let mut obrien = OAuthToken::new()
+        .with_user_name("o'brien@example.com")
+        .with_refresh_token(fake_token("ana-refresh-2"));
+    match store.save_token(&mut obrien) {
+        Err(e) => println!("   O'Brien with Ana's refresh token: {e}"),
+        Ok(()) => println!("   unexpected: the save went through"),
+    }
+    let mut injection = OAuthToken::new()
+        .with_user_name("x' OR '1'='1")
+        .with_access_token("'; DROP TABLE oauthtoken; --");
+    store.save_token(&mut injection)?;
+    println!(
+        "   an SQL-injection string is just a user name: saved as id {}",
+        injection.id.as_deref().unwrap_or("?")
+    );
+    let empty_user = OAuthToken::new()
+        .with_user_name("")
+        .with_client_id(CLIENT_ID);
+    println!(
+        "   find_token with an empty user name -> {:?} (never another user's token)",
+        store.find_token(&empty_user)?.and_then(|t| t.id)
+    );
+
+    step("7. A second process (or handle) cannot open the store");
+    match SledStore::open(&path) {
+        Err(e @ Error::Locked { .. }) => println!("   {e}"),
+        Err(e) => println!("   unexpected error: {e}"),
+        Ok(_) => println!("   unexpected: opened twice"),
+    }
+
+    step("8. Logout: the SDK's revoke() sends an id-only token, then deletes it");
+    let revoke = OAuthToken::new().with_id(id.as_str());
+    let found = store.find_token(&revoke)?;
+    println!("   find_token(id only) -> {:?}", found.and_then(|t| t.id));
+    println!("   delete_token({id}) -> {}", store.delete_token(&id)?);
+    println!(
+        "   find_token_by_id({id}) -> {:?}",
+        store.find_token_by_id(&id)?.and_then(|t| t.id)
+    );
+
+    step("9. Close, reopen, check");
+    drop(store);
+    let started = Instant::now();
+    let store = SledStore::open(&path)?;
+    let opened_in = started.elapsed();
+    let report = store.check()?;
+    println!("   reopened in {opened_in:.2?}; check: {report}");
+    println!(
+        "   {} tokens, {:.1} MiB on disk in {}",
+        store.len(),
+        store.size_on_disk()? as f64 / (1 << 20) as f64,
+        path.display()
+    );
+    if !report.is_ok() {
+        return Err("the integrity check found problems".into());
+    }
+    Ok(())
+}
+
+/// Runs `lookup` TIMED_LOOKUPS times and prints p50/p99; every lookup must hit.
+fn report_latency(
+    what: &str,
+    mut lookup: impl FnMut(usize) -> tokenstore::Result<bool>,
+) -> tokenstore::Result<()> {
+    let mut times: Vec<Duration> = Vec::with_capacity(TIMED_LOOKUPS);
+    for i in 0..TIMED_LOOKUPS {
+        let started = Instant::now();
+        let hit = lookup(i)?;
+        times.push(started.elapsed());
+        assert!(hit, "lookup {i} of {what} found nothing");
+    }
+    times.sort();
+    let at = |q: f64| times[((times.len() as f64 - 1.0) * q) as usize];
+    println!(
+        "   {what:<38} p50 {:>8.2?}  p99 {:>8.2?}  ({TIMED_LOOKUPS} lookups)",
+        at(0.50),
+        at(0.99)
+    );
+    Ok(())
+}
