@@ -45,3 +45,17 @@ pub use rules::{lookup_key, LookupKey};
 pub use sled_store::{CheckReport, Durability, Options, Problem, SledStore};
 pub use store::TokenStore;
 pub use token::{now_ms, IndexedField, OAuthToken, DEFAULT_EXPIRY_MARGIN_MS};
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
+// Stores are shared across threads behind the trait object.
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync + ?Sized>() {}
+    assert_send_sync::<MemoryStore>();
+    assert_send_sync::<SledStore>();
+    assert_send_sync::<dyn TokenStore + Send + Sync>();
+    assert_send_sync::<Error>();
+};
