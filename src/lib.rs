@@ -42,6 +42,9 @@ mod token;
 pub use error::{Error, Result};
 pub use memory::MemoryStore;
 pub use rules::{lookup_key, LookupKey};
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub use sled_store::fuzzing;
 pub use sled_store::{CheckReport, Durability, Options, Problem, SledStore};
 pub use store::TokenStore;
 pub use token::{now_ms, IndexedField, OAuthToken, DEFAULT_EXPIRY_MARGIN_MS};

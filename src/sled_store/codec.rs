@@ -40,7 +40,7 @@ pub(crate) fn digest(value: &str) -> [u8; DIGEST_LEN] {
 }
 
 /// Encodes a normalized record whose id is set.
-pub(crate) fn encode_record(token: &OAuthToken) -> Result<Vec<u8>> {
+pub fn encode_record(token: &OAuthToken) -> Result<Vec<u8>> {
     let mut bytes = vec![FORMAT_VERSION];
     bincode::serde::encode_into_std_write(token, &mut bytes, config())
         .map_err(|e| Error::invalid(format!("the token cannot be encoded: {e}")))?;
@@ -54,7 +54,7 @@ pub(crate) fn encode_record(token: &OAuthToken) -> Result<Vec<u8>> {
 }
 
 /// Decodes the record stored under `id`, or says why it cannot be trusted.
-pub(crate) fn decode_record(id: &str, bytes: &[u8]) -> Result<OAuthToken> {
+pub fn decode_record(id: &str, bytes: &[u8]) -> Result<OAuthToken> {
     let corrupt = |detail: String| Error::corruption(Some(id), detail);
     let (&version, body) = bytes
         .split_first()
@@ -92,7 +92,7 @@ pub(crate) fn encode_ids(ids: &[String]) -> Vec<u8> {
 }
 
 /// Decodes the id list of an index entry.
-pub(crate) fn decode_ids(bytes: &[u8]) -> Result<Vec<String>> {
+pub fn decode_ids(bytes: &[u8]) -> Result<Vec<String>> {
     let (ids, used): (Vec<String>, usize) = bincode::serde::decode_from_slice(bytes, config())
         .map_err(|e| Error::corruption(None, format!("an index entry cannot be decoded: {e}")))?;
     if used != bytes.len() || ids.is_empty() {

@@ -29,6 +29,13 @@ const LOCK_FILE: &str = "tokenstore.lock";
 const FORMAT_VERSION_KEY: &[u8] = b"format_version";
 const LAST_ISSUED_KEY: &[u8] = b"last_issued_id";
 
+/// The record codec, for the fuzz targets only.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use super::codec::{decode_ids, decode_record, encode_record};
+}
+
 fn index_tree_name(field: IndexedField) -> String {
     format!("index_{}", field.name())
 }
