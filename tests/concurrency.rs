@@ -1,0 +1,165 @@
+//! Concurrency stress: 8 threads mixing saves, deletes and reads on 16 shared
+//! users. Afterwards `check()` is clean and each user's final state is one a
+//! serial order of the logged operations produces; every read during the run
+//! returns a whole record, never a mix of two saves.
+
+use std::collections::BTreeMap;
+
+use tokenstore::{MemoryStore, OAuthToken, Options, SledStore, TokenStore};
+
+const THREADS: u64 = 8;
+const USERS: u64 = 16;
+const OPS_PER_THREAD: u64 = 150;
+
+/// What one thread did to one user, in its own order.
+#[derive(Debug, Clone, PartialEq)]
+enum Logged {
+    /// A successful save; the record then carried this stamp in every field.
+    Saved(String),
+    /// A delete that removed the user's record.
+    Deleted,
+    /// Anything that did not change the store (a read, a delete of nothing).
+    Read,
+}
+
+fn user_name(user: u64) -> String {
+    format!("user{user}@example.com")
+}
+
+/// Every field of a save carries the same stamp, so a torn record shows.
+fn stamped(user: u64, stamp: &str) -> OAuthToken {
+    OAuthToken::new()
+        .with_user_name(user_name(user))
+        .with_client_id(format!("client-{stamp}"))
+        .with_client_secret(format!("secret-{stamp}"))
+        .with_access_token(format!("1000.access-{stamp}"))
+        .with_refresh_token(format!("1000.refresh-{stamp}"))
+        .with_api_domain(format!("https://{stamp}.example"))
+}
+
+/// The stamp of a whole record; panics on a record mixing two saves.
+fn stamp_of(token: &OAuthToken) -> String {
+    let stamp = token
+        .client_id
+        .as_deref()
+        .and_then(|c| c.strip_prefix("client-"))
+        .expect("stamped client id")
+        .to_owned();
+    assert_eq!(token, &stamped_like(token, &stamp), "a torn record");
+    stamp
+}
+
+fn stamped_like(token: &OAuthToken, stamp: &str) -> OAuthToken {
+    let user = token.user_name.clone().unwrap();
+    let mut expected = stamped(0, stamp).with_user_name(user);
+    expected.id = token.id.clone();
+    expected
+}
+
+fn worker(store: &(dyn TokenStore + Sync), thread: u64) -> BTreeMap<u64, Vec<Logged>> {
+    let mut log: BTreeMap<u64, Vec<Logged>> = BTreeMap::new();
+    let mut roll = thread.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    for i in 0..OPS_PER_THREAD {
+        roll ^= roll << 13;
+        roll ^= roll >> 7;
+        roll ^= roll << 17;
+        let user = roll % USERS;
+        let query = OAuthToken::new().with_user_name(user_name(user));
+        let logged = match (roll >> 16) % 10 {
+            0..=5 => {
+                let stamp = format!("{thread}-{i}");
+                store.save_token(&mut stamped(user, &stamp)).expect("save");
+                Logged::Saved(stamp)
+            }
+            6 | 7 => match store.find_token(&query).expect("find") {
+                Some(found) => {
+                    let deleted = store
+                        .delete_token(found.id.as_deref().unwrap())
+                        .expect("delete");
+                    if deleted {
+                        Logged::Deleted
+                    } else {
+                        Logged::Read
+                    }
+                }
+                None => Logged::Read,
+            },
+            _ => {
+                if let Some(found) = store.find_token(&query).expect("find") {
+                    stamp_of(&found);
+                    let by_id = store
+                        .find_token_by_id(found.id.as_deref().unwrap())
+                        .expect("find by id");
+                    if let Some(by_id) = by_id {
+                        stamp_of(&by_id);
+                    }
+                }
+                Logged::Read
+            }
+        };
+        log.entry(user).or_default().push(logged);
+    }
+    log
+}
+
+fn stress(store: &(dyn TokenStore + Sync)) {
+    let logs: Vec<BTreeMap<u64, Vec<Logged>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|t| scope.spawn(move || worker(store, t)))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+
+    let all = store.get_tokens().unwrap();
+    let mut finals: BTreeMap<String, String> = BTreeMap::new();
+    for token in &all {
+        let user = token.user_name.clone().unwrap();
+        assert!(
+            finals.insert(user.clone(), stamp_of(token)).is_none(),
+            "two records for {user}"
+        );
+    }
+    for user in 0..USERS {
+        // The last mutation of a serial order is the last mutation of some
+        // thread, after which that thread changed nothing of this user.
+        let last_mutations: Vec<&Logged> = logs
+            .iter()
+            .filter_map(|log| log.get(&user))
+            .filter_map(|ops| ops.iter().rev().find(|op| **op != Logged::Read))
+            .collect();
+        match finals.get(&user_name(user)) {
+            Some(stamp) => assert!(
+                last_mutations.contains(&&Logged::Saved(stamp.clone())),
+                "user {user}: final stamp {stamp} is no thread's last save: {last_mutations:?}"
+            ),
+            None => assert!(
+                last_mutations.is_empty() || last_mutations.contains(&&Logged::Deleted),
+                "user {user} is gone but no thread deleted it last: {last_mutations:?}"
+            ),
+        }
+    }
+}
+
+#[test]
+fn eight_threads_on_shared_users_sled() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(dir.path().join("db")).unwrap();
+    stress(&store);
+    let report = store.check().unwrap();
+    assert!(report.is_ok(), "{report}");
+}
+
+#[test]
+fn eight_threads_on_shared_users_sled_buffered() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options::default().durability(tokenstore::Durability::BUFFERED);
+    let store = SledStore::open_with(dir.path().join("db"), options).unwrap();
+    stress(&store);
+    let report = store.check().unwrap();
+    assert!(report.is_ok(), "{report}");
+}
+
+#[test]
+fn eight_threads_on_shared_users_memory() {
+    stress(&MemoryStore::new());
+}
