@@ -171,13 +171,33 @@ impl std::fmt::Debug for SledStore {
 /// Maps sled's errors to ours; sled's types never reach the public API.
 fn storage(e: sled::Error) -> Error {
     match e {
-        sled::Error::Io(io) => Error::Io(io),
+        sled::Error::Io(io) => Error::Io(plain_io(io)),
         sled::Error::Corruption { at, .. } => Error::corruption(
             None,
             format!("the storage engine found damaged data at {at:?}"),
         ),
         other => Error::Io(std::io::Error::other(format!("storage engine: {other}"))),
     }
+}
+
+/// sled wraps some OS errors in their `Debug` text; say the common ones
+/// plainly, with what to do.
+fn plain_io(io: std::io::Error) -> std::io::Error {
+    use std::io::ErrorKind;
+    let advice = match io.kind() {
+        ErrorKind::StorageFull => {
+            "no space left on the device holding the token store; free some space \
+             (writes acknowledged before this error are safe)"
+        }
+        ErrorKind::ReadOnlyFilesystem => {
+            "the token store is on a read-only file system; open it from a writable location"
+        }
+        ErrorKind::PermissionDenied => {
+            "permission denied on the token store's files; run as the user that owns them"
+        }
+        _ => return io,
+    };
+    std::io::Error::new(io.kind(), advice)
 }
 
 fn transaction_error(e: TransactionError<Error>) -> Error {
