@@ -53,9 +53,10 @@ pub enum Durability {
     /// Writes return once they are in memory and a background thread flushes
     /// them every `flush_every`. A crash (process killed, power lost) can lose
     /// the writes acknowledged during the last `flush_every` before it, but
-    /// never tears one: after reopening, each write is there whole or not at
-    /// all, and records and indexes agree. A clean drop of the store flushes
-    /// everything.
+    /// never tears one: after reopening, the store holds the writes up to
+    /// some point, each whole, and records and indexes agree. An id handed
+    /// out by a lost write may be handed out again. A clean drop of the
+    /// store, or [`SledStore::flush`], writes everything.
     Buffered {
         /// How often the background flush runs.
         flush_every: Duration,
