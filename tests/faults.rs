@@ -24,6 +24,13 @@ fn token(n: usize) -> OAuthToken {
         .with_expiry_time(n as i64)
 }
 
+fn assert_all_stored(store: &SledStore, tokens: &[OAuthToken]) {
+    for t in tokens {
+        let stored = store.find_token_by_id(t.id.as_deref().unwrap()).unwrap();
+        assert_eq!(stored.as_ref(), Some(t));
+    }
+}
+
 /// A tmpfs mounted for one test, unmounted on drop.
 struct Tmpfs {
     _dir: tempfile::TempDir,
@@ -113,15 +120,7 @@ fn a_full_disk_is_an_io_error_and_loses_nothing_acknowledged() {
     let store = SledStore::open(&path).expect("reopen after the disk was grown");
     let report = store.check().unwrap();
     assert!(report.is_ok(), "{report}");
-    for t in &acknowledged {
-        assert_eq!(
-            store
-                .find_token_by_id(t.id.as_deref().unwrap())
-                .unwrap()
-                .as_ref(),
-            Some(t)
-        );
-    }
+    assert_all_stored(&store, &acknowledged);
     // and the store takes writes again
     store.save_token(&mut token(1_000_000)).unwrap();
 }
@@ -152,15 +151,7 @@ fn a_read_only_file_system_is_a_clear_error_and_loses_nothing() {
     fs.remount("rw");
     let store = SledStore::open(&path).unwrap();
     assert!(store.check().unwrap().is_ok());
-    for t in &saved {
-        assert_eq!(
-            store
-                .find_token_by_id(t.id.as_deref().unwrap())
-                .unwrap()
-                .as_ref(),
-            Some(t)
-        );
-    }
+    assert_all_stored(&store, &saved);
 }
 
 /// Opens the store at `TOKENSTORE_OPEN` and prints what happened: the child

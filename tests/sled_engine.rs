@@ -7,20 +7,14 @@
 
 use std::path::{Path, PathBuf};
 
+mod support {
+    pub mod tokens;
+}
+
+use support::tokens::zoho;
 use tokenstore::{
     Durability, Error, IndexedField, OAuthToken, Options, Problem, SledStore, TokenStore,
 };
-
-fn zoho(user: &str, tag: &str) -> OAuthToken {
-    OAuthToken::new()
-        .with_user_name(user)
-        .with_client_id("1000.CLIENTID")
-        .with_client_secret(format!("client-secret-{tag}"))
-        .with_refresh_token(format!("1000.refresh-{tag}"))
-        .with_access_token(format!("1000.access-{tag}"))
-        .with_grant_token(format!("1000.grant-{tag}"))
-        .with_expiry_time(1_700_000_000_000)
-}
 
 fn db_path(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("tokens")

@@ -4,21 +4,9 @@ use std::collections::HashSet;
 
 use tokenstore::{Error, IndexedField, OAuthToken, TokenStore};
 
-type Store = dyn TokenStore + Send + Sync;
+use crate::tokens::zoho;
 
-/// A Zoho-shaped token for `user` whose secrets all carry `tag`.
-fn zoho(user: &str, tag: &str) -> OAuthToken {
-    OAuthToken::new()
-        .with_user_name(user)
-        .with_client_id("1000.CLIENTID")
-        .with_client_secret(format!("client-secret-{tag}"))
-        .with_refresh_token(format!("1000.refresh-{tag}"))
-        .with_access_token(format!("1000.access-{tag}"))
-        .with_grant_token(format!("1000.grant-{tag}"))
-        .with_expiry_time(1_700_000_000_000)
-        .with_redirect_url("https://example.com/callback")
-        .with_api_domain("https://www.zohoapis.com")
-}
+type Store = dyn TokenStore + Send + Sync;
 
 fn saved(store: &Store, mut token: OAuthToken) -> OAuthToken {
     store.save_token(&mut token).expect("save");

@@ -2,6 +2,8 @@
 //! `&dyn TokenStore` and run against every backend.
 
 mod cases;
+#[path = "../support/tokens.rs"]
+mod tokens;
 
 use std::ops::Deref;
 
