@@ -90,6 +90,12 @@ impl IndexedField {
     }
 
     /// Whether the field holds a secret (every indexed field but `user_name`).
+    ///
+    /// ```
+    /// use tokenstore::IndexedField;
+    /// assert!(!IndexedField::UserName.is_secret());
+    /// assert!(IndexedField::GrantToken.is_secret());
+    /// ```
     pub fn is_secret(self) -> bool {
         self != IndexedField::UserName
     }
@@ -186,6 +192,12 @@ impl OAuthToken {
     }
 
     /// Whether the token is in normal form: no field is `Some("")`.
+    ///
+    /// ```
+    /// use tokenstore::OAuthToken;
+    /// assert!(OAuthToken::new().with_user_name("ana").is_normalized());
+    /// assert!(!OAuthToken::new().with_user_name("").is_normalized());
+    /// ```
     pub fn is_normalized(&self) -> bool {
         self.string_fields()
             .iter()
@@ -194,6 +206,12 @@ impl OAuthToken {
 
     /// Whether any of the access, refresh or grant token is present: the
     /// condition `save_token` requires of its input.
+    ///
+    /// ```
+    /// use tokenstore::OAuthToken;
+    /// assert!(OAuthToken::new().with_grant_token("1000.grant").has_any_token());
+    /// assert!(!OAuthToken::new().with_user_name("ana").with_access_token("").has_any_token());
+    /// ```
     pub fn has_any_token(&self) -> bool {
         present(&self.access_token).is_some()
             || present(&self.refresh_token).is_some()
@@ -259,6 +277,12 @@ impl OAuthToken {
 
     /// [`is_expired`](Self::is_expired) against the system clock with the
     /// SDK's 5-second margin.
+    ///
+    /// ```
+    /// use tokenstore::{now_ms, OAuthToken};
+    /// assert!(OAuthToken::new().with_expiry_time(now_ms() - 1).is_expired_now());
+    /// assert!(!OAuthToken::new().with_expiry_time(now_ms() + 60_000).is_expired_now());
+    /// ```
     pub fn is_expired_now(&self) -> bool {
         self.is_expired(now_ms(), DEFAULT_EXPIRY_MARGIN_MS)
     }
@@ -294,6 +318,12 @@ impl OAuthToken {
 
 /// The current time in milliseconds since the Unix epoch, the unit of
 /// [`OAuthToken::expiry_time`].
+///
+/// ```
+/// // what the Zoho SDK stores after a token response with expires_in = 3600
+/// let expiry_time = tokenstore::now_ms() + 3600 * 1000;
+/// assert!(expiry_time > 1_700_000_000_000);
+/// ```
 pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

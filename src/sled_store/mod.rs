@@ -300,6 +300,21 @@ impl SledStore {
     /// Writes everything buffered to disk. Durable stores do this after
     /// every write; buffered ones can call it at chosen points.
     ///
+    /// ```
+    /// use tokenstore::{Durability, OAuthToken, Options, SledStore, TokenStore};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let options = Options::default().durability(Durability::BUFFERED);
+    /// let store = SledStore::open_with(dir.path().join("tokens"), options)?;
+    /// for n in 0..100 {
+    ///     let mut token = OAuthToken::new().with_user_name(format!("user{n}")).with_access_token(format!("a{n}"));
+    ///     store.save_token(&mut token)?; // in memory only
+    /// }
+    /// store.flush()?; // all 100 are on disk now
+    /// assert_eq!(store.len(), 100);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
     /// # Errors
     /// [`Error::Io`] when the flush fails.
     pub fn flush(&self) -> Result<()> {
