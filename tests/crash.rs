@@ -260,13 +260,7 @@ fn read_until_ready(output: &mut BufReader<ChildStdout>) -> Vec<String> {
 fn read_state(store: &SledStore) -> State {
     let mut state = State::new();
     for token in store.get_tokens().expect("get_tokens after crash") {
-        let user: u64 = token
-            .user_name
-            .as_deref()
-            .and_then(|u| u.strip_prefix("user"))
-            .and_then(|u| u.strip_suffix("@example.com"))
-            .and_then(|u| u.parse().ok())
-            .unwrap_or_else(|| panic!("a record without a workload user: {token:?}"));
+        let user = user_of(&token);
         let rec = Rec {
             access: token.access_token.clone().unwrap_or_default(),
             refresh: token.refresh_token.clone(),
@@ -386,7 +380,7 @@ fn kill_cycles(cycles: usize, buffered: bool, seed: u64) -> Totals {
         for token in store.get_tokens().unwrap() {
             let id = token.id.clone().unwrap();
             assert!(!retired.contains(&id), "cycle {cycle}: id {id} came back");
-            let user = read_state_user(&token);
+            let user = user_of(&token);
             now_ids.insert(user, id);
         }
         for (user, id) in &ids {
@@ -403,11 +397,15 @@ fn kill_cycles(cycles: usize, buffered: bool, seed: u64) -> Totals {
     totals
 }
 
-fn read_state_user(token: &OAuthToken) -> u64 {
-    token.user_name.as_deref().unwrap()["user".len()..]
-        .trim_end_matches("@example.com")
-        .parse()
-        .unwrap()
+/// The workload user a stored record belongs to.
+fn user_of(token: &OAuthToken) -> u64 {
+    token
+        .user_name
+        .as_deref()
+        .and_then(|u| u.strip_prefix("user"))
+        .and_then(|u| u.strip_suffix("@example.com"))
+        .and_then(|u| u.parse().ok())
+        .unwrap_or_else(|| panic!("a record without a workload user: {token:?}"))
 }
 
 fn seed() -> u64 {

@@ -631,20 +631,22 @@ impl TokenStore for SledStore {
 
     fn delete_tokens(&self) -> Result<usize> {
         let _writer = self.writer.lock();
-        let keys_of = |tree: &Tree| -> Result<Batch> {
+        // The removal of every key of a tree, and how many there are.
+        let keys_of = |tree: &Tree| -> Result<(Batch, usize)> {
             let mut batch = Batch::default();
+            let mut count = 0;
             for key in tree.iter().keys() {
                 batch.remove(key.map_err(storage)?);
+                count += 1;
             }
-            Ok(batch)
+            Ok((batch, count))
         };
-        let count = self.records.len();
-        let records = keys_of(&self.records)?;
+        let (records, count) = keys_of(&self.records)?;
         let indexes = [
-            keys_of(&self.indexes[0])?,
-            keys_of(&self.indexes[1])?,
-            keys_of(&self.indexes[2])?,
-            keys_of(&self.indexes[3])?,
+            keys_of(&self.indexes[0])?.0,
+            keys_of(&self.indexes[1])?.0,
+            keys_of(&self.indexes[2])?.0,
+            keys_of(&self.indexes[3])?.0,
         ];
         // One transaction, so a crash leaves all records or none.
         self.transact(|trees| {
