@@ -45,7 +45,7 @@ pub use rules::{lookup_key, LookupKey};
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub use sled_store::fuzzing;
-pub use sled_store::{CheckReport, Durability, Options, Problem, SledStore};
+pub use sled_store::{Batch, CheckReport, Durability, Options, Problem, SledStore, FORMAT_VERSION};
 pub use store::TokenStore;
 pub use token::{now_ms, IndexedField, OAuthToken, DEFAULT_EXPIRY_MARGIN_MS};
 

@@ -5,6 +5,8 @@
 //! [`SavePlan`] atomically. What a query designates and what a save writes is
 //! decided here, once, from the rules of [`crate::rules`].
 
+use std::collections::{BTreeMap, HashMap};
+
 use crate::error::{Error, Result};
 use crate::rules::{lookup_key, LookupKey};
 use crate::token::{present, IndexedField, OAuthToken};
@@ -133,11 +135,7 @@ impl SavePlan {
     pub fn index_changes(
         &self,
     ) -> impl Iterator<Item = (IndexedField, Option<&str>, Option<&str>)> {
-        IndexedField::ALL.into_iter().filter_map(|field| {
-            let old = self.previous.as_ref().and_then(|p| p.indexed(field));
-            let new = self.record.indexed(field);
-            (old != new).then_some((field, old, new))
-        })
+        index_diff(self.previous.as_ref(), Some(&self.record))
     }
 }
 
@@ -202,4 +200,127 @@ fn next_free_id(view: &impl StoreView, last_issued: u64) -> Result<(String, u64)
             return Ok((id, n));
         }
     }
+}
+
+/// Saves and deletes staged over a store's committed state: reads see the
+/// staged changes, nothing reaches the store until the backend applies
+/// [`Overlay::into_changes`] in one atomic write. Used by batches.
+pub(crate) struct Overlay<'a, V> {
+    base: &'a V,
+    /// Every record the batch changed: `None` when it was deleted.
+    records: BTreeMap<String, Option<OAuthToken>>,
+    /// Values the batch linked, per field (`IndexedField as usize`): value →
+    /// id. A candidate only; every hit is verified against the record.
+    linked: [HashMap<String, String>; 4],
+    last_issued: u64,
+}
+
+/// What a batch changed: each touched id with its final record (`None` when
+/// deleted), and the id counter's final value.
+pub(crate) struct Changes {
+    pub records: BTreeMap<String, Option<OAuthToken>>,
+    pub last_issued: u64,
+}
+
+impl<'a, V: StoreView> Overlay<'a, V> {
+    pub fn new(base: &'a V, last_issued: u64) -> Self {
+        Overlay {
+            base,
+            records: BTreeMap::new(),
+            linked: Default::default(),
+            last_issued,
+        }
+    }
+
+    /// `save_token` against the staged state.
+    pub fn save(&mut self, token: &mut OAuthToken) -> Result<()> {
+        let plan = plan_save(self, token, self.last_issued)?;
+        let id = plan.id().to_owned();
+        for (field, _, new) in plan.index_changes() {
+            if let Some(new) = new {
+                self.linked[field as usize].insert(new.to_owned(), id.clone());
+            }
+        }
+        if let Some(issued) = plan.issued {
+            self.last_issued = issued;
+        }
+        self.records.insert(id, Some(plan.record.clone()));
+        *token = plan.record;
+        Ok(())
+    }
+
+    /// `delete_token` against the staged state.
+    pub fn delete(&mut self, id: &str) -> Result<bool> {
+        if id.is_empty() || !self.contains(id)? {
+            return Ok(false);
+        }
+        self.records.insert(id.to_owned(), None);
+        Ok(true)
+    }
+
+    /// How many records the batch changed so far.
+    pub fn changed(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn into_changes(self) -> Changes {
+        Changes {
+            records: self.records,
+            last_issued: self.last_issued,
+        }
+    }
+
+    /// The current version of `record` if the batch changed it.
+    fn current(&self, record: OAuthToken) -> Option<OAuthToken> {
+        match record.id.as_deref().and_then(|id| self.records.get(id)) {
+            Some(staged) => staged.clone(),
+            None => Some(record),
+        }
+    }
+}
+
+impl<V: StoreView> StoreView for Overlay<'_, V> {
+    fn record(&self, id: &str) -> Result<Option<OAuthToken>> {
+        match self.records.get(id) {
+            Some(staged) => Ok(staged.clone()),
+            None => self.base.record(id),
+        }
+    }
+
+    fn contains(&self, id: &str) -> Result<bool> {
+        match self.records.get(id) {
+            Some(staged) => Ok(staged.is_some()),
+            None => self.base.contains(id),
+        }
+    }
+
+    fn record_with(&self, field: IndexedField, value: &str) -> Result<Option<OAuthToken>> {
+        // Uniqueness holds in the staged state, so the first candidate whose
+        // current version still holds the value is the answer.
+        let holds = |record: &OAuthToken| record.indexed(field) == Some(value);
+        if let Some(id) = self.linked[field as usize].get(value) {
+            if let Some(record) = self.record(id)?.filter(holds) {
+                return Ok(Some(record));
+            }
+        }
+        Ok(self
+            .base
+            .record_with(field, value)?
+            .and_then(|record| self.current(record))
+            .filter(holds))
+    }
+}
+
+/// The index changes that turn `old` into `new` (either may be absent): for
+/// each unique field whose value changes, the value to unlink and the value
+/// to link.
+pub(crate) fn index_diff<'t>(
+    old: Option<&'t OAuthToken>,
+    new: Option<&'t OAuthToken>,
+) -> impl Iterator<Item = (IndexedField, Option<&'t str>, Option<&'t str>)> {
+    IndexedField::ALL.into_iter().filter_map(move |field| {
+        let old = old.and_then(|r| r.indexed(field));
+        let new = new.and_then(|r| r.indexed(field));
+        (old != new).then_some((field, old, new))
+    })
 }

@@ -175,6 +175,7 @@ fn child_process() {
             );
         }
         Ok("hold") => hold_child(Path::new(&std::env::var("TOKENSTORE_DB").unwrap())),
+        Ok("batch") => batch_child(Path::new(&std::env::var("TOKENSTORE_DB").unwrap())),
         _ => {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("db");
@@ -202,6 +203,41 @@ fn hold_child(path: &Path) {
             println!("{MARK}saved {}", token.id.unwrap());
         }
     }
+}
+
+/// Records per batch in `batch_child`.
+const BATCH_SIZE: u64 = 300;
+
+/// Commits batches of `BATCH_SIZE` new users (batch k: users `b{k}-{i}`),
+/// each also rotating the refresh token of every user of batch k-1, and
+/// says `committed k` after each.
+fn batch_child(path: &Path) {
+    let store = SledStore::open(path).expect("batch child open");
+    println!("{MARK}ready");
+    let start = (0u64..).find(|k| store.find_token(&batch_user(*k, 0)).unwrap().is_none());
+    for k in start.unwrap().. {
+        store
+            .batch(|batch| {
+                for i in 0..BATCH_SIZE {
+                    let mut token = batch_user(k, i)
+                        .with_refresh_token(format!("1000.r-{k}-{i}"))
+                        .with_access_token(format!("1000.a-{k}-{i}"));
+                    batch.save_token(&mut token)?;
+                    if k > 0 {
+                        let mut rotated = batch_user(k - 1, i)
+                            .with_refresh_token(format!("1000.r-{k}-{i}-rotated"));
+                        batch.save_token(&mut rotated)?;
+                    }
+                }
+                Ok::<_, Error>(())
+            })
+            .unwrap();
+        println!("{MARK}committed {k}");
+    }
+}
+
+fn batch_user(k: u64, i: u64) -> OAuthToken {
+    OAuthToken::new().with_user_name(format!("b{k}-{i}@example.com"))
 }
 
 fn spawn_child(mode: &str, path: &Path, envs: &[(&str, String)]) -> Child {
@@ -451,6 +487,64 @@ fn thousand_kill_cycles_durable() {
 #[ignore = "long: about a minute in release mode"]
 fn thousand_kill_cycles_buffered() {
     kill_cycles(1000, true, seed());
+}
+
+/// A batch is atomic across a crash: after each kill, every batch is wholly
+/// there (its users, and the rotation it made in the batch before) or wholly
+/// absent, and every batch the child reported committed is there.
+#[test]
+fn batches_are_all_or_nothing_across_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let mut rng = Rng(seed() | 1);
+    let mut committed = 0u64;
+    for cycle in 0..12 {
+        let mut child = spawn_child("batch", &path, &[]);
+        let mut output = BufReader::new(child.stdout.take().unwrap());
+        read_until_ready(&mut output);
+        std::thread::sleep(Duration::from_millis(50 + rng.below(250)));
+        child.kill().expect("SIGKILL");
+        child.wait().unwrap();
+        for line in protocol_lines(output) {
+            if let Some(k) = line.strip_prefix("committed ") {
+                committed = committed.max(k.parse::<u64>().unwrap() + 1);
+            }
+        }
+        let store = SledStore::open(&path).unwrap();
+        let report = store.check().unwrap();
+        assert!(report.is_ok(), "cycle {cycle}: {report}");
+        let present = |k: u64, i: u64| store.find_token(&batch_user(k, i)).unwrap();
+        let mut k = 0;
+        while present(k, 0).is_some() {
+            for i in 0..BATCH_SIZE {
+                let token = present(k, i).unwrap_or_else(|| panic!("batch {k} is torn at {i}"));
+                let rotated = present(k + 1, 0).is_some();
+                let want = if rotated {
+                    format!("1000.r-{}-{i}-rotated", k + 1)
+                } else {
+                    format!("1000.r-{k}-{i}")
+                };
+                assert_eq!(
+                    token.refresh_token.as_deref(),
+                    Some(want.as_str()),
+                    "cycle {cycle}"
+                );
+            }
+            k += 1;
+        }
+        assert_eq!(
+            store.len() as u64,
+            k * BATCH_SIZE,
+            "cycle {cycle}: stray records"
+        );
+        assert!(
+            k >= committed,
+            "cycle {cycle}: batch {committed} was acknowledged but lost"
+        );
+        committed = k;
+    }
+    eprintln!("batches committed over 12 kills: {committed}");
+    assert!(committed > 0, "no batch was ever committed");
 }
 
 #[test]

@@ -6,6 +6,7 @@
 //! the committed state under that lock and applied in one sled transaction
 //! across all trees, then the database is flushed (in durable mode).
 
+mod batch;
 mod check;
 mod codec;
 
@@ -15,8 +16,9 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
-use sled::{Batch, Transactional, Tree};
+use sled::{Batch as SledBatch, Transactional, Tree};
 
+pub use batch::Batch;
 pub use check::{CheckReport, Problem};
 
 use crate::error::{Error, Result};
@@ -35,6 +37,10 @@ const LAST_ISSUED_KEY: &[u8] = b"last_issued_id";
 pub mod fuzzing {
     pub use super::codec::{decode_ids, decode_record, encode_record};
 }
+
+/// The on-disk format version this build reads and writes (stored in the
+/// metadata tree; see ARCHITECTURE.md).
+pub const FORMAT_VERSION: u32 = codec::FORMAT_VERSION as u32;
 
 fn index_tree_name(field: IndexedField) -> String {
     format!("index_{}", field.name())
@@ -632,8 +638,8 @@ impl TokenStore for SledStore {
     fn delete_tokens(&self) -> Result<usize> {
         let _writer = self.writer.lock();
         // The removal of every key of a tree, and how many there are.
-        let keys_of = |tree: &Tree| -> Result<(Batch, usize)> {
-            let mut batch = Batch::default();
+        let keys_of = |tree: &Tree| -> Result<(SledBatch, usize)> {
+            let mut batch = SledBatch::default();
             let mut count = 0;
             for key in tree.iter().keys() {
                 batch.remove(key.map_err(storage)?);

@@ -80,6 +80,13 @@ pub enum Op {
     DeleteAll,
     GetAll,
     Reopen,
+    /// The saves, finds and deletes among `ops` staged in one
+    /// `SledStore::batch` (the other ops are left out). With `abort`, the
+    /// batch ends in an error: nothing of it may be written.
+    Batch {
+        ops: Vec<Op>,
+        abort: bool,
+    },
 }
 
 /// The sled store under test, its model, and the directory they live in.
@@ -170,6 +177,7 @@ impl Pair {
                 let got = sorted(self.sled().get_tokens().expect("sled get all"));
                 assert_eq!(got, sorted(self.model.get_tokens().unwrap()), "get_tokens");
             }
+            Op::Batch { ops, abort } => self.batch(ops, *abort),
             Op::Reopen => {
                 drop(self.sled.take());
                 self.sled = Some(SledStore::open_with(&self.path, self.options).expect("reopen"));
@@ -177,6 +185,68 @@ impl Pair {
         }
         let report = self.sled().check().expect("check");
         assert!(report.is_ok(), "after {op:?}: {report}");
+    }
+
+    /// Runs the saves, finds and deletes of `ops` in one batch on the sled
+    /// store, and one by one on the model (unless the batch is aborted).
+    fn batch(&mut self, ops: &[Op], abort: bool) {
+        let before = sorted(self.sled().get_tokens().expect("sled get all"));
+        let sled = self.sled.as_ref().expect("open");
+        let model = &self.model;
+        let result = sled.batch(|batch| {
+            for op in ops {
+                match op {
+                    Op::Save(spec) => {
+                        let mut in_batch = spec.token();
+                        let got = batch.save_token(&mut in_batch);
+                        if !abort {
+                            let mut in_model = spec.token();
+                            let want = model.save_token(&mut in_model);
+                            assert_eq!(kind(&got), kind(&want), "batch save {op:?}");
+                            assert_eq!(in_batch, in_model, "token after batch save {op:?}");
+                        }
+                    }
+                    Op::Find(spec) if !abort => {
+                        let query = spec.token();
+                        let got = batch.find_token(&query).expect("batch find");
+                        assert_eq!(
+                            got,
+                            model.find_token(&query).unwrap(),
+                            "batch find {query:?}"
+                        );
+                    }
+                    Op::FindById(i) if !abort => {
+                        let id = IDS[usize::from(*i) % IDS.len()];
+                        let got = batch.find_token_by_id(id).expect("batch find by id");
+                        assert_eq!(
+                            got,
+                            model.find_token_by_id(id).unwrap(),
+                            "batch find_by_id {id:?}"
+                        );
+                    }
+                    Op::Delete(i) => {
+                        let id = IDS[usize::from(*i) % IDS.len()];
+                        let got = batch.delete_token(id).expect("batch delete");
+                        if !abort {
+                            assert_eq!(got, model.delete_token(id).unwrap(), "batch delete {id:?}");
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            if abort {
+                Err(Error::InvalidToken {
+                    reason: "aborted by the test".into(),
+                })
+            } else {
+                Ok(())
+            }
+        });
+        assert_eq!(result.is_err(), abort, "batch result {result:?}");
+        if abort {
+            let after = sorted(self.sled().get_tokens().expect("sled get all"));
+            assert_eq!(after, before, "an aborted batch wrote something");
+        }
     }
 
     /// Runs every op, then compares the whole contents.
