@@ -258,6 +258,14 @@ impl<'a, V: StoreView> Overlay<'a, V> {
         Ok(true)
     }
 
+    pub fn skip_ids_through(&mut self, n: u64) {
+        self.last_issued = self.last_issued.max(n);
+    }
+
+    pub fn last_issued(&self) -> u64 {
+        self.last_issued
+    }
+
     /// How many records the batch changed so far.
     pub fn changed(&self) -> usize {
         self.records.len()

@@ -53,6 +53,13 @@ impl Batch<'_> {
         store::find_by_id(&self.overlay, id)
     }
 
+    /// Makes every id the store generates from now on greater than `n`
+    /// (the counter never goes back: a smaller `n` does nothing). An import
+    /// uses it so that no id of its source is handed to another record.
+    pub fn skip_ids_through(&mut self, n: u64) {
+        self.overlay.skip_ids_through(n);
+    }
+
     /// How many distinct records the batch has changed so far.
     pub fn changed(&self) -> usize {
         self.overlay.changed()
@@ -120,7 +127,7 @@ impl SledStore {
             discard: false,
         };
         let out = stage(&mut batch)?;
-        if batch.discard || batch.changed() == 0 {
+        if batch.discard || (batch.changed() == 0 && batch.overlay.last_issued() == *last_issued) {
             return Ok(out);
         }
         let changes = batch.overlay.into_changes();

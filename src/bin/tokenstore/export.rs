@@ -1,0 +1,131 @@
+//! `tokenstore export`: every record as JSON (what `import --from json`
+//! reads) or as a Zoho FileStore CSV (what the Zoho SDKs read back).
+
+use std::fs::OpenOptions;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+use serde_json::json;
+use tokenstore::{OAuthToken, SledStore};
+
+use crate::import::ZOHO_CSV_HEADER;
+use crate::{sorted_tokens, CliError, CliResult};
+
+/// The version of the export JSON document.
+pub const EXPORT_VERSION: u64 = 1;
+
+#[derive(Args)]
+pub struct ExportArgs {
+    /// The output format.
+    #[arg(long, value_enum, default_value_t = Format::Json)]
+    format: Format,
+    /// Write the client secret and the access, refresh and grant tokens too.
+    #[arg(long)]
+    include_secrets: bool,
+    /// Write to this file (created owner-only) instead of stdout.
+    #[arg(long, short, value_name = "FILE")]
+    output: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+enum Format {
+    /// A JSON document: `{"format": "tokenstore-export", "version": 1, "tokens": [...]}`.
+    Json,
+    /// The Zoho SDK FileStore CSV (header line, CRLF line ends).
+    ZohoCsv,
+}
+
+pub fn run(store: &SledStore, args: &ExportArgs) -> CliResult {
+    let mut tokens = sorted_tokens(store)?;
+    if !args.include_secrets {
+        tokens.iter_mut().for_each(strip_secrets);
+    }
+    let written = match &args.output {
+        Some(path) => {
+            let mut options = OpenOptions::new();
+            options.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let file = options
+                .open(path)
+                .map_err(|e| CliError::input(format!("cannot write {}: {e}", path.display())))?;
+            let mut writer = BufWriter::new(file);
+            write(&mut writer, &tokens, args)
+                .and_then(|()| writer.flush())
+                .and_then(|()| writer.get_ref().sync_all())
+                .map_err(|e| CliError::input(format!("cannot write {}: {e}", path.display())))?;
+            Some(path)
+        }
+        None => {
+            let mut stdout = std::io::stdout().lock();
+            write(&mut stdout, &tokens, args)
+                .and_then(|()| stdout.flush())
+                .map_err(|e| CliError::input(format!("cannot write to stdout: {e}")))?;
+            None
+        }
+    };
+    if let Some(path) = written {
+        eprintln!(
+            "wrote {} records to {} (secrets {})",
+            tokens.len(),
+            path.display(),
+            if args.include_secrets {
+                "included"
+            } else {
+                "left out"
+            }
+        );
+    }
+    if !args.include_secrets && args.format == Format::ZohoCsv {
+        eprintln!(
+            "note: secrets were left out, so the Zoho SDK cannot use these tokens; \
+             pass --include-secrets to write them"
+        );
+    }
+    Ok(())
+}
+
+fn strip_secrets(token: &mut OAuthToken) {
+    token.client_secret = None;
+    token.refresh_token = None;
+    token.access_token = None;
+    token.grant_token = None;
+}
+
+fn write(out: &mut impl Write, tokens: &[OAuthToken], args: &ExportArgs) -> std::io::Result<()> {
+    match args.format {
+        Format::Json => {
+            let document = json!({
+                "format": "tokenstore-export",
+                "version": EXPORT_VERSION,
+                "secrets_included": args.include_secrets,
+                "tokens": tokens,
+            });
+            serde_json::to_writer_pretty(&mut *out, &document)?;
+            writeln!(out)
+        }
+        Format::ZohoCsv => {
+            let mut writer = csv::WriterBuilder::new()
+                .terminator(csv::Terminator::CRLF)
+                .from_writer(out);
+            writer.write_record(ZOHO_CSV_HEADER)?;
+            for t in tokens {
+                let text = |v: &Option<String>| v.clone().unwrap_or_default();
+                writer.write_record([
+                    text(&t.id),
+                    text(&t.user_name),
+                    text(&t.client_id),
+                    text(&t.client_secret),
+                    text(&t.refresh_token),
+                    text(&t.access_token),
+                    text(&t.grant_token),
+                    t.expiry_time.map(|e| e.to_string()).unwrap_or_default(),
+                    text(&t.redirect_url),
+                    text(&t.api_domain),
+                ])?;
+            }
+            writer.flush()
+        }
+    }
+}

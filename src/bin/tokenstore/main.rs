@@ -1,0 +1,474 @@
+//! `tokenstore`: look inside a token store, repair it, clean it up, and
+//! migrate tokens in from the Zoho SDKs' stores (and back out).
+//!
+//! Exit codes: 0 success; 1 problems found or operation refused (`check`
+//! found problems, a record is not there, `clear` without `--yes`, an import
+//! stopped by a conflict); 2 usage, input or I/O error.
+
+mod export;
+mod import;
+mod render;
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+use tokenstore::{lookup_key, now_ms, OAuthToken, SledStore, TokenStore};
+
+/// Where the store is when neither `--db` nor `TOKENSTORE_DB` says.
+const DEFAULT_DB: &str = "tokenstore-db";
+
+#[derive(Parser)]
+#[command(
+    name = "tokenstore",
+    version,
+    about = "Inspect, repair, clean up and migrate a tokenstore OAuth token store",
+    long_about = "Inspect, repair, clean up and migrate a tokenstore OAuth token store.\n\n\
+        Secrets (client secret, access, refresh and grant tokens) are never printed \
+        unless a command is asked with --show-secrets or --include-secrets.",
+    after_help = "Examples:\n  \
+        tokenstore --db ./tokens import zohooauth.db --from sqlite\n  \
+        tokenstore --db ./tokens list\n  \
+        tokenstore --db ./tokens find --user ana@example.com\n  \
+        echo \"$REFRESH\" | tokenstore find --refresh - --client-id 1000.X --client-secret x\n  \
+        tokenstore purge --idle-days 90 --dry-run\n  \
+        tokenstore export --format zoho-csv --include-secrets --output tokens.csv\n\n\
+        Exit codes: 0 ok; 1 problems found or operation refused; 2 usage, input or I/O error."
+)]
+struct Cli {
+    /// The token store directory.
+    #[arg(long, global = true, env = "TOKENSTORE_DB", default_value = DEFAULT_DB)]
+    db: PathBuf,
+
+    /// Print machine-readable JSON on stdout instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List every record: id, user, client id, which tokens it has, expiry.
+    #[command(after_help = "Example:\n  tokenstore list --json")]
+    List {
+        /// Also print the secret values.
+        #[arg(long)]
+        show_secrets: bool,
+    },
+    /// Show one record by id.
+    #[command(after_help = "Example:\n  tokenstore show 3")]
+    Show {
+        /// The record's id.
+        id: String,
+        /// Also print the secret values.
+        #[arg(long)]
+        show_secrets: bool,
+    },
+    /// Find the record the Zoho SDK would find for these values (SPEC.md §2).
+    ///
+    /// Rules, first that applies decides: --user; else --access without
+    /// client credentials; else --grant (then --refresh) with both
+    /// --client-id and --client-secret (only their presence counts); else --id.
+    /// A secret given as `-` is read from stdin, one line per `-`, in the
+    /// order --access, --refresh, --grant, --client-secret.
+    #[command(after_help = "Examples:\n  \
+        tokenstore find --user ana@example.com\n  \
+        tokenstore find --refresh - --client-id 1000.X --client-secret - < secrets.txt")]
+    Find(FindArgs),
+    /// Delete one record by id.
+    Delete {
+        /// The record's id.
+        id: String,
+    },
+    /// Delete every record (refused without --yes).
+    Clear {
+        /// Really delete everything.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Check that records and indexes agree; exit 1 if anything is wrong.
+    Check,
+    /// Counts: records, token kinds, expired and expiring access tokens, size.
+    Stats,
+    /// Remove records whose access token expired more than N days ago.
+    ///
+    /// Such a record has not been refreshed for N days: the user's session is
+    /// over (the session-timeout policy of Zoho's guide). Records without an
+    /// expiry time are kept.
+    #[command(after_help = "Example:\n  tokenstore purge --idle-days 90 --dry-run")]
+    Purge {
+        /// Idle days after the access token's expiry.
+        #[arg(long, value_name = "N")]
+        idle_days: u32,
+        /// Only list what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Import tokens from a Zoho SDK store or an export (creates the store).
+    ///
+    /// Every source row is saved with the store's rules: duplicate rows for
+    /// one user merge into one record (the newest expiry_time wins), a source
+    /// id already used by another record gets a new id. The import is
+    /// all-or-nothing unless --on-conflict skip.
+    #[command(after_help = "Examples:\n  \
+        tokenstore import tokens.csv --from zoho-csv\n  \
+        tokenstore import zohooauth.db --from sqlite --dry-run\n  \
+        tokenstore import backup.json --from json --on-conflict overwrite")]
+    Import(import::ImportArgs),
+    /// Write every record as JSON or as a Zoho FileStore CSV.
+    ///
+    /// Secrets are left out unless --include-secrets; a file written with
+    /// them is created readable by its owner only.
+    #[command(after_help = "Examples:\n  \
+        tokenstore export > tokens.json\n  \
+        tokenstore export --format zoho-csv --include-secrets --output tokens.csv")]
+    Export(export::ExportArgs),
+}
+
+#[derive(Args)]
+struct FindArgs {
+    /// User name (rule 1).
+    #[arg(long)]
+    user: Option<String>,
+    /// Access token (rule 2), or `-` to read it from stdin.
+    #[arg(long)]
+    access: Option<String>,
+    /// Refresh token (rule 3), or `-`.
+    #[arg(long)]
+    refresh: Option<String>,
+    /// Grant token (rule 3), or `-`.
+    #[arg(long)]
+    grant: Option<String>,
+    /// Client id (presence only).
+    #[arg(long)]
+    client_id: Option<String>,
+    /// Client secret (presence only), or `-`.
+    #[arg(long)]
+    client_secret: Option<String>,
+    /// Record id (rule 4).
+    #[arg(long)]
+    id: Option<String>,
+    /// Also print the secret values of the record found.
+    #[arg(long)]
+    show_secrets: bool,
+}
+
+/// A failure, with the exit code it maps to. The message is one line and
+/// never holds a secret.
+#[derive(Debug)]
+struct CliError {
+    code: u8,
+    message: String,
+}
+
+impl CliError {
+    /// Problems found, or an operation refused: exit 1.
+    fn refused(message: impl Into<String>) -> Self {
+        CliError {
+            code: 1,
+            message: message.into(),
+        }
+    }
+
+    /// Bad usage, bad input or I/O: exit 2.
+    fn input(message: impl Into<String>) -> Self {
+        CliError {
+            code: 2,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<tokenstore::Error> for CliError {
+    fn from(e: tokenstore::Error) -> Self {
+        CliError::input(e.to_string())
+    }
+}
+
+type CliResult<T = ()> = Result<T, CliError>;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tokenstore: {}", e.message);
+            ExitCode::from(e.code)
+        }
+    }
+}
+
+fn run(cli: &Cli) -> CliResult {
+    let out = Output { json: cli.json };
+    match &cli.command {
+        Command::Import(args) => import::run(&open(&cli.db, true)?, args, out),
+        command => {
+            let store = open(&cli.db, false)?;
+            match command {
+                Command::List { show_secrets } => list(&store, *show_secrets, out),
+                Command::Show { id, show_secrets } => show(&store, id, *show_secrets, out),
+                Command::Find(args) => find(&store, args, out),
+                Command::Delete { id } => delete(&store, id, out),
+                Command::Clear { yes } => clear(&store, *yes, out),
+                Command::Check => check(&store, out),
+                Command::Stats => stats(&store, out),
+                Command::Purge { idle_days, dry_run } => purge(&store, *idle_days, *dry_run, out),
+                Command::Export(args) => export::run(&store, args),
+                Command::Import(_) => unreachable!("handled above"),
+            }
+        }
+    }
+}
+
+/// How results are printed.
+#[derive(Clone, Copy)]
+struct Output {
+    json: bool,
+}
+
+impl Output {
+    /// Prints `value` as JSON, or `text()` as text.
+    fn print(self, value: serde_json::Value, text: impl FnOnce() -> String) {
+        if self.json {
+            println!("{value:#}");
+        } else {
+            let text = text();
+            if !text.is_empty() {
+                println!("{}", text.trim_end());
+            }
+        }
+    }
+}
+
+/// Opens the store; only `import` may create one.
+fn open(path: &Path, create: bool) -> CliResult<SledStore> {
+    if !create && !path.exists() {
+        return Err(CliError::input(format!(
+            "no token store at {}; pass --db PATH or set TOKENSTORE_DB (`tokenstore import` creates one)",
+            path.display()
+        )));
+    }
+    Ok(SledStore::open(path)?)
+}
+
+/// Records in id order: numeric ids by value, then the others.
+fn sorted_tokens(store: &SledStore) -> CliResult<Vec<OAuthToken>> {
+    let mut tokens = store.get_tokens()?;
+    tokens.sort_by(|a, b| render::id_order(a.id.as_deref(), b.id.as_deref()));
+    Ok(tokens)
+}
+
+fn list(store: &SledStore, show_secrets: bool, out: Output) -> CliResult {
+    let tokens = sorted_tokens(store)?;
+    let now = now_ms();
+    out.print(
+        tokens
+            .iter()
+            .map(|t| render::token_json(t, show_secrets, now))
+            .collect(),
+        || render::token_table(&tokens, show_secrets, now),
+    );
+    Ok(())
+}
+
+fn show(store: &SledStore, id: &str, show_secrets: bool, out: Output) -> CliResult {
+    let token = store
+        .find_token_by_id(id)?
+        .ok_or_else(|| CliError::refused(format!("no record with id {id:?}")))?;
+    let now = now_ms();
+    out.print(render::token_json(&token, show_secrets, now), || {
+        render::token_details(&token, show_secrets, now)
+    });
+    Ok(())
+}
+
+fn find(store: &SledStore, args: &FindArgs, out: Output) -> CliResult {
+    let mut stdin = std::io::stdin().lock();
+    let mut secret = |value: &Option<String>, name: &str| -> CliResult<Option<String>> {
+        match value.as_deref() {
+            Some("-") => read_secret_line(&mut stdin, name).map(Some),
+            other => Ok(other.map(str::to_owned)),
+        }
+    };
+    // Read in the documented order: access, refresh, grant, client secret.
+    let access = secret(&args.access, "--access")?;
+    let refresh = secret(&args.refresh, "--refresh")?;
+    let grant = secret(&args.grant, "--grant")?;
+    let client_secret = secret(&args.client_secret, "--client-secret")?;
+    let query = OAuthToken {
+        id: args.id.clone(),
+        user_name: args.user.clone(),
+        client_id: args.client_id.clone(),
+        client_secret,
+        refresh_token: refresh,
+        access_token: access,
+        grant_token: grant,
+        ..OAuthToken::default()
+    };
+    let Some(rule) = lookup_key(&query) else {
+        return Err(CliError::input(
+            "these options select no record: give --user, or --access (without client \
+             credentials), or --refresh/--grant with both --client-id and --client-secret, or --id",
+        ));
+    };
+    let rule = render::rule_name(&rule);
+    let found = store.find_token(&query)?;
+    let now = now_ms();
+    match found {
+        Some(token) => {
+            out.print(render::token_json(&token, args.show_secrets, now), || {
+                format!(
+                    "found by {rule}\n{}",
+                    render::token_details(&token, args.show_secrets, now)
+                )
+            });
+            Ok(())
+        }
+        None => Err(CliError::refused(format!(
+            "no record matches (looked up by {rule})"
+        ))),
+    }
+}
+
+/// One line of stdin, without its line end, for a secret given as `-`.
+fn read_secret_line(stdin: &mut impl BufRead, name: &str) -> CliResult<String> {
+    let mut line = String::new();
+    let read = stdin
+        .read_line(&mut line)
+        .map_err(|e| CliError::input(format!("cannot read {name} from stdin: {e}")))?;
+    if read == 0 {
+        return Err(CliError::input(format!(
+            "{name} is `-` but stdin has no line left for it"
+        )));
+    }
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+fn delete(store: &SledStore, id: &str, out: Output) -> CliResult {
+    if !store.delete_token(id)? {
+        return Err(CliError::refused(format!("no record with id {id:?}")));
+    }
+    out.print(json!({ "deleted": id }), || format!("deleted record {id}"));
+    Ok(())
+}
+
+fn clear(store: &SledStore, yes: bool, out: Output) -> CliResult {
+    if !yes {
+        return Err(CliError::refused(format!(
+            "refusing to delete all {} records without --yes",
+            store.len()
+        )));
+    }
+    let count = store.delete_tokens()?;
+    out.print(json!({ "deleted": count }), || {
+        format!("deleted {count} records")
+    });
+    Ok(())
+}
+
+fn check(store: &SledStore, out: Output) -> CliResult {
+    let report = store.check()?;
+    let problems: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
+    out.print(
+        json!({
+            "ok": report.is_ok(),
+            "records": report.records,
+            "index_entries": report.index_entries,
+            "problems": problems,
+        }),
+        || report.to_string(),
+    );
+    if report.is_ok() {
+        Ok(())
+    } else {
+        Err(CliError::refused(format!(
+            "{} problem(s) found in {}",
+            report.problems.len(),
+            store.path().display()
+        )))
+    }
+}
+
+fn stats(store: &SledStore, out: Output) -> CliResult {
+    let tokens = store.get_tokens()?;
+    let now = now_ms();
+    let count = |f: &dyn Fn(&OAuthToken) -> bool| tokens.iter().filter(|t| f(t)).count();
+    let with_access = count(&|t| t.access_token.is_some());
+    let with_refresh = count(&|t| t.refresh_token.is_some());
+    let with_grant = count(&|t| t.grant_token.is_some());
+    let expired = count(&|t| t.expiry_time.is_some_and(|e| e <= now));
+    let expiring = count(&|t| {
+        t.expiry_time
+            .is_some_and(|e| e > now && e <= now + 3_600_000)
+    });
+    let no_expiry = count(&|t| t.expiry_time.is_none());
+    let disk = store.size_on_disk()?;
+    out.print(
+        json!({
+            "records": tokens.len(),
+            "with_access_token": with_access,
+            "with_refresh_token": with_refresh,
+            "with_grant_token": with_grant,
+            "access_expired": expired,
+            "access_expiring_within_1h": expiring,
+            "without_expiry": no_expiry,
+            "disk_bytes": disk,
+            "format_version": tokenstore::FORMAT_VERSION,
+        }),
+        || {
+            render::key_values(&[
+                ("records", tokens.len().to_string()),
+                ("with access token", with_access.to_string()),
+                ("with refresh token", with_refresh.to_string()),
+                ("with grant token", with_grant.to_string()),
+                ("access expired", expired.to_string()),
+                ("access expiring within 1 h", expiring.to_string()),
+                ("without expiry time", no_expiry.to_string()),
+                ("disk size", render::bytes(disk)),
+                ("format version", tokenstore::FORMAT_VERSION.to_string()),
+            ])
+        },
+    );
+    Ok(())
+}
+
+fn purge(store: &SledStore, idle_days: u32, dry_run: bool, out: Output) -> CliResult {
+    let now = now_ms();
+    let cutoff = now - i64::from(idle_days) * 86_400_000;
+    let idle: Vec<OAuthToken> = sorted_tokens(store)?
+        .into_iter()
+        .filter(|t| t.expiry_time.is_some_and(|e| e < cutoff))
+        .collect();
+    store.batch(|batch| {
+        for token in &idle {
+            batch.delete_token(token.id.as_deref().unwrap_or_default())?;
+        }
+        if dry_run {
+            batch.discard();
+        }
+        Ok::<_, tokenstore::Error>(())
+    })?;
+    let verb = if dry_run { "would purge" } else { "purged" };
+    out.print(
+        json!({
+            "dry_run": dry_run,
+            "idle_days": idle_days,
+            "purged": idle.iter().map(|t| render::token_json(t, false, now)).collect::<Vec<_>>(),
+        }),
+        || {
+            let mut text = format!(
+                "{verb} {} record(s) whose access token expired more than {idle_days} day(s) ago\n",
+                idle.len()
+            );
+            if !idle.is_empty() {
+                text.push_str(&render::token_table(&idle, false, now));
+            }
+            text
+        },
+    );
+    Ok(())
+}
