@@ -20,7 +20,8 @@ fn url() -> String {
 /// A DBStore table named `table` (the Java SDK's schema) holding `rows`.
 fn dbstore_table(table: &str, rows: &[[Option<&str>; 10]]) {
     let mut conn = mysql::Conn::new(mysql::Opts::from_url(&url()).unwrap()).unwrap();
-    conn.query_drop(format!("DROP TABLE IF EXISTS {table}")).unwrap();
+    conn.query_drop(format!("DROP TABLE IF EXISTS {table}"))
+        .unwrap();
     conn.query_drop(format!(
         "CREATE TABLE {table} (id varchar(10) NOT NULL, user_name varchar(255) NOT NULL, \
          client_id varchar(255), client_secret varchar(255), refresh_token varchar(255), \
@@ -50,19 +51,73 @@ fn the_dbstore_table_imports_through_the_store_rules() {
     dbstore_table(
         "oauthtoken_rules",
         &[
-            [Some("1"), Some("ana@example.com"), Some("c"), Some("s"), Some("1000.r-old"), Some("1000.a-old"), None, Some("1000"), None, None],
-            [Some("2"), Some("ana@example.com"), Some("c"), Some("s"), Some("1000.r-new"), None, None, Some("2000"), None, Some("https://www.zohoapis.com")],
-            [Some("3"), Some("O'Brien"), Some("c"), Some("s"), Some(INJECTION), None, None, None, Some("https://app/cb"), None],
-            [Some("11"), Some(""), Some("c"), Some("s"), None, None, Some("1000.grant"), Some(""), None, None],
+            [
+                Some("1"),
+                Some("ana@example.com"),
+                Some("c"),
+                Some("s"),
+                Some("1000.r-old"),
+                Some("1000.a-old"),
+                None,
+                Some("1000"),
+                None,
+                None,
+            ],
+            [
+                Some("2"),
+                Some("ana@example.com"),
+                Some("c"),
+                Some("s"),
+                Some("1000.r-new"),
+                None,
+                None,
+                Some("2000"),
+                None,
+                Some("https://www.zohoapis.com"),
+            ],
+            [
+                Some("3"),
+                Some("O'Brien"),
+                Some("c"),
+                Some("s"),
+                Some(INJECTION),
+                None,
+                None,
+                None,
+                Some("https://app/cb"),
+                None,
+            ],
+            [
+                Some("11"),
+                Some(""),
+                Some("c"),
+                Some("s"),
+                None,
+                None,
+                Some("1000.grant"),
+                Some(""),
+                None,
+                None,
+            ],
         ],
     );
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("db");
     ts(&db)
-        .args(["import", "--from", "mysql", "--table", "oauthtoken_rules", "--url", &url()])
+        .args([
+            "import",
+            "--from",
+            "mysql",
+            "--table",
+            "oauthtoken_rules",
+            "--url",
+            &url(),
+        ])
         .assert()
         .success()
-        .stdout(predicate::str::contains("read 4 rows from MySQL: 3 new records, 0 updated, 1 merged"));
+        .stdout(predicate::str::contains(
+            "read 4 rows from MySQL: 3 new records, 0 updated, 1 merged",
+        ));
 
     let store = SledStore::open(&db).unwrap();
     assert_eq!(store.len(), 3);
@@ -71,7 +126,11 @@ fn the_dbstore_table_imports_through_the_store_rules() {
         .unwrap()
         .unwrap();
     assert_eq!(
-        (ana.refresh_token.as_deref(), ana.access_token.as_deref(), ana.expiry_time),
+        (
+            ana.refresh_token.as_deref(),
+            ana.access_token.as_deref(),
+            ana.expiry_time
+        ),
         (Some("1000.r-new"), Some("1000.a-old"), Some(2000)),
         "the newer row wins, the older fills what it lacks"
     );
@@ -79,7 +138,10 @@ fn the_dbstore_table_imports_through_the_store_rules() {
     assert_eq!(obrien.refresh_token.as_deref(), Some(INJECTION));
     assert_eq!(obrien.redirect_url.as_deref(), Some("https://app/cb"));
     let anon = store.find_token_by_id("11").unwrap().unwrap();
-    assert_eq!((anon.user_name, anon.grant_token.as_deref()), (None, Some("1000.grant")));
+    assert_eq!(
+        (anon.user_name, anon.grant_token.as_deref()),
+        (None, Some("1000.grant"))
+    );
 }
 
 #[test]
@@ -87,7 +149,15 @@ fn a_missing_table_or_bad_credentials_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("db");
     ts(&db)
-        .args(["import", "--from", "mysql", "--table", "no_such_table", "--url", &url()])
+        .args([
+            "import",
+            "--from",
+            "mysql",
+            "--table",
+            "no_such_table",
+            "--url",
+            &url(),
+        ])
         .assert()
         .code(2)
         .stderr(predicate::str::contains("has no table \"no_such_table\""));
@@ -96,7 +166,9 @@ fn a_missing_table_or_bad_credentials_are_clear_errors() {
         .args(["import", "--from", "mysql", "--url", &wrong])
         .assert()
         .code(2)
-        .stderr(predicate::str::contains("cannot connect to the MySQL server"));
+        .stderr(predicate::str::contains(
+            "cannot connect to the MySQL server",
+        ));
     assert!(!String::from_utf8_lossy(&assert.get_output().stderr).contains("wrong-password"));
     ts(&db)
         .args(["import", "--from", "mysql", "--url", "not a url"])
@@ -112,21 +184,51 @@ fn dry_run_and_conflicts_write_nothing() {
     dbstore_table(
         "oauthtoken_conflict",
         &[
-            [Some("1"), Some("ana@example.com"), Some("c"), Some("s"), Some("1000.shared"), None, None, Some("1"), None, None],
-            [Some("2"), Some("bob@example.com"), Some("c"), Some("s"), Some("1000.shared"), None, None, Some("2"), None, None],
+            [
+                Some("1"),
+                Some("ana@example.com"),
+                Some("c"),
+                Some("s"),
+                Some("1000.shared"),
+                None,
+                None,
+                Some("1"),
+                None,
+                None,
+            ],
+            [
+                Some("2"),
+                Some("bob@example.com"),
+                Some("c"),
+                Some("s"),
+                Some("1000.shared"),
+                None,
+                None,
+                Some("2"),
+                None,
+                None,
+            ],
         ],
     );
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("db");
     let import = |extra: &[&str]| {
         ts(&db)
-            .args(["import", "--from", "mysql", "--table", "oauthtoken_conflict", "--url", &url()])
+            .args([
+                "import",
+                "--from",
+                "mysql",
+                "--table",
+                "oauthtoken_conflict",
+                "--url",
+                &url(),
+            ])
             .args(extra)
             .assert()
     };
-    import(&[])
-        .code(1)
-        .stderr(predicate::str::contains("row 2: its refresh_token is already held by record 1"));
+    import(&[]).code(1).stderr(predicate::str::contains(
+        "row 2: its refresh_token is already held by record 1",
+    ));
     import(&["--on-conflict", "skip", "--dry-run"])
         .success()
         .stdout(predicate::str::contains("nothing was written"));
