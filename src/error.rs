@@ -71,7 +71,7 @@ pub enum Error {
 
     /// The database was written by a format version this build cannot read.
     #[error(
-        "unsupported on-disk format version {found} (this build reads version {supported}); \
+        "unsupported on-disk format version {found} (this build reads versions 1 to {supported}); \
          open it with the tokenstore version that wrote it"
     )]
     UnsupportedVersion {
@@ -79,6 +79,45 @@ pub enum Error {
         found: u32,
         /// The version this build reads and writes.
         supported: u32,
+    },
+
+    /// The store is encrypted and the key given is not its key. Nothing was
+    /// decrypted.
+    #[error(
+        "wrong key for the encrypted token store at {}: it was encrypted with another key;          give the key it was created or last rekeyed with",
+        path.display()
+    )]
+    WrongKey {
+        /// The database directory.
+        path: PathBuf,
+    },
+
+    /// The store is encrypted and was opened without a key.
+    #[error(
+        "the token store at {} is encrypted; open it with its key          (Options::encryption, or TOKENSTORE_KEY / --key-file for the command)",
+        path.display()
+    )]
+    KeyRequired {
+        /// The database directory.
+        path: PathBuf,
+    },
+
+    /// A key was given for a store that is not encrypted.
+    #[error(
+        "the token store at {} is not encrypted; open it without a key, or encrypt it first          (SledStore::set_encryption, or `tokenstore encrypt`)",
+        path.display()
+    )]
+    NotEncrypted {
+        /// The database directory.
+        path: PathBuf,
+    },
+
+    /// A key could not be read or has the wrong form (the message never
+    /// holds key material).
+    #[error("invalid key: {reason}")]
+    InvalidKey {
+        /// Why the key was refused.
+        reason: String,
     },
 
     /// An I/O error from the file system or the storage engine.

@@ -33,6 +33,7 @@
 #![warn(missing_docs)]
 
 mod error;
+mod key;
 mod memory;
 mod rules;
 mod sled_store;
@@ -40,12 +41,13 @@ mod store;
 mod token;
 
 pub use error::{Error, Result};
+pub use key::Key;
 pub use memory::MemoryStore;
 pub use rules::{lookup_key, LookupKey};
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub use sled_store::fuzzing;
-pub use sled_store::{Batch, CheckReport, Durability, Options, Problem, SledStore, FORMAT_VERSION};
+pub use sled_store::{Batch, CheckReport, Durability, Options, Problem, SledStore};
 pub use store::TokenStore;
 pub use token::{now_ms, IndexedField, OAuthToken, DEFAULT_EXPIRY_MARGIN_MS};
 

@@ -19,7 +19,7 @@ use std::path::Path;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tokenstore::{Durability, Error, OAuthToken, Options, SledStore, TokenStore};
+use tokenstore::{Durability, Error, Key, OAuthToken, Options, SledStore, TokenStore};
 
 const USERS: u64 = 12;
 /// Marks the child's protocol lines; libtest writes its own text around them
@@ -176,6 +176,7 @@ fn child_process() {
         }
         Ok("hold") => hold_child(Path::new(&std::env::var("TOKENSTORE_DB").unwrap())),
         Ok("batch") => batch_child(Path::new(&std::env::var("TOKENSTORE_DB").unwrap())),
+        Ok("rekey") => rekey_child(Path::new(&std::env::var("TOKENSTORE_DB").unwrap())),
         _ => {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("db");
@@ -233,6 +234,48 @@ fn batch_child(path: &Path) {
             })
             .unwrap();
         println!("{MARK}committed {k}");
+    }
+}
+
+/// The two keys the rekey test alternates between.
+fn rekey_keys() -> [Key; 2] {
+    [Key::from_bytes([0xA1; 32]), Key::from_bytes([0xB2; 32])]
+}
+
+/// Opens the store with whichever of the two keys is its key.
+fn open_with_either_key(path: &Path) -> (SledStore, usize) {
+    let keys = rekey_keys();
+    for (which, key) in keys.iter().enumerate() {
+        match SledStore::open_with(path, Options::default().encryption(key.clone())) {
+            Ok(store) => {
+                let other = keys[1 - which].clone();
+                drop(store);
+                // The other key must be refused, never half-accepted.
+                match SledStore::open_with(path, Options::default().encryption(other)) {
+                    Err(Error::WrongKey { .. }) => {}
+                    other => panic!("the other key was not refused: {other:?}"),
+                }
+                let store =
+                    SledStore::open_with(path, Options::default().encryption(key.clone())).unwrap();
+                return (store, which);
+            }
+            Err(Error::WrongKey { .. }) => continue,
+            Err(other) => panic!("open: {other}"),
+        }
+    }
+    panic!("neither key opens the store")
+}
+
+/// Changes the store's key back and forth, saying `rekeyed` after each.
+fn rekey_child(path: &Path) {
+    let (mut store, mut which) = open_with_either_key(path);
+    println!("{MARK}ready");
+    loop {
+        which = 1 - which;
+        store
+            .set_encryption(Some(rekey_keys()[which].clone()))
+            .unwrap();
+        println!("{MARK}rekeyed");
     }
 }
 
@@ -545,6 +588,80 @@ fn batches_are_all_or_nothing_across_sigkill() {
     }
     eprintln!("batches committed over 12 kills: {committed}");
     assert!(committed > 0, "no batch was ever committed");
+}
+
+/// A key change killed at random points: the store always opens with the
+/// old key or the new one (the other refused), holds every record intact,
+/// and `check()` is clean.
+#[test]
+fn rekey_killed_anywhere_leaves_the_old_key_or_the_new() {
+    const RECORDS: u64 = 1_000;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let record = |n: u64| {
+        OAuthToken::new()
+            .with_user_name(format!("user{n}@example.com"))
+            .with_refresh_token(format!("1000.refresh{n}"))
+            .with_access_token(format!("1000.access{n}"))
+    };
+    {
+        let store = SledStore::open_with(
+            &path,
+            Options::default().encryption(rekey_keys()[0].clone()),
+        )
+        .unwrap();
+        store
+            .batch(|batch| (0..RECORDS).try_for_each(|n| batch.save_token(&mut record(n))))
+            .unwrap();
+    }
+    let mut rng = Rng(seed() | 1);
+    let mut rekeys = 0;
+    for cycle in 0..10 {
+        let mut child = spawn_child("rekey", &path, &[]);
+        let mut output = BufReader::new(child.stdout.take().unwrap());
+        read_until_ready(&mut output);
+        std::thread::sleep(Duration::from_millis(rng.below(1_500)));
+        child.kill().expect("SIGKILL");
+        child.wait().unwrap();
+        rekeys += protocol_lines(output)
+            .iter()
+            .filter(|l| *l == "rekeyed")
+            .count();
+
+        let (store, _) = open_with_either_key(&path);
+        let report = store.check().unwrap();
+        assert!(report.is_ok(), "cycle {cycle}: {report}");
+        assert_eq!(store.len() as u64, RECORDS, "cycle {cycle}");
+        for n in [0, RECORDS / 2, RECORDS - 1] {
+            let query = OAuthToken::new()
+                .with_client_id("c")
+                .with_client_secret("s")
+                .with_refresh_token(format!("1000.refresh{n}"));
+            let found = store
+                .find_token(&query)
+                .unwrap()
+                .expect("record found by refresh token");
+            assert_eq!(found.user_name, record(n).user_name, "cycle {cycle}");
+            assert_eq!(found.access_token, record(n).access_token, "cycle {cycle}");
+        }
+        drop(store);
+        // Only the live generation is left in the directory.
+        let mut names: Vec<String> = std::fs::read_dir(&path)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        let data_dirs = names.iter().filter(|n| n.starts_with("data-")).count();
+        assert!(data_dirs <= 1, "cycle {cycle}: {names:?}");
+        if data_dirs == 1 {
+            assert!(
+                !names.iter().any(|n| n == "conf" || n == "db"),
+                "cycle {cycle}: {names:?}"
+            );
+        }
+    }
+    eprintln!("rekeys completed over 10 kills: {rekeys}");
+    assert!(rekeys > 0, "no key change ever completed");
 }
 
 #[test]

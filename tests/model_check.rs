@@ -28,6 +28,12 @@ proptest! {
     }
 
     #[test]
+    fn encrypted_sled_agrees_with_the_model(bytes in prop::collection::vec(any::<u8>(), 0..1024)) {
+        let key = tokenstore::Key::from_bytes([7; 32]);
+        Pair::with_options(tokenstore::Options::default().encryption(key)).run(&ops_from(&bytes));
+    }
+
+    #[test]
     fn buffered_sled_agrees_with_the_model(bytes in prop::collection::vec(any::<u8>(), 0..1024)) {
         Pair::new(true).run(&ops_from(&bytes));
     }

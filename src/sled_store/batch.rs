@@ -4,7 +4,7 @@ use crate::error::{Error, Result};
 use crate::store::{self, Overlay};
 use crate::token::OAuthToken;
 
-use super::{codec, SledStore, LAST_ISSUED_KEY};
+use super::{SledStore, LAST_ISSUED_KEY};
 
 /// Saves and deletes staged inside [`SledStore::batch`]: each follows the
 /// same rules as the [`TokenStore`](crate::TokenStore) operation of the same
@@ -137,7 +137,10 @@ impl SledStore {
         let mut writes = Vec::with_capacity(changes.records.len());
         for (id, new) in changes.records {
             let previous = store::StoreView::record(self, &id)?;
-            let encoded = new.as_ref().map(codec::encode_record).transpose()?;
+            let encoded = new
+                .as_ref()
+                .map(|record| self.sealing.encode(record))
+                .transpose()?;
             writes.push((id, previous, new, encoded));
         }
         self.transact(|trees| {

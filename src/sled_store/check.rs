@@ -156,7 +156,7 @@ impl SledStore {
             let (key, bytes) = entry.map_err(storage)?;
             report.records += 1;
             let id = String::from_utf8_lossy(&key).into_owned();
-            let record = match codec::decode_record(&id, &bytes) {
+            let record = match self.sealing.decode(&id, &bytes) {
                 Ok(record) => record,
                 Err(e) => {
                     let detail = match e {
@@ -181,7 +181,7 @@ impl SledStore {
                     .push(id.clone());
                 let indexed = self
                     .index(field)
-                    .get(codec::digest(value))
+                    .get(self.sealing.digest(value))
                     .map_err(storage)?
                     .and_then(|entry| codec::decode_ids(&entry).ok())
                     .is_some_and(|ids| ids.contains(&id));
@@ -225,7 +225,7 @@ impl SledStore {
                         Some(Some(record)) => {
                             let holds = record
                                 .indexed(field)
-                                .is_some_and(|v| codec::digest(v).as_slice() == key.as_ref());
+                                .is_some_and(|v| self.sealing.digest(v).as_slice() == key.as_ref());
                             (!holds).then_some(Problem::WrongIndexEntry { field, id })
                         }
                     };

@@ -1,22 +1,34 @@
 //! The on-disk encoding: the one place bytes are produced and read.
 //!
-//! - record value: `[FORMAT_VERSION] ++ bincode(OAuthToken)` (standard config:
-//!   varint integers, no field names). The id is encoded too and checked
-//!   against the tree key on decode, so a value copied under the wrong key is
-//!   detected.
-//! - index key: the first 16 bytes of the BLAKE3 hash of the field value, so
+//! - record value, plain store: `[1] ++ bincode(OAuthToken)` (standard
+//!   config: varint integers, no field names). The id is encoded too and
+//!   checked against the tree key on decode, so a value copied under the
+//!   wrong key is detected.
+//! - record value, encrypted store: `[2] ++ nonce (24 bytes) ++
+//!   XChaCha20-Poly1305(bincode(OAuthToken))`, a fresh random nonce per
+//!   write, the record id bound as associated data (a sealed record moved to
+//!   another id fails authentication).
+//! - index key: 16 bytes of the BLAKE3 hash of the field value (plain), or of
+//!   the BLAKE3 hash keyed with a subkey of the master key (encrypted), so
 //!   index trees hold no raw token and keys have a fixed size.
 //! - index value: `bincode(Vec<String>)`, the ids of the records whose value
 //!   has this digest (one in practice; several only on a digest collision,
 //!   which readers resolve by comparing the record's value).
 
 use bincode::config::{Configuration, Limit, LittleEndian, Varint};
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
+use crate::key::Key;
 use crate::token::OAuthToken;
 
-/// The on-disk format version this build reads and writes.
-pub(crate) const FORMAT_VERSION: u8 = 1;
+/// The format version of a plain store, and the first byte of its records.
+pub(crate) const PLAIN_VERSION: u8 = 1;
+/// The format version of an encrypted store, and the first byte of its
+/// (sealed) records.
+pub(crate) const SEALED_VERSION: u8 = 2;
 
 /// The largest encoded record accepted; a larger length prefix in stored bytes
 /// is corruption, and decoding never allocates more than this.
@@ -25,45 +37,183 @@ pub(crate) const MAX_RECORD_BYTES: usize = 16 << 20;
 /// The size of an index key.
 pub(crate) const DIGEST_LEN: usize = 16;
 
-type Codec = Configuration<LittleEndian, Varint, Limit<MAX_RECORD_BYTES>>;
+const NONCE_LEN: usize = 24;
+const TAG_LEN: usize = 16;
 
-fn config() -> Codec {
+/// Domain separation for the subkeys derived from a master key.
+const RECORD_KEY_CONTEXT: &str = "tokenstore 2026-11 record sealing key v1";
+const INDEX_KEY_CONTEXT: &str = "tokenstore 2026-11 index digest key v1";
+const KEY_CHECK_CONTEXT: &str = "tokenstore 2026-11 key check value v1";
+
+type Config = Configuration<LittleEndian, Varint, Limit<MAX_RECORD_BYTES>>;
+
+fn config() -> Config {
     bincode::config::standard().with_limit::<MAX_RECORD_BYTES>()
 }
 
-/// The index key of a unique value.
-pub(crate) fn digest(value: &str) -> [u8; DIGEST_LEN] {
-    let hash = blake3::hash(value.as_bytes());
-    let mut key = [0u8; DIGEST_LEN];
-    key.copy_from_slice(&hash.as_bytes()[..DIGEST_LEN]);
-    key
+/// How a store's records and index keys are protected.
+pub(crate) enum Sealing {
+    Plain,
+    Sealed(Box<Sealed>),
 }
 
-/// Encodes a normalized record whose id is set.
-pub fn encode_record(token: &OAuthToken) -> Result<Vec<u8>> {
-    let mut bytes = vec![FORMAT_VERSION];
-    bincode::serde::encode_into_std_write(token, &mut bytes, config())
-        .map_err(|e| Error::invalid(format!("the token cannot be encoded: {e}")))?;
-    if bytes.len() > MAX_RECORD_BYTES {
-        return Err(Error::invalid(format!(
-            "the token takes {} bytes encoded, more than the {MAX_RECORD_BYTES} a record may hold",
-            bytes.len()
-        )));
+pub(crate) struct Sealed {
+    cipher: XChaCha20Poly1305,
+    index_key: Zeroizing<[u8; 32]>,
+    check: [u8; 32],
+}
+
+impl Sealing {
+    pub fn new(key: Option<&Key>) -> Sealing {
+        match key {
+            None => Sealing::Plain,
+            Some(key) => {
+                let record_key =
+                    Zeroizing::new(blake3::derive_key(RECORD_KEY_CONTEXT, key.bytes()));
+                Sealing::Sealed(Box::new(Sealed {
+                    cipher: XChaCha20Poly1305::new(record_key.as_ref().into()),
+                    index_key: Zeroizing::new(blake3::derive_key(INDEX_KEY_CONTEXT, key.bytes())),
+                    check: key_check_value(key),
+                }))
+            }
+        }
     }
-    Ok(bytes)
+
+    /// The store format version: plain or encrypted.
+    pub fn format_version(&self) -> u8 {
+        match self {
+            Sealing::Plain => PLAIN_VERSION,
+            Sealing::Sealed(_) => SEALED_VERSION,
+        }
+    }
+
+    /// The key check value kept in the metadata of an encrypted store.
+    pub fn key_check(&self) -> Option<&[u8; 32]> {
+        match self {
+            Sealing::Plain => None,
+            Sealing::Sealed(sealed) => Some(&sealed.check),
+        }
+    }
+
+    /// The index key of a unique value.
+    pub fn digest(&self, value: &str) -> [u8; DIGEST_LEN] {
+        let hash = match self {
+            Sealing::Plain => blake3::hash(value.as_bytes()),
+            Sealing::Sealed(sealed) => blake3::keyed_hash(&sealed.index_key, value.as_bytes()),
+        };
+        let mut key = [0u8; DIGEST_LEN];
+        key.copy_from_slice(&hash.as_bytes()[..DIGEST_LEN]);
+        key
+    }
+
+    /// Encodes a normalized record whose id is set.
+    pub fn encode(&self, token: &OAuthToken) -> Result<Vec<u8>> {
+        let body = Zeroizing::new(
+            bincode::serde::encode_to_vec(token, config())
+                .map_err(|e| Error::invalid(format!("the token cannot be encoded: {e}")))?,
+        );
+        if body.len() + 1 > MAX_RECORD_BYTES {
+            return Err(Error::invalid(format!(
+                "the token takes {} bytes encoded, more than the {MAX_RECORD_BYTES} a record may hold",
+                body.len() + 1
+            )));
+        }
+        match self {
+            Sealing::Plain => {
+                let mut bytes = Vec::with_capacity(1 + body.len());
+                bytes.push(PLAIN_VERSION);
+                bytes.extend_from_slice(&body);
+                Ok(bytes)
+            }
+            Sealing::Sealed(sealed) => {
+                let id = token.id.as_deref().unwrap_or_default();
+                let mut nonce = [0u8; NONCE_LEN];
+                getrandom::fill(&mut nonce).map_err(|e| {
+                    Error::Io(std::io::Error::other(format!(
+                        "the system random generator failed: {e}"
+                    )))
+                })?;
+                let sealed_body = sealed
+                    .cipher
+                    .encrypt(
+                        XNonce::from_slice(&nonce),
+                        Payload {
+                            msg: &body,
+                            aad: &associated_data(id),
+                        },
+                    )
+                    .map_err(|_| Error::invalid("the token cannot be encrypted"))?;
+                let mut bytes = Vec::with_capacity(1 + NONCE_LEN + sealed_body.len());
+                bytes.push(SEALED_VERSION);
+                bytes.extend_from_slice(&nonce);
+                bytes.extend_from_slice(&sealed_body);
+                Ok(bytes)
+            }
+        }
+    }
+
+    /// Decodes the record stored under `id`, or says why it cannot be
+    /// trusted.
+    pub fn decode(&self, id: &str, bytes: &[u8]) -> Result<OAuthToken> {
+        let corrupt = |detail: String| Error::corruption(Some(id), detail);
+        let (&version, rest) = bytes
+            .split_first()
+            .ok_or_else(|| corrupt("the record is empty".into()))?;
+        match (self, version) {
+            (Sealing::Plain, PLAIN_VERSION) => decode_body(id, rest),
+            (Sealing::Sealed(sealed), SEALED_VERSION) => {
+                if rest.len() < NONCE_LEN + TAG_LEN {
+                    return Err(corrupt("the sealed record is truncated".into()));
+                }
+                let (nonce, sealed_body) = rest.split_at(NONCE_LEN);
+                let body = Zeroizing::new(
+                    sealed
+                        .cipher
+                        .decrypt(
+                            XNonce::from_slice(nonce),
+                            Payload {
+                                msg: sealed_body,
+                                aad: &associated_data(id),
+                            },
+                        )
+                        .map_err(|_| {
+                            corrupt(
+                                "the sealed record fails authentication: it was altered,                                  or moved from another id"
+                                    .into(),
+                            )
+                        })?,
+                );
+                decode_body(id, &body)
+            }
+            (Sealing::Plain, SEALED_VERSION) => Err(corrupt(
+                "the record is sealed, but the store is not encrypted".into(),
+            )),
+            (Sealing::Sealed(_), PLAIN_VERSION) => Err(corrupt(
+                "the record is in plaintext, but the store is encrypted".into(),
+            )),
+            (_, other) => Err(corrupt(format!(
+                "the record has format version byte {other}, expected {}",
+                self.format_version()
+            ))),
+        }
+    }
 }
 
-/// Decodes the record stored under `id`, or says why it cannot be trusted.
-pub fn decode_record(id: &str, bytes: &[u8]) -> Result<OAuthToken> {
+/// The key check value of `key`: a one-way derivation that tells the right
+/// key from a wrong one and reveals nothing about it.
+pub(crate) fn key_check_value(key: &Key) -> [u8; 32] {
+    blake3::derive_key(KEY_CHECK_CONTEXT, key.bytes())
+}
+
+/// What a sealed record is bound to: its id.
+fn associated_data(id: &str) -> Vec<u8> {
+    let mut aad = b"tokenstore record id\0".to_vec();
+    aad.extend_from_slice(id.as_bytes());
+    aad
+}
+
+fn decode_body(id: &str, body: &[u8]) -> Result<OAuthToken> {
     let corrupt = |detail: String| Error::corruption(Some(id), detail);
-    let (&version, body) = bytes
-        .split_first()
-        .ok_or_else(|| corrupt("the record is empty".into()))?;
-    if version != FORMAT_VERSION {
-        return Err(corrupt(format!(
-            "the record has format version byte {version}, expected {FORMAT_VERSION}"
-        )));
-    }
     let (token, used): (OAuthToken, usize) = bincode::serde::decode_from_slice(body, config())
         .map_err(|e| corrupt(format!("the record cannot be decoded: {e}")))?;
     if used != body.len() {
@@ -83,6 +233,18 @@ pub fn decode_record(id: &str, bytes: &[u8]) -> Result<OAuthToken> {
         ));
     }
     Ok(token)
+}
+
+/// Encodes a plain record (the fuzz targets' entry point).
+#[cfg(any(test, feature = "fuzzing"))]
+pub fn encode_record(token: &OAuthToken) -> Result<Vec<u8>> {
+    Sealing::Plain.encode(token)
+}
+
+/// Decodes a plain record (the fuzz targets' entry point).
+#[cfg(any(test, feature = "fuzzing"))]
+pub fn decode_record(id: &str, bytes: &[u8]) -> Result<OAuthToken> {
+    Sealing::Plain.decode(id, bytes)
 }
 
 /// Encodes the id list of an index entry.
@@ -116,7 +278,7 @@ mod tests {
     #[test]
     fn record_round_trips() {
         let bytes = encode_record(&sample()).unwrap();
-        assert_eq!(bytes[0], FORMAT_VERSION);
+        assert_eq!(bytes[0], PLAIN_VERSION);
         assert_eq!(decode_record("42", &bytes).unwrap(), sample());
     }
 
@@ -147,12 +309,71 @@ mod tests {
     #[test]
     fn a_huge_length_prefix_does_not_allocate() {
         // version, id tag Some, then a string length of u64::MAX (varint 0xFF + 8 bytes)
-        let mut bytes = vec![FORMAT_VERSION, 1, 0xFF];
+        let mut bytes = vec![PLAIN_VERSION, 1, 0xFF];
         bytes.extend_from_slice(&u64::MAX.to_le_bytes());
         assert!(matches!(
             decode_record("1", &bytes),
             Err(Error::Corruption { .. })
         ));
+    }
+
+    fn sealing() -> Sealing {
+        Sealing::new(Some(&Key::from_bytes([9; 32])))
+    }
+
+    #[test]
+    fn sealed_records_round_trip_with_fresh_nonces() {
+        let sealing = sealing();
+        let a = sealing.encode(&sample()).unwrap();
+        let b = sealing.encode(&sample()).unwrap();
+        assert_eq!(a[0], SEALED_VERSION);
+        assert_ne!(a, b, "two seals of one record must differ (fresh nonce)");
+        assert_eq!(sealing.decode("42", &a).unwrap(), sample());
+        assert_eq!(sealing.decode("42", &b).unwrap(), sample());
+    }
+
+    #[test]
+    fn every_flipped_bit_of_a_sealed_record_is_corruption() {
+        let sealing = sealing();
+        let bytes = sealing.encode(&sample()).unwrap();
+        for at in 0..bytes.len() {
+            for bit in 0..8 {
+                let mut damaged = bytes.clone();
+                damaged[at] ^= 1 << bit;
+                assert!(
+                    matches!(
+                        sealing.decode("42", &damaged),
+                        Err(Error::Corruption { .. })
+                    ),
+                    "byte {at} bit {bit}"
+                );
+            }
+        }
+        for len in 0..bytes.len() {
+            assert!(sealing.decode("42", &bytes[..len]).is_err());
+        }
+    }
+
+    #[test]
+    fn a_sealed_record_is_bound_to_its_id_and_key() {
+        let sealing = sealing();
+        let bytes = sealing.encode(&sample()).unwrap();
+        let err = sealing.decode("43", &bytes).unwrap_err().to_string();
+        assert!(err.contains("fails authentication"), "{err}");
+        let other = Sealing::new(Some(&Key::from_bytes([8; 32])));
+        assert!(other.decode("42", &bytes).is_err());
+        assert!(Sealing::Plain.decode("42", &bytes).is_err());
+        let plain = Sealing::Plain.encode(&sample()).unwrap();
+        assert!(sealing.decode("42", &plain).is_err());
+    }
+
+    #[test]
+    fn keyed_digests_depend_on_the_key() {
+        let a = sealing();
+        let b = Sealing::new(Some(&Key::from_bytes([8; 32])));
+        assert_ne!(a.digest("1000.r"), Sealing::Plain.digest("1000.r"));
+        assert_ne!(a.digest("1000.r"), b.digest("1000.r"));
+        assert_eq!(a.digest("1000.r"), sealing().digest("1000.r"));
     }
 
     #[test]

@@ -9,6 +9,8 @@
 mod batch;
 mod check;
 mod codec;
+mod layout;
+mod rekey;
 
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
@@ -22,14 +24,17 @@ pub use batch::Batch;
 pub use check::{CheckReport, Problem};
 
 use crate::error::{Error, Result};
+use crate::key::Key;
 use crate::store::{self, SavePlan, StoreView, TokenStore};
 use crate::token::{IndexedField, OAuthToken};
+use codec::Sealing;
 
 const RECORDS_TREE: &str = "records";
 const META_TREE: &str = "meta";
 const LOCK_FILE: &str = "tokenstore.lock";
 const FORMAT_VERSION_KEY: &[u8] = b"format_version";
 const LAST_ISSUED_KEY: &[u8] = b"last_issued_id";
+const KEY_CHECK_KEY: &[u8] = b"key_check";
 
 /// The record codec, for the fuzz targets only.
 #[cfg(feature = "fuzzing")]
@@ -37,10 +42,6 @@ const LAST_ISSUED_KEY: &[u8] = b"last_issued_id";
 pub mod fuzzing {
     pub use super::codec::{decode_ids, decode_record, encode_record};
 }
-
-/// The on-disk format version this build reads and writes (stored in the
-/// metadata tree; see ARCHITECTURE.md).
-pub const FORMAT_VERSION: u32 = codec::FORMAT_VERSION as u32;
 
 fn index_tree_name(field: IndexedField) -> String {
     format!("index_{}", field.name())
@@ -90,18 +91,20 @@ impl Durability {
 /// assert_eq!(store.options().durability_mode(), options.durability_mode());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Options {
     durability: Durability,
     cache_capacity: u64,
+    encryption: Option<Key>,
 }
 
 impl Default for Options {
-    /// Durable writes and a 256 MiB page cache.
+    /// Durable writes, a 256 MiB page cache, no encryption.
     fn default() -> Self {
         Options {
             durability: Durability::Durable,
             cache_capacity: 256 << 20,
+            encryption: None,
         }
     }
 }
@@ -120,6 +123,42 @@ impl Options {
     pub fn cache_capacity(mut self, bytes: u64) -> Self {
         self.cache_capacity = bytes;
         self
+    }
+
+    /// Opens (or creates) an encrypted store with this master key: every
+    /// record is sealed with XChaCha20-Poly1305 under a subkey of it, and
+    /// index keys are digests keyed with another subkey, so no token, user
+    /// name or client secret is written to disk in plaintext. An existing
+    /// store must have been created (or last rekeyed) with the same key:
+    /// otherwise [`Error::WrongKey`].
+    ///
+    /// ```
+    /// use tokenstore::{Error, Key, OAuthToken, Options, SledStore, TokenStore};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let path = dir.path().join("tokens");
+    /// let key = Key::generate()?;
+    /// {
+    ///     let store = SledStore::open_with(&path, Options::default().encryption(key.clone()))?;
+    ///     let mut token = OAuthToken::new().with_user_name("ana").with_refresh_token("1000.r");
+    ///     store.save_token(&mut token)?;
+    /// }
+    /// let wrong = Options::default().encryption(Key::generate()?);
+    /// assert!(matches!(SledStore::open_with(&path, wrong), Err(Error::WrongKey { .. })));
+    /// assert!(matches!(SledStore::open(&path), Err(Error::KeyRequired { .. })));
+    /// let store = SledStore::open_with(&path, Options::default().encryption(key))?;
+    /// assert!(store.find_token(&OAuthToken::new().with_user_name("ana"))?.is_some());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn encryption(mut self, key: Key) -> Self {
+        self.encryption = Some(key);
+        self
+    }
+
+    /// The master key, when the store is to be encrypted.
+    pub fn encryption_key(&self) -> Option<&Key> {
+        self.encryption.as_ref()
     }
 
     /// The durability choice.
@@ -160,6 +199,10 @@ pub struct SledStore {
     meta: Tree,
     /// Serializes writers; holds the last id the counter issued.
     writer: Mutex<u64>,
+    /// Plain, or the ciphers of an encrypted store.
+    sealing: Sealing,
+    /// Which data directory holds the sled database (see `layout`).
+    generation: u64,
     options: Options,
     path: PathBuf,
     /// Held for the life of the store: the process-level lock on the directory.
@@ -240,30 +283,19 @@ impl SledStore {
         create_private_dir(&path)?;
         let lock = lock_directory(&path)?;
 
-        let flush_every = match options.durability {
-            Durability::Durable => Some(500),
-            Durability::Buffered { flush_every } => Some(
-                u64::try_from(flush_every.as_millis())
-                    .unwrap_or(u64::MAX)
-                    .max(1),
-            ),
-        };
-        let config = sled::Config::new()
-            .path(&path)
-            .cache_capacity(options.cache_capacity)
-            .flush_every_ms(flush_every);
-        let db = open_sled(&config, &path)?;
-        let open_tree = |name: &str| db.open_tree(name).map_err(storage);
-        let records = open_tree(RECORDS_TREE)?;
-        let indexes = [
-            open_tree(&index_tree_name(IndexedField::UserName))?,
-            open_tree(&index_tree_name(IndexedField::AccessToken))?,
-            open_tree(&index_tree_name(IndexedField::RefreshToken))?,
-            open_tree(&index_tree_name(IndexedField::GrantToken))?,
-        ];
-        let meta = open_tree(META_TREE)?;
+        let generation = layout::current_generation(&path)?;
+        layout::remove_stale(&path, generation)?;
+        let data_dir = layout::data_dir(&path, generation);
+        let Engine {
+            db,
+            records,
+            indexes,
+            meta,
+        } = Engine::open(&options, &data_dir, &path)?;
 
-        check_format_version(&db, &meta, &records)?;
+        let sealing = Sealing::new(options.encryption.as_ref());
+        check_format(&db, &meta, &records, &sealing, &path)?;
+        secure_permissions(&path)?;
         let last_issued = match meta.get(LAST_ISSUED_KEY).map_err(storage)? {
             None => 0,
             Some(bytes) => u64::from_be_bytes(bytes.as_ref().try_into().map_err(|_| {
@@ -277,8 +309,10 @@ impl SledStore {
             indexes,
             meta,
             writer: Mutex::new(last_issued),
+            sealing,
             options,
             path,
+            generation,
             _lock: lock,
         })
     }
@@ -355,13 +389,14 @@ impl SledStore {
                     records,
                     indexes: [user, access, refresh, grant],
                     meta,
+                    sealing: &self.sealing,
                 })
             })
             .map_err(transaction_error)
     }
 
     fn commit_save(&self, plan: &SavePlan) -> Result<()> {
-        let encoded = codec::encode_record(&plan.record)?;
+        let encoded = self.sealing.encode(&plan.record)?;
         let id = plan.id();
         self.transact(|trees| {
             trees.records.insert(id.as_bytes(), encoded.as_slice())?;
@@ -396,22 +431,63 @@ impl SledStore {
     }
 }
 
+/// An open sled database and its trees.
+struct Engine {
+    db: sled::Db,
+    records: Tree,
+    indexes: [Tree; 4],
+    meta: Tree,
+}
+
+impl Engine {
+    /// Opens (creating) the sled database in `data_dir`; `path` is the
+    /// store directory, for messages.
+    fn open(options: &Options, data_dir: &Path, path: &Path) -> Result<Engine> {
+        let flush_every = match options.durability {
+            Durability::Durable => Some(500),
+            Durability::Buffered { flush_every } => Some(
+                u64::try_from(flush_every.as_millis())
+                    .unwrap_or(u64::MAX)
+                    .max(1),
+            ),
+        };
+        let config = sled::Config::new()
+            .path(data_dir)
+            .cache_capacity(options.cache_capacity)
+            .flush_every_ms(flush_every);
+        let db = open_sled(&config, path)?;
+        let open_tree = |name: &str| db.open_tree(name).map_err(storage);
+        Ok(Engine {
+            records: open_tree(RECORDS_TREE)?,
+            indexes: [
+                open_tree(&index_tree_name(IndexedField::UserName))?,
+                open_tree(&index_tree_name(IndexedField::AccessToken))?,
+                open_tree(&index_tree_name(IndexedField::RefreshToken))?,
+                open_tree(&index_tree_name(IndexedField::GrantToken))?,
+            ],
+            meta: open_tree(META_TREE)?,
+            db,
+        })
+    }
+}
+
 /// The transactional view of every tree.
 struct Trees<'a> {
     records: &'a TransactionalTree,
     indexes: [&'a TransactionalTree; 4],
     meta: &'a TransactionalTree,
+    sealing: &'a Sealing,
 }
 
 type TxResult<T = ()> = std::result::Result<T, ConflictableTransactionError<Error>>;
 
 impl Trees<'_> {
     fn link(&self, field: IndexedField, value: &str, id: &str) -> TxResult {
-        self.link_digest(field, &codec::digest(value), id)
+        self.link_digest(field, &self.sealing.digest(value), id)
     }
 
     fn unlink(&self, field: IndexedField, value: &str, id: &str) -> TxResult {
-        self.unlink_digest(field, &codec::digest(value), id)
+        self.unlink_digest(field, &self.sealing.digest(value), id)
     }
 
     fn link_digest(&self, field: IndexedField, key: &[u8], id: &str) -> TxResult {
@@ -516,34 +592,108 @@ fn lock_directory(path: &Path) -> Result<File> {
     }
 }
 
-fn check_format_version(db: &sled::Db, meta: &Tree, records: &Tree) -> Result<()> {
-    let supported = u32::from(codec::FORMAT_VERSION);
+/// Checks the stored format version against the key given: a plain store
+/// (version 1) opens without a key, an encrypted one (version 2) only with
+/// the key whose check value it holds. A new store is stamped with the
+/// version (and key check value) of `sealing`.
+fn check_format(
+    db: &sled::Db,
+    meta: &Tree,
+    records: &Tree,
+    sealing: &Sealing,
+    path: &Path,
+) -> Result<()> {
+    let path_buf = || path.to_path_buf();
     match meta.get(FORMAT_VERSION_KEY).map_err(storage)? {
         Some(bytes) => {
             let found = u32::from_be_bytes(bytes.as_ref().try_into().map_err(|_| {
                 Error::corruption(None, "the stored format version is not 4 bytes long")
             })?);
-            if found != supported {
-                return Err(Error::UnsupportedVersion { found, supported });
+            match (found, sealing.key_check()) {
+                (1, None) => Ok(()),
+                (1, Some(_)) => Err(Error::NotEncrypted { path: path_buf() }),
+                (2, None) => Err(Error::KeyRequired { path: path_buf() }),
+                (2, Some(expected)) => match meta.get(KEY_CHECK_KEY).map_err(storage)? {
+                    Some(stored) if stored.as_ref() == expected.as_slice() => Ok(()),
+                    Some(_) => Err(Error::WrongKey { path: path_buf() }),
+                    None => Err(Error::corruption(
+                        None,
+                        "the store is encrypted but its key check value is missing",
+                    )),
+                },
+                (found, _) => Err(Error::UnsupportedVersion {
+                    found,
+                    supported: u32::from(codec::SEALED_VERSION),
+                }),
             }
         }
         None if records.is_empty() => {
-            meta.insert(FORMAT_VERSION_KEY, &supported.to_be_bytes())
-                .map_err(storage)?;
+            meta.transaction(|meta| {
+                meta.insert(
+                    FORMAT_VERSION_KEY,
+                    &u32::from(sealing.format_version()).to_be_bytes(),
+                )?;
+                if let Some(check) = sealing.key_check() {
+                    meta.insert(KEY_CHECK_KEY, check.as_slice())?;
+                }
+                Ok::<_, ConflictableTransactionError<Error>>(())
+            })
+            .map_err(transaction_error)?;
             db.flush().map_err(storage)?;
+            Ok(())
         }
-        None => return Err(Error::corruption(
+        None => Err(Error::corruption(
             None,
             "the database holds records but no format version; it was not written by tokenstore",
         )),
     }
+}
+
+/// Makes the store directory (and its subdirectories) 0700 and every file
+/// in it 0600, whatever the umask the storage engine created them under.
+#[cfg(unix)]
+fn secure_permissions(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let fail = |e: std::io::Error, at: &Path| {
+        Error::Io(std::io::Error::new(
+            e.kind(),
+            format!("cannot restrict the permissions of {}: {e}", at.display()),
+        ))
+    };
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).map_err(|e| fail(e, &dir))?;
+        for entry in fs::read_dir(&dir).map_err(|e| fail(e, &dir))? {
+            let entry = entry.map_err(|e| fail(e, &dir))?;
+            let path = entry.path();
+            let kind = entry.file_type().map_err(|e| fail(e, &path))?;
+            if kind.is_dir() {
+                pending.push(path);
+            } else if kind.is_file() {
+                let mode = entry
+                    .metadata()
+                    .map_err(|e| fail(e, &path))?
+                    .permissions()
+                    .mode();
+                if mode & 0o777 != 0o600 {
+                    fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
+                        .map_err(|e| fail(e, &path))?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn secure_permissions(_dir: &Path) -> Result<()> {
     Ok(())
 }
 
 impl StoreView for SledStore {
     fn record(&self, id: &str) -> Result<Option<OAuthToken>> {
         match self.records.get(id.as_bytes()).map_err(storage)? {
-            Some(bytes) => codec::decode_record(id, &bytes).map(Some),
+            Some(bytes) => self.sealing.decode(id, &bytes).map(Some),
             None => Ok(None),
         }
     }
@@ -555,7 +705,7 @@ impl StoreView for SledStore {
     fn record_with(&self, field: IndexedField, value: &str) -> Result<Option<OAuthToken>> {
         let Some(entry) = self
             .index(field)
-            .get(codec::digest(value))
+            .get(self.sealing.digest(value))
             .map_err(storage)?
         else {
             return Ok(None);
@@ -598,7 +748,7 @@ impl TokenStore for SledStore {
         let Some(bytes) = self.records.get(id.as_bytes()).map_err(storage)? else {
             return Ok(false);
         };
-        match codec::decode_record(id, &bytes) {
+        match self.sealing.decode(id, &bytes) {
             Ok(record) => self.transact(|trees| {
                 trees.records.remove(id.as_bytes())?;
                 for field in IndexedField::ALL {
@@ -630,7 +780,7 @@ impl TokenStore for SledStore {
             .iter()
             .map(|entry| {
                 let (key, value) = entry.map_err(storage)?;
-                codec::decode_record(&String::from_utf8_lossy(&key), &value)
+                self.sealing.decode(&String::from_utf8_lossy(&key), &value)
             })
             .collect()
     }
@@ -676,5 +826,8 @@ impl Drop for SledStore {
         // A clean close loses nothing, also in buffered mode. A failure here
         // has nowhere to go; what was acknowledged durably is already on disk.
         let _ = self.db.flush();
+        // Files sled created since the open (snapshots) get owner-only
+        // modes too; the 0700 directory already keeps others out.
+        let _ = secure_permissions(&self.path);
     }
 }

@@ -46,6 +46,11 @@ fn sled_buffered() -> Fixture {
     sled_with(Options::default().durability(tokenstore::Durability::BUFFERED))
 }
 
+fn sled_encrypted() -> Fixture {
+    let key = tokenstore::Key::generate().expect("a random key");
+    sled_with(Options::default().encryption(key))
+}
+
 /// Instantiates every case of `cases` for one backend.
 macro_rules! conformance {
     ($backend:ident, $fixture:path, [$($case:ident),* $(,)?]) => {
@@ -66,6 +71,7 @@ macro_rules! all_backends {
         conformance!(memory, crate::memory, [$($case),*]);
         conformance!(sled, crate::sled, [$($case),*]);
         conformance!(sled_buffered, crate::sled_buffered, [$($case),*]);
+        conformance!(sled_encrypted, crate::sled_encrypted, [$($case),*]);
     };
 }
 

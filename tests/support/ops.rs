@@ -116,14 +116,19 @@ fn sorted(mut tokens: Vec<OAuthToken>) -> Vec<OAuthToken> {
 impl Pair {
     /// A fresh pair; `buffered` picks the sled store's durability.
     pub fn new(buffered: bool) -> Pair {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("db");
         let options = if buffered {
             Options::default().durability(Durability::BUFFERED)
         } else {
             Options::default()
         };
-        let sled = SledStore::open_with(&path, options).expect("open");
+        Pair::with_options(options)
+    }
+
+    /// A fresh pair whose sled store is opened with `options`.
+    pub fn with_options(options: Options) -> Pair {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("db");
+        let sled = SledStore::open_with(&path, options.clone()).expect("open");
         Pair {
             _dir: dir,
             path,
@@ -180,7 +185,8 @@ impl Pair {
             Op::Batch { ops, abort } => self.batch(ops, *abort),
             Op::Reopen => {
                 drop(self.sled.take());
-                self.sled = Some(SledStore::open_with(&self.path, self.options).expect("reopen"));
+                self.sled =
+                    Some(SledStore::open_with(&self.path, self.options.clone()).expect("reopen"));
             }
         }
         let report = self.sled().check().expect("check");

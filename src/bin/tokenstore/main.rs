@@ -15,7 +15,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
-use tokenstore::{lookup_key, now_ms, OAuthToken, SledStore, TokenStore};
+use tokenstore::{lookup_key, now_ms, Key, OAuthToken, Options, SledStore, TokenStore};
 
 /// Where the store is when neither `--db` nor `TOKENSTORE_DB` says.
 const DEFAULT_DB: &str = "tokenstore-db";
@@ -45,6 +45,12 @@ struct Cli {
     /// Print machine-readable JSON on stdout instead of text.
     #[arg(long, global = true)]
     json: bool,
+
+    /// The key of an encrypted store: a file holding it in base64 (or as 32
+    /// raw bytes), readable by its owner only. Without it, the base64 key in
+    /// the TOKENSTORE_KEY environment variable is used, if set.
+    #[arg(long, global = true, value_name = "PATH")]
+    key_file: Option<PathBuf>,
 
     #[command(subcommand)]
     command: Command,
@@ -127,6 +133,44 @@ enum Command {
         tokenstore export > tokens.json\n  \
         tokenstore export --format zoho-csv --include-secrets --output tokens.csv")]
     Export(export::ExportArgs),
+    /// Make a new random key for an encrypted store.
+    #[command(after_help = "Examples:\n  \
+        tokenstore keygen --output tokenstore.key\n  \
+        export TOKENSTORE_KEY=$(tokenstore keygen)")]
+    Keygen {
+        /// Write the key to this new file (mode 600) instead of stdout.
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Encrypt a plain store with the key in FILE.
+    ///
+    /// Every record is rewritten sealed into a new database in the store
+    /// directory, which replaces the old one atomically; the old files,
+    /// plaintext included, are deleted. Killed halfway, the store is still
+    /// the plain one.
+    #[command(after_help = "Example:\n  \
+        tokenstore keygen --output tokenstore.key && tokenstore encrypt --new-key-file tokenstore.key")]
+    Encrypt {
+        /// The key to encrypt with (see `keygen`).
+        #[arg(long, value_name = "FILE")]
+        new_key_file: PathBuf,
+    },
+    /// Re-encrypt an encrypted store with a new key (the current one from
+    /// --key-file or TOKENSTORE_KEY). Killed halfway, the old key still opens it.
+    #[command(after_help = "Example:\n  \
+        tokenstore --key-file old.key rekey --new-key-file new.key")]
+    Rekey {
+        /// The new key (see `keygen`).
+        #[arg(long, value_name = "FILE")]
+        new_key_file: PathBuf,
+    },
+    /// Turn an encrypted store back into a plain one (its key from
+    /// --key-file or TOKENSTORE_KEY). Tokens are then stored in plaintext.
+    Decrypt {
+        /// Really store the tokens in plaintext.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[derive(Args)]
@@ -204,10 +248,39 @@ fn main() -> ExitCode {
 
 fn run(cli: &Cli) -> CliResult {
     let out = Output { json: cli.json };
+    let key = || current_key(cli.key_file.as_deref());
     match &cli.command {
-        Command::Import(args) => import::run(&open(&cli.db, true)?, args, out),
+        Command::Import(args) => import::run(&open(&cli.db, true, key()?)?, args, out),
+        Command::Keygen { output } => keygen(output.as_deref()),
+        Command::Encrypt { new_key_file } => {
+            let new = Key::from_file(new_key_file)?;
+            change_key(open(&cli.db, false, None)?, Some(new), "encrypted", out)
+        }
+        Command::Rekey { new_key_file } => {
+            let current = key()?.ok_or_else(|| {
+                CliError::input("rekey needs the current key: --key-file PATH or TOKENSTORE_KEY")
+            })?;
+            let new = Key::from_file(new_key_file)?;
+            change_key(
+                open(&cli.db, false, Some(current))?,
+                Some(new),
+                "re-encrypted",
+                out,
+            )
+        }
+        Command::Decrypt { yes } => {
+            if !yes {
+                return Err(CliError::refused(
+                    "refusing to store the tokens in plaintext without --yes",
+                ));
+            }
+            let current = key()?.ok_or_else(|| {
+                CliError::input("decrypt needs the current key: --key-file PATH or TOKENSTORE_KEY")
+            })?;
+            change_key(open(&cli.db, false, Some(current))?, None, "decrypted", out)
+        }
         command => {
-            let store = open(&cli.db, false)?;
+            let store = open(&cli.db, false, key()?)?;
             match command {
                 Command::List { show_secrets } => list(&store, *show_secrets, out),
                 Command::Show { id, show_secrets } => show(&store, id, *show_secrets, out),
@@ -218,7 +291,11 @@ fn run(cli: &Cli) -> CliResult {
                 Command::Stats => stats(&store, out),
                 Command::Purge { idle_days, dry_run } => purge(&store, *idle_days, *dry_run, out),
                 Command::Export(args) => export::run(&store, args),
-                Command::Import(_) => unreachable!("handled above"),
+                Command::Import(_)
+                | Command::Keygen { .. }
+                | Command::Encrypt { .. }
+                | Command::Rekey { .. }
+                | Command::Decrypt { .. } => unreachable!("handled above"),
             }
         }
     }
@@ -244,15 +321,88 @@ impl Output {
     }
 }
 
-/// Opens the store; only `import` may create one.
-fn open(path: &Path, create: bool) -> CliResult<SledStore> {
+/// Opens the store (encrypted when a key is given); only `import` may
+/// create one.
+fn open(path: &Path, create: bool, key: Option<Key>) -> CliResult<SledStore> {
     if !create && !path.exists() {
         return Err(CliError::input(format!(
             "no token store at {}; pass --db PATH or set TOKENSTORE_DB (`tokenstore import` creates one)",
             path.display()
         )));
     }
-    Ok(SledStore::open(path)?)
+    let options = match key {
+        Some(key) => Options::default().encryption(key),
+        None => Options::default(),
+    };
+    Ok(SledStore::open_with(path, options)?)
+}
+
+/// The key from --key-file, else from TOKENSTORE_KEY, else none.
+fn current_key(key_file: Option<&Path>) -> CliResult<Option<Key>> {
+    if let Some(path) = key_file {
+        return Ok(Some(Key::from_file(path)?));
+    }
+    match std::env::var("TOKENSTORE_KEY") {
+        Ok(text) if !text.trim().is_empty() => Key::from_base64(&text)
+            .map(Some)
+            .map_err(|e| CliError::input(format!("TOKENSTORE_KEY: {e}"))),
+        _ => Ok(None),
+    }
+}
+
+fn keygen(output: Option<&Path>) -> CliResult {
+    let key = Key::generate()?;
+    let Some(path) = output else {
+        // Printing the key is what was asked for.
+        println!("{}", key.to_base64());
+        return Ok(());
+    };
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let text = zeroize::Zeroizing::new(format!("{}\n", key.to_base64()));
+    options
+        .open(path)
+        .and_then(|mut file| {
+            std::io::Write::write_all(&mut file, text.as_bytes())?;
+            file.sync_all()
+        })
+        .map_err(|e| {
+            CliError::input(format!(
+                "cannot create the key file {}: {e}",
+                path.display()
+            ))
+        })?;
+    eprintln!(
+        "wrote a new key to {} (keep it: without it the store cannot be read)",
+        path.display()
+    );
+    Ok(())
+}
+
+/// Encrypts, re-encrypts or decrypts the store, with a progress bar.
+fn change_key(mut store: SledStore, key: Option<Key>, done: &str, out: Output) -> CliResult {
+    let bar = indicatif::ProgressBar::new(store.len() as u64);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "rewriting [{bar:40}] {pos}/{len} records ({eta} left)",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    let result = store.set_encryption_with_progress(key, |n, _| bar.set_position(n as u64));
+    bar.finish_and_clear();
+    result?;
+    out.print(
+        json!({ "records": store.len(), "encrypted": store.is_encrypted() }),
+        || {
+            format!(
+                "{done} {} records in {}",
+                store.len(),
+                store.path().display()
+            )
+        },
+    );
+    Ok(())
 }
 
 /// Records in id order: numeric ids by value, then the others.
@@ -417,7 +567,8 @@ fn stats(store: &SledStore, out: Output) -> CliResult {
             "access_expiring_within_1h": expiring,
             "without_expiry": no_expiry,
             "disk_bytes": disk,
-            "format_version": tokenstore::FORMAT_VERSION,
+            "format_version": store.format_version(),
+            "encrypted": store.is_encrypted(),
         }),
         || {
             render::key_values(&[
@@ -429,7 +580,11 @@ fn stats(store: &SledStore, out: Output) -> CliResult {
                 ("access expiring within 1 h", expiring.to_string()),
                 ("without expiry time", no_expiry.to_string()),
                 ("disk size", render::bytes(disk)),
-                ("format version", tokenstore::FORMAT_VERSION.to_string()),
+                ("format version", store.format_version().to_string()),
+                (
+                    "encrypted",
+                    if store.is_encrypted() { "yes" } else { "no" }.to_string(),
+                ),
             ])
         },
     );
