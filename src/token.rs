@@ -358,3 +358,27 @@ impl fmt::Debug for OAuthToken {
             .finish()
     }
 }
+
+/// Wipes every field's bytes (then leaves them absent): for callers that
+/// want a token's secrets gone from memory before it is dropped.
+///
+/// ```
+/// use zeroize::Zeroize;
+/// let mut token = tokenstore::OAuthToken::new().with_refresh_token("1000.r");
+/// token.zeroize();
+/// assert_eq!(token, tokenstore::OAuthToken::new());
+/// ```
+impl zeroize::Zeroize for OAuthToken {
+    fn zeroize(&mut self) {
+        self.id.zeroize();
+        self.user_name.zeroize();
+        self.client_id.zeroize();
+        self.client_secret.zeroize();
+        self.refresh_token.zeroize();
+        self.access_token.zeroize();
+        self.grant_token.zeroize();
+        self.expiry_time.zeroize();
+        self.redirect_url.zeroize();
+        self.api_domain.zeroize();
+    }
+}

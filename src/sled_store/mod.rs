@@ -87,7 +87,7 @@ impl Durability {
 /// let options = Options::default()
 ///     .durability(Durability::Buffered { flush_every: Duration::from_millis(100) })
 ///     .cache_capacity(64 << 20);
-/// let store = SledStore::open_with(dir.path().join("tokens"), options)?;
+/// let store = SledStore::open_with(dir.path().join("tokens"), options.clone())?;
 /// assert_eq!(store.options().durability_mode(), options.durability_mode());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
