@@ -1,7 +1,6 @@
 //! `tokenstore export`: every record as JSON (what `import --from json`
 //! reads) or as a Zoho FileStore CSV (what the Zoho SDKs read back).
 
-use std::fs::OpenOptions;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 
@@ -43,12 +42,7 @@ pub fn run(store: &SledStore, args: &ExportArgs) -> CliResult {
     }
     let written = match &args.output {
         Some(path) => {
-            let mut options = OpenOptions::new();
-            options.write(true).create(true).truncate(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            let file = options
-                .open(path)
+            let file = crate::create_private(path, true)
                 .map_err(|e| CliError::input(format!("cannot write {}: {e}", path.display())))?;
             let mut writer = BufWriter::new(file);
             write(&mut writer, &tokens, args)

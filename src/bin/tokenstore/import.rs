@@ -11,7 +11,7 @@ use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use serde_json::{json, Value};
 use tokenstore::{Batch, Error, OAuthToken, SledStore};
 
@@ -658,18 +658,6 @@ fn import_rows(
     Ok(summary)
 }
 
-fn progress_bar(len: usize) -> ProgressBar {
-    // Drawn on stderr, and only when it is a terminal.
-    let bar = ProgressBar::new(len as u64);
-    if let Ok(style) =
-        ProgressStyle::with_template("{msg:10} [{bar:40}] {pos}/{len} rows ({per_sec}, {eta} left)")
-    {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar.set_message("importing");
-    bar
-}
-
 pub fn run(store: &SledStore, args: &ImportArgs, out: Output) -> CliResult {
     let (rows, source) = match args.from {
         Source::Mysql => {
@@ -692,7 +680,11 @@ pub fn run(store: &SledStore, args: &ImportArgs, out: Output) -> CliResult {
         }
     };
 
-    let progress = progress_bar(rows.len());
+    let progress = crate::progress_bar(
+        rows.len(),
+        "{msg:10} [{bar:40}] {pos}/{len} rows ({per_sec}, {eta} left)",
+    );
+    progress.set_message("importing");
     let summary = store.batch(|batch| {
         let summary = import_rows(batch, &rows, args.on_conflict, &progress)?;
         if args.dry_run {

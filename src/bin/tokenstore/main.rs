@@ -357,13 +357,8 @@ fn keygen(output: Option<&Path>) -> CliResult {
         println!("{}", key.to_base64());
         return Ok(());
     };
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let text = zeroize::Zeroizing::new(format!("{}\n", key.to_base64()));
-    options
-        .open(path)
+    create_private(path, false)
         .and_then(|mut file| {
             std::io::Write::write_all(&mut file, text.as_bytes())?;
             file.sync_all()
@@ -381,14 +376,36 @@ fn keygen(output: Option<&Path>) -> CliResult {
     Ok(())
 }
 
-/// Encrypts, re-encrypts or decrypts the store, with a progress bar.
-fn change_key(mut store: SledStore, key: Option<Key>, done: &str, out: Output) -> CliResult {
-    let bar = indicatif::ProgressBar::new(store.len() as u64);
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "rewriting [{bar:40}] {pos}/{len} records ({eta} left)",
-    ) {
+/// A progress bar of `len` steps on stderr, drawn only when it is a terminal.
+fn progress_bar(len: usize, template: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len as u64);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
         bar.set_style(style.progress_chars("=> "));
     }
+    bar
+}
+
+/// Creates `path` readable and writable by its owner only (0600 on Unix,
+/// whatever the umask), replacing an existing file only with `replace`.
+fn create_private(path: &Path, replace: bool) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true);
+    if replace {
+        options.create(true).truncate(true);
+    } else {
+        options.create_new(true);
+    }
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
+}
+
+/// Encrypts, re-encrypts or decrypts the store, with a progress bar.
+fn change_key(mut store: SledStore, key: Option<Key>, done: &str, out: Output) -> CliResult {
+    let bar = progress_bar(
+        store.len(),
+        "rewriting [{bar:40}] {pos}/{len} records ({eta} left)",
+    );
     let result = store.set_encryption_with_progress(key, |n, _| bar.set_position(n as u64));
     bar.finish_and_clear();
     result?;
