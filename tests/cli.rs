@@ -2,6 +2,10 @@
 //! Zoho FileStore CSVs, a SQLite database with the published sample's schema
 //! and damage, export files, hostile inputs.
 
+#[cfg(unix)]
+#[path = "support/files.rs"]
+mod files;
+
 use std::path::{Path, PathBuf};
 
 use assert_cmd::cargo::cargo_bin_cmd;
@@ -1224,22 +1228,7 @@ fn files_are_owner_only_under_umask_000() {
         assert_eq!(mode, 0o600, "{name}");
     }
     for store in ["plain", "sealed"] {
-        let mut pending = vec![f.path(store)];
-        let mut files = 0;
-        while let Some(dir) = pending.pop() {
-            let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
-            assert_eq!(mode, 0o700, "{}", dir.display());
-            for entry in std::fs::read_dir(&dir).unwrap() {
-                let path = entry.unwrap().path();
-                if path.is_dir() {
-                    pending.push(path);
-                } else {
-                    files += 1;
-                    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-                    assert_eq!(mode, 0o600, "{}", path.display());
-                }
-            }
-        }
+        let files = files::assert_owner_only(&f.path(store));
         assert!(files >= 3, "{store}: {files} files");
     }
 }

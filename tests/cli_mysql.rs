@@ -44,6 +44,21 @@ fn ts(db: &Path) -> Command {
     command
 }
 
+/// `tokenstore import --from mysql` of `table` into the store `db`.
+fn import_mysql(db: &Path, table: &str) -> Command {
+    let mut command = ts(db);
+    command.args([
+        "import",
+        "--from",
+        "mysql",
+        "--table",
+        table,
+        "--url",
+        &url(),
+    ]);
+    command
+}
+
 const INJECTION: &str = "1000.x'); DROP TABLE oauthtoken; --";
 
 #[test]
@@ -103,16 +118,7 @@ fn the_dbstore_table_imports_through_the_store_rules() {
     );
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("db");
-    ts(&db)
-        .args([
-            "import",
-            "--from",
-            "mysql",
-            "--table",
-            "oauthtoken_rules",
-            "--url",
-            &url(),
-        ])
+    import_mysql(&db, "oauthtoken_rules")
         .assert()
         .success()
         .stdout(predicate::str::contains(
@@ -148,16 +154,7 @@ fn the_dbstore_table_imports_through_the_store_rules() {
 fn a_missing_table_or_bad_credentials_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("db");
-    ts(&db)
-        .args([
-            "import",
-            "--from",
-            "mysql",
-            "--table",
-            "no_such_table",
-            "--url",
-            &url(),
-        ])
+    import_mysql(&db, "no_such_table")
         .assert()
         .code(2)
         .stderr(predicate::str::contains("has no table \"no_such_table\""));
@@ -213,16 +210,7 @@ fn dry_run_and_conflicts_write_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("db");
     let import = |extra: &[&str]| {
-        ts(&db)
-            .args([
-                "import",
-                "--from",
-                "mysql",
-                "--table",
-                "oauthtoken_conflict",
-                "--url",
-                &url(),
-            ])
+        import_mysql(&db, "oauthtoken_conflict")
             .args(extra)
             .assert()
     };
