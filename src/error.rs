@@ -84,7 +84,7 @@ pub enum Error {
     /// The store is encrypted and the key given is not its key. Nothing was
     /// decrypted.
     #[error(
-        "wrong key for the encrypted token store at {}: it was encrypted with another key;          give the key it was created or last rekeyed with",
+        "wrong key for the encrypted token store at {}: it was encrypted with another key; give the key it was created or last rekeyed with",
         path.display()
     )]
     WrongKey {
@@ -94,7 +94,7 @@ pub enum Error {
 
     /// The store is encrypted and was opened without a key.
     #[error(
-        "the token store at {} is encrypted; open it with its key          (Options::encryption, or TOKENSTORE_KEY / --key-file for the command)",
+        "the token store at {} is encrypted; open it with its key (Options::encryption, or TOKENSTORE_KEY / --key-file for the command)",
         path.display()
     )]
     KeyRequired {
@@ -104,10 +104,23 @@ pub enum Error {
 
     /// A key was given for a store that is not encrypted.
     #[error(
-        "the token store at {} is not encrypted; open it without a key, or encrypt it first          (SledStore::set_encryption, or `tokenstore encrypt`)",
+        "the token store at {} is not encrypted; open it without a key, or encrypt it first (SledStore::set_encryption, or `tokenstore encrypt`)",
         path.display()
     )]
     NotEncrypted {
+        /// The database directory.
+        path: PathBuf,
+    },
+
+    /// The encrypted store has sealed as many records as one key safely can
+    /// (2^32: AES-GCM's random nonces would risk repeating). Reads still
+    /// work; writes need the key changed first.
+    #[error(
+        "the token store at {} has sealed 2^32 records with its current key, the most one key \
+         safely seals; change the key (SledStore::set_encryption, or `tokenstore rekey`) to write again",
+        path.display()
+    )]
+    RekeyRequired {
         /// The database directory.
         path: PathBuf,
     },

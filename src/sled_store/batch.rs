@@ -137,10 +137,7 @@ impl SledStore {
         let mut writes = Vec::with_capacity(changes.records.len());
         for (id, new) in changes.records {
             let previous = store::StoreView::record(self, &id)?;
-            let encoded = new
-                .as_ref()
-                .map(|record| self.sealing.encode(record))
-                .transpose()?;
+            let encoded = new.as_ref().map(|record| self.encode(record)).transpose()?;
             writes.push((id, previous, new, encoded));
         }
         self.transact(|trees| {

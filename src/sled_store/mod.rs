@@ -126,7 +126,7 @@ impl Options {
     }
 
     /// Opens (or creates) an encrypted store with this master key: every
-    /// record is sealed with XChaCha20-Poly1305 under a subkey of it, and
+    /// record is sealed with AES-256-GCM under a subkey of it, and
     /// index keys are digests keyed with another subkey, so no token, user
     /// name or client secret is written to disk in plaintext. An existing
     /// store must have been created (or last rekeyed) with the same key:
@@ -203,6 +203,9 @@ pub struct SledStore {
     sealing: Sealing,
     /// Which data directory holds the sled database (see `layout`).
     generation: u64,
+    /// How many seals the key allows ([`codec::SEALS_PER_KEY`]; a field so
+    /// a test can lower it).
+    seal_budget: u64,
     options: Options,
     path: PathBuf,
     /// Held for the life of the store: the process-level lock on the directory.
@@ -313,6 +316,7 @@ impl SledStore {
             options,
             path,
             generation,
+            seal_budget: codec::SEALS_PER_KEY,
             _lock: lock,
         })
     }
@@ -395,8 +399,24 @@ impl SledStore {
             .map_err(transaction_error)
     }
 
+    /// Encodes a record for the records tree. In an encrypted store each
+    /// seal is counted (sled's persistent id generator, which never goes
+    /// back, also across crashes) against the key's budget of
+    /// [`codec::SEALS_PER_KEY`].
+    fn encode(&self, record: &OAuthToken) -> Result<Vec<u8>> {
+        if self.is_encrypted() {
+            let seals = self.db.generate_id().map_err(storage)?;
+            if seals >= self.seal_budget {
+                return Err(Error::RekeyRequired {
+                    path: self.path.clone(),
+                });
+            }
+        }
+        self.sealing.encode(record)
+    }
+
     fn commit_save(&self, plan: &SavePlan) -> Result<()> {
-        let encoded = self.sealing.encode(&plan.record)?;
+        let encoded = self.encode(&plan.record)?;
         let id = plan.id();
         self.transact(|trees| {
             trees.records.insert(id.as_bytes(), encoded.as_slice())?;
@@ -829,5 +849,45 @@ impl Drop for SledStore {
         // Files sled created since the open (snapshots) get owner-only
         // modes too; the 0700 directory already keeps others out.
         let _ = secure_permissions(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_that_sealed_its_budget_refuses_writes_until_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = Key::from_bytes([7; 32]);
+        let mut store =
+            SledStore::open_with(dir.path().join("s"), Options::default().encryption(key)).unwrap();
+        store.seal_budget = 3;
+        let token = |n: u32| {
+            OAuthToken::new()
+                .with_user_name(format!("user{n}"))
+                .with_refresh_token(format!("1000.r{n}"))
+        };
+        for n in 0..3 {
+            store.save_token(&mut token(n)).unwrap();
+        }
+        let err = store.save_token(&mut token(3)).unwrap_err();
+        assert!(matches!(err, Error::RekeyRequired { .. }), "{err}");
+        assert!(err.to_string().contains("tokenstore rekey"), "{err}");
+        let refused = store.batch(|b| b.save_token(&mut token(4)));
+        assert!(matches!(refused, Err(Error::RekeyRequired { .. })));
+        // Nothing was written by the refused saves; reads still work.
+        assert_eq!(store.len(), 3);
+        assert!(store.find_token(&token(1)).unwrap().is_some());
+        // A new key starts a new count: the 3 records it sealed, then one
+        // more within a budget of 4.
+        store
+            .set_encryption(Some(Key::from_bytes([8; 32])))
+            .unwrap();
+        store.seal_budget = 4;
+        store.save_token(&mut token(3)).unwrap();
+        assert_eq!(store.len(), 4);
+        let err = store.save_token(&mut token(5)).unwrap_err();
+        assert!(matches!(err, Error::RekeyRequired { .. }), "{err}");
     }
 }

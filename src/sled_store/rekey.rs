@@ -90,6 +90,10 @@ impl SledStore {
             let id = std::str::from_utf8(&raw_id)
                 .map_err(|_| Error::corruption(None, "a record key is not UTF-8"))?;
             let record = self.sealing.decode(id, &bytes)?;
+            if new.key_check().is_some() {
+                // Counts the seal against the new key's budget.
+                engine.db.generate_id().map_err(storage)?;
+            }
             records.insert(raw_id.clone(), new.encode(&record)?);
             for field in IndexedField::ALL {
                 if let Some(value) = record.indexed(field) {
