@@ -163,3 +163,86 @@ fn eight_threads_on_shared_users_sled_buffered() {
 fn eight_threads_on_shared_users_memory() {
     stress(&MemoryStore::new());
 }
+
+/// Readers racing one writer through the record cache: once a save has
+/// returned, no reader that starts afterwards sees an older version, by id,
+/// by user name or by the new access token, and an access token the writer
+/// has replaced is never found again. A cache that kept a record read before
+/// a commit (or refilled one during it) fails this.
+#[test]
+fn a_finished_save_is_seen_by_every_later_read() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open_with(
+        dir.path().join("s"),
+        Options::default().durability(tokenstore::Durability::BUFFERED),
+    )
+    .unwrap();
+    let version = |v: u64| {
+        OAuthToken::new()
+            .with_id("1")
+            .with_user_name("ana@example.com")
+            .with_access_token(format!("1000.access.{v}"))
+            .with_expiry_time(v as i64)
+    };
+    store.save_token(&mut version(0)).unwrap();
+    // The last version whose save began, and the last whose save returned.
+    let started = AtomicU64::new(0);
+    let published = AtomicU64::new(0);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        for reader in 0..3u64 {
+            let (store, started, published, done) = (&store, &started, &published, &done);
+            scope.spawn(move || {
+                let mut reads = 0u64;
+                while !done.load(Ordering::Acquire) || reads < 1_000 {
+                    let floor = published.load(Ordering::Acquire);
+                    let by_access = reads % 3 == 2;
+                    let found = match reads % 3 {
+                        0 => store.find_token_by_id("1").unwrap(),
+                        1 => store
+                            .find_token(&OAuthToken::new().with_user_name("ana@example.com"))
+                            .unwrap(),
+                        _ => store
+                            .find_token(
+                                &OAuthToken::new()
+                                    .with_access_token(format!("1000.access.{floor}")),
+                            )
+                            .unwrap(),
+                    };
+                    reads += 1;
+                    let Some(seen) = found else {
+                        // Only the access token can have been replaced, by a
+                        // save begun since.
+                        assert!(
+                            by_access && started.load(Ordering::Acquire) > floor,
+                            "reader {reader}: version {floor} not found (by access: {by_access})"
+                        );
+                        continue;
+                    };
+                    let seen = seen.expiry_time.unwrap() as u64;
+                    assert!(
+                        seen >= floor,
+                        "reader {reader} saw {seen} after {floor} was saved"
+                    );
+                    if floor > 0 {
+                        let replaced = OAuthToken::new()
+                            .with_access_token(format!("1000.access.{}", floor - 1));
+                        assert_eq!(
+                            store.find_token(&replaced).unwrap(),
+                            None,
+                            "reader {reader}"
+                        );
+                    }
+                }
+            });
+        }
+        for v in 1..=3_000 {
+            started.store(v, Ordering::Release);
+            store.save_token(&mut version(v)).unwrap();
+            published.store(v, Ordering::Release);
+        }
+        done.store(true, Ordering::Release);
+    });
+}

@@ -121,6 +121,7 @@ impl SledStore {
     where
         E: From<Error>,
     {
+        let queued = self.group_commit.queue();
         let mut last_issued = self.writer.lock();
         let mut batch = Batch {
             overlay: Overlay::new(self, *last_issued),
@@ -140,7 +141,8 @@ impl SledStore {
             let encoded = new.as_ref().map(|record| self.encode(record)).transpose()?;
             writes.push((id, previous, new, encoded));
         }
-        self.transact(|trees| {
+        let touched: Vec<&str> = writes.iter().map(|(id, ..)| id.as_str()).collect();
+        self.transact(Some(&touched), |trees| {
             for (id, previous, new, encoded) in &writes {
                 match encoded {
                     Some(bytes) => trees.records.insert(id.as_bytes(), bytes.as_slice())?,
@@ -163,7 +165,9 @@ impl SledStore {
             Ok(())
         })?;
         *last_issued = changes.last_issued;
-        self.flush_if_durable()?;
+        let ticket = self.committed();
+        drop((last_issued, queued));
+        self.durable_through(ticket)?;
         Ok(out)
     }
 }

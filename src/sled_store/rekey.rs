@@ -133,6 +133,11 @@ impl SledStore {
         self.indexes = engine.indexes;
         self.meta = engine.meta;
         self.sealing = new;
+        if let Some(cache) = &self.cache {
+            // Same records, but they were read under the old key: start afresh.
+            cache.begin_write(None);
+            cache.end_write(None);
+        }
         self.options = options;
         self.generation = generation;
         drop(old);

@@ -51,6 +51,11 @@ fn sled_encrypted() -> Fixture {
     sled_with(Options::default().encryption(key))
 }
 
+/// Without the record cache: every read goes to sled.
+fn sled_uncached() -> Fixture {
+    sled_with(Options::default().record_cache(0))
+}
+
 /// Instantiates every case of `cases` for one backend.
 macro_rules! conformance {
     ($backend:ident, $fixture:path, [$($case:ident),* $(,)?]) => {
@@ -72,6 +77,7 @@ macro_rules! all_backends {
         conformance!(sled, crate::sled, [$($case),*]);
         conformance!(sled_buffered, crate::sled_buffered, [$($case),*]);
         conformance!(sled_encrypted, crate::sled_encrypted, [$($case),*]);
+        conformance!(sled_uncached, crate::sled_uncached, [$($case),*]);
     };
 }
 
