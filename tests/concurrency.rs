@@ -246,3 +246,50 @@ fn a_finished_save_is_seen_by_every_later_read() {
         done.store(true, Ordering::Release);
     });
 }
+
+/// Concurrent saves are applied together (write combining); a save that
+/// fails in a combined batch fails alone. Eight threads each save 50 users
+/// of their own and try, in between, to take a refresh token another user
+/// already holds: every such save is a `Conflict` naming the holder, every
+/// other save succeeds, and the store holds exactly the 400 users.
+#[test]
+fn a_failing_save_among_concurrent_ones_fails_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(dir.path().join("s")).unwrap();
+    let mut holder = OAuthToken::new()
+        .with_user_name("holder@example.com")
+        .with_refresh_token("1000.taken");
+    store.save_token(&mut holder).unwrap();
+    let holder_id = holder.id.unwrap();
+    std::thread::scope(|scope| {
+        for thread in 0..8u64 {
+            let (store, holder_id) = (&store, &holder_id);
+            scope.spawn(move || {
+                for n in 0..50u64 {
+                    let mut own = OAuthToken::new()
+                        .with_user_name(format!("u{thread}.{n}@example.com"))
+                        .with_refresh_token(format!("1000.r.{thread}.{n}"));
+                    store.save_token(&mut own).unwrap();
+                    assert!(own.id.is_some());
+                    let mut thief = OAuthToken::new()
+                        .with_user_name(format!("thief{thread}.{n}@example.com"))
+                        .with_refresh_token("1000.taken");
+                    let before = thief.clone();
+                    match store.save_token(&mut thief) {
+                        Err(tokenstore::Error::Conflict { id, .. }) => assert_eq!(&id, holder_id),
+                        other => panic!("thread {thread}: expected a conflict, got {other:?}"),
+                    }
+                    assert_eq!(thief, before, "a failed save leaves the token as it was");
+                }
+            });
+        }
+    });
+    assert_eq!(store.len(), 401);
+    assert!(store.check().unwrap().is_ok());
+    for thread in 0..8u64 {
+        for n in 0..50u64 {
+            let query = OAuthToken::new().with_user_name(format!("u{thread}.{n}@example.com"));
+            assert!(store.find_token(&query).unwrap().is_some());
+        }
+    }
+}

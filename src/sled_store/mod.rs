@@ -12,6 +12,7 @@ mod batch;
 mod cache;
 mod check;
 mod codec;
+mod combine;
 mod layout;
 mod rekey;
 
@@ -29,7 +30,7 @@ pub use check::{CheckReport, Problem};
 
 use crate::error::{Error, Result};
 use crate::key::Key;
-use crate::store::{self, SavePlan, StoreView, TokenStore};
+use crate::store::{self, StoreView, TokenStore};
 use crate::token::{IndexedField, OAuthToken};
 use cache::RecordCache;
 use codec::Sealing;
@@ -227,6 +228,8 @@ pub struct SledStore {
     meta: Tree,
     /// Serializes writers; holds the last id the counter issued.
     writer: Mutex<u64>,
+    /// Concurrent `save_token` calls, applied as one batch.
+    combiner: combine::Combiner,
     /// Durable writers sharing flushes (see `durable_through`).
     group_commit: GroupCommit,
     /// Decoded records and index hints (`None` when turned off).
@@ -344,6 +347,7 @@ impl SledStore {
             indexes,
             meta,
             writer: Mutex::new(last_issued),
+            combiner: combine::Combiner::default(),
             group_commit: GroupCommit::default(),
             cache: (options.record_cache > 0).then(|| RecordCache::new(options.record_cache)),
             sealing,
@@ -566,26 +570,6 @@ impl SledStore {
             }
         }
         self.sealing.encode(record)
-    }
-
-    fn commit_save(&self, plan: &SavePlan) -> Result<()> {
-        let encoded = self.encode(&plan.record)?;
-        let id = plan.id();
-        self.transact(Some(&[id]), |trees| {
-            trees.records.insert(id.as_bytes(), encoded.as_slice())?;
-            for (field, old, new) in plan.index_changes() {
-                if let Some(old) = old {
-                    trees.unlink(field, old, id)?;
-                }
-                if let Some(new) = new {
-                    trees.link(field, new, id)?;
-                }
-            }
-            if let Some(issued) = plan.issued {
-                trees.meta.insert(LAST_ISSUED_KEY, &issued.to_be_bytes())?;
-            }
-            Ok(())
-        })
     }
 
     /// The ids of every index entry that lists `id`, per field: the slow path
@@ -975,18 +959,8 @@ impl TokenStore for SledStore {
     }
 
     fn save_token(&self, token: &mut OAuthToken) -> Result<()> {
-        let (record, ticket) = {
-            let _queued = self.group_commit.queue();
-            let mut last_issued = self.writer.lock();
-            let plan = store::plan_save(self, token, *last_issued)?;
-            self.commit_save(&plan)?;
-            if let Some(issued) = plan.issued {
-                *last_issued = issued;
-            }
-            (plan.record, self.committed())
-        };
-        self.durable_through(ticket)?;
-        *token = record;
+        // Concurrent saves are applied together (see `combine`).
+        *token = self.save_combined(token)?;
         Ok(())
     }
 
