@@ -12,7 +12,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion};
-use engines::{token, Engine, InMemory, Lookup, Ours, Redb, Sqlite};
+use engines::{token, Engine, InMemory, Lookup, Ours, Redb, Rng, Sqlite};
 use tokenstore::{Durability, Options, SledStore};
 
 fn sizes() -> Vec<u64> {
@@ -21,18 +21,6 @@ fn sizes() -> Vec<u64> {
         sizes.push(1_000_000);
     }
     sizes
-}
-
-/// A small xorshift generator: the same pseudo-random tokens for every engine.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, bound: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % bound
-    }
 }
 
 fn lookups(c: &mut Criterion) {

@@ -24,7 +24,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use engines::{token, Engine, InMemory, Lookup, Ours, Redb, Sample, Sqlite};
+use engines::{token, Engine, InMemory, Lookup, Ours, Redb, Rng, Sample, Sqlite};
 use tokenstore::{Durability, Key, Options};
 
 const ENGINES: [&str; 7] = [
@@ -119,18 +119,6 @@ fn main() {
 }
 
 // ------------------------------------------------------------- measuring
-
-/// A small xorshift generator: the same pseudo-random sequence everywhere.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, bound: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % bound
-    }
-}
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     let at = ((sorted.len() - 1) as f64 * p).round() as usize;

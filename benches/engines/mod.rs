@@ -62,6 +62,19 @@ pub fn secret(kind: &str, n: u64) -> String {
     format!("1000.{}{}", &hex[..64], &hex[..1])
 }
 
+/// A small xorshift generator: the same pseudo-random sequence for every
+/// engine and every run.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn below(&mut self, bound: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % bound
+    }
+}
+
 /// What a lookup asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lookup {
@@ -271,6 +284,28 @@ fn sql_save(conn: &rusqlite::Connection, t: &OAuthToken) {
         .expect("sqlite save");
 }
 
+fn sql_load(conn: &rusqlite::Connection, range: std::ops::Range<u64>) {
+    for chunk in chunks(range) {
+        conn.execute_batch("BEGIN").expect("begin");
+        for n in chunk {
+            sql_save(conn, &token(n));
+        }
+        conn.execute_batch("COMMIT").expect("commit");
+    }
+}
+
+fn sql_all(conn: &rusqlite::Connection) -> usize {
+    let mut statement = conn
+        .prepare_cached(&format!("SELECT {SQLITE_COLUMNS} FROM oauthtoken"))
+        .expect("prepare");
+    let all: Vec<OAuthToken> = statement
+        .query_map([], row_token)
+        .expect("query")
+        .map(|row| row.expect("row"))
+        .collect();
+    all.len()
+}
+
 thread_local! {
     /// This thread's connection to the SQLite database at a path.
     static SQLITE: RefCell<Option<(PathBuf, rusqlite::Connection)>> = const { RefCell::new(None) };
@@ -323,29 +358,11 @@ impl Engine for Sqlite {
     }
 
     fn load(&self, range: std::ops::Range<u64>) {
-        self.with(|conn| {
-            for chunk in chunks(range) {
-                conn.execute_batch("BEGIN").expect("begin");
-                for n in chunk {
-                    sql_save(conn, &token(n));
-                }
-                conn.execute_batch("COMMIT").expect("commit");
-            }
-        });
+        self.with(|conn| sql_load(conn, range));
     }
 
     fn get_all(&self) -> usize {
-        self.with(|conn| {
-            let mut statement = conn
-                .prepare_cached(&format!("SELECT {SQLITE_COLUMNS} FROM oauthtoken"))
-                .expect("prepare");
-            statement
-                .query_map([], row_token)
-                .expect("query")
-                .map(|row| row.expect("row"))
-                .collect::<Vec<OAuthToken>>()
-                .len()
-        })
+        self.with(sql_all)
     }
 }
 
@@ -386,28 +403,11 @@ impl Engine for Sample {
     }
 
     fn load(&self, range: std::ops::Range<u64>) {
-        let conn = self.connect();
-        for chunk in chunks(range) {
-            conn.execute_batch("BEGIN").expect("begin");
-            for n in chunk {
-                sql_save(&conn, &token(n));
-            }
-            conn.execute_batch("COMMIT").expect("commit");
-        }
+        sql_load(&self.connect(), range);
     }
 
     fn get_all(&self) -> usize {
-        let conn = self.connect();
-        let mut statement = conn
-            .prepare(&format!("SELECT {SQLITE_COLUMNS} FROM oauthtoken"))
-            .expect("prepare");
-        let count = statement
-            .query_map([], row_token)
-            .expect("query")
-            .map(|row| row.expect("row"))
-            .collect::<Vec<OAuthToken>>()
-            .len();
-        count
+        sql_all(&self.connect())
     }
 }
 
