@@ -350,6 +350,19 @@ fn protocol_lines(output: BufReader<ChildStdout>) -> Vec<String> {
 }
 
 /// The protocol messages up to and including `ready`.
+/// Starts a child in `mode`, lets it work for `after` once it is ready,
+/// kills it (SIGKILL) and returns the protocol lines it printed.
+fn run_then_kill(mode: &str, path: &Path, after: Duration) -> Vec<String> {
+    let mut child = spawn_child(mode, path, &[]);
+    let mut output = BufReader::new(child.stdout.take().unwrap());
+    let mut lines = read_until_ready(&mut output);
+    std::thread::sleep(after);
+    child.kill().expect("SIGKILL");
+    child.wait().unwrap();
+    lines.extend(protocol_lines(output));
+    lines
+}
+
 fn read_until_ready(output: &mut BufReader<ChildStdout>) -> Vec<String> {
     let mut messages = Vec::new();
     let mut line = String::new();
@@ -573,13 +586,8 @@ fn batches_are_all_or_nothing_across_sigkill() {
     let mut rng = Rng(seed() | 1);
     let mut committed = 0u64;
     for cycle in 0..12 {
-        let mut child = spawn_child("batch", &path, &[]);
-        let mut output = BufReader::new(child.stdout.take().unwrap());
-        read_until_ready(&mut output);
-        std::thread::sleep(Duration::from_millis(50 + rng.below(250)));
-        child.kill().expect("SIGKILL");
-        child.wait().unwrap();
-        for line in protocol_lines(output) {
+        let lines = run_then_kill("batch", &path, Duration::from_millis(50 + rng.below(250)));
+        for line in &lines {
             if let Some(k) = line.strip_prefix("committed ") {
                 committed = committed.max(k.parse::<u64>().unwrap() + 1);
             }
@@ -631,13 +639,8 @@ fn concurrent_durable_writers_lose_no_acknowledged_save() {
     let mut rng = Rng(seed() | 1);
     let mut acknowledged = std::collections::HashSet::new();
     for cycle in 0..10 {
-        let mut child = spawn_child("writers", &path, &[]);
-        let mut output = BufReader::new(child.stdout.take().unwrap());
-        read_until_ready(&mut output);
-        std::thread::sleep(Duration::from_millis(50 + rng.below(200)));
-        child.kill().expect("SIGKILL");
-        child.wait().unwrap();
-        for line in protocol_lines(output) {
+        let lines = run_then_kill("writers", &path, Duration::from_millis(50 + rng.below(200)));
+        for line in &lines {
             if let Some(rest) = line.strip_prefix("saved ") {
                 let (t, n) = rest.split_once(' ').unwrap();
                 acknowledged.insert((t.parse::<u64>().unwrap(), n.parse::<u64>().unwrap()));
@@ -685,16 +688,8 @@ fn rekey_killed_anywhere_leaves_the_old_key_or_the_new() {
     let mut rng = Rng(seed() | 1);
     let mut rekeys = 0;
     for cycle in 0..10 {
-        let mut child = spawn_child("rekey", &path, &[]);
-        let mut output = BufReader::new(child.stdout.take().unwrap());
-        read_until_ready(&mut output);
-        std::thread::sleep(Duration::from_millis(rng.below(1_500)));
-        child.kill().expect("SIGKILL");
-        child.wait().unwrap();
-        rekeys += protocol_lines(output)
-            .iter()
-            .filter(|l| *l == "rekeyed")
-            .count();
+        let lines = run_then_kill("rekey", &path, Duration::from_millis(rng.below(1_500)));
+        rekeys += lines.iter().filter(|l| *l == "rekeyed").count();
 
         let (store, _) = open_with_either_key(&path);
         let report = store.check().unwrap();
