@@ -165,9 +165,7 @@ impl SledStore {
             Ok(())
         })?;
         *last_issued = changes.last_issued;
-        let ticket = self.committed();
-        drop((last_issued, queued));
-        self.durable_through(ticket)?;
+        self.finish_write((last_issued, queued))?;
         Ok(out)
     }
 }

@@ -6,7 +6,8 @@
 //! the committed state under that lock and applied in one sled transaction
 //! across all trees. In durable mode the writer then waits, outside the
 //! lock, for a flush that covers its write; concurrent writers share flushes
-//! (group commit).
+//! (group commit), and concurrent `save_token` calls share the transaction
+//! too (write combining, see `combine`).
 
 mod batch;
 mod cache;
@@ -464,13 +465,18 @@ impl SledStore {
         &self.indexes[field as usize]
     }
 
-    /// Records that a write was committed to sled; call under the writer
-    /// lock, so tickets follow commit order. Pass the ticket to
-    /// [`durable_through`](Self::durable_through) after releasing the lock.
-    fn committed(&self) -> u64 {
-        let mut state = self.group_commit.state.lock();
-        state.committed += 1;
-        state.committed
+    /// Ends a write that was committed to sled: takes its ticket while
+    /// `locks` (the writer lock and the queue guard) are still held, so
+    /// tickets follow commit order, releases them, then waits until the
+    /// write is durable ([`durable_through`](Self::durable_through)).
+    fn finish_write<L>(&self, locks: L) -> Result<()> {
+        let ticket = {
+            let mut state = self.group_commit.state.lock();
+            state.committed += 1;
+            state.committed
+        };
+        drop(locks);
+        self.durable_through(ticket)
     }
 
     /// In durable mode, returns once the write holding `ticket` is on disk.
@@ -996,9 +1002,7 @@ impl TokenStore for SledStore {
                 })?
             }
         }
-        let ticket = self.committed();
-        drop((writer, queued));
-        self.durable_through(ticket)?;
+        self.finish_write((writer, queued))?;
         Ok(true)
     }
 
@@ -1040,9 +1044,7 @@ impl TokenStore for SledStore {
             }
             Ok(())
         })?;
-        let ticket = self.committed();
-        drop((writer, queued));
-        self.durable_through(ticket)?;
+        self.finish_write((writer, queued))?;
         Ok(count)
     }
 
