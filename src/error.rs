@@ -61,7 +61,8 @@ pub enum Error {
     /// The database is open in another process or through another handle.
     #[error(
         "the token store at {} is locked by another process (or another open handle in \
-         this one); close the other user first",
+         this one); close the other user first. An embedded store belongs to one process at a \
+         time: for several processes or workers, use a shared store (a postgres:// URL)",
         path.display()
     )]
     Locked {

@@ -68,6 +68,35 @@ pub trait TokenStore {
 
     /// The record with this id, or `None` (also for the empty id).
     fn find_token_by_id(&self, id: &str) -> Result<Option<OAuthToken>>;
+
+    /// Runs `critical` while holding this store's lock for refreshing the
+    /// record `id`, exclusive across every process that shares the store.
+    ///
+    /// This is the seam that extends single-flight refresh (SPEC.md §7)
+    /// beyond one process: the refresher takes its in-process lock first,
+    /// then this one, re-reads the record, and only then asks the accounts
+    /// server. A store that belongs to one process (the embedded
+    /// [`SledStore`](crate::SledStore), [`MemoryStore`](crate::MemoryStore))
+    /// needs nothing more than the in-process lock, so the default just runs
+    /// `critical`; a shared backend (PostgreSQL) overrides it with a lock the
+    /// server holds (an advisory lock on the record).
+    ///
+    /// ```
+    /// use tokenstore::{MemoryStore, TokenStore};
+    ///
+    /// let store = MemoryStore::new();
+    /// let mut ran = false;
+    /// store.with_refresh_lock("1", &mut || {
+    ///     ran = true;
+    ///     Ok(())
+    /// })?;
+    /// assert!(ran);
+    /// # Ok::<(), tokenstore::Error>(())
+    /// ```
+    fn with_refresh_lock(&self, id: &str, critical: &mut dyn FnMut() -> Result<()>) -> Result<()> {
+        let _ = id;
+        critical()
+    }
 }
 
 /// What a backend lets the shared logic read. Implementations must return

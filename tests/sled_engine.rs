@@ -135,6 +135,8 @@ fn a_second_open_is_locked_and_the_first_keeps_working() {
         err.to_string().contains("locked by another process"),
         "{err}"
     );
+    // SPEC §6: the message names the shared backend as the answer.
+    assert!(err.to_string().contains("postgres://"), "{err}");
     saved(&first, zoho("ana@example.com", "a"));
     drop(first);
     let again = SledStore::open(db_path(&dir)).unwrap();
