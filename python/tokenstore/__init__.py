@@ -1,0 +1,237 @@
+"""tokenstore: an embedded, crash-safe store for OAuth tokens.
+
+The plain API, for code without the Zoho SDK::
+
+    import tokenstore
+
+    with tokenstore.open("/var/lib/myapp/tokens") as store:
+        saved = store.save(tokenstore.Token(user_name="ana@example.com",
+                                            refresh_token="1000.r", client_id="1000.C",
+                                            client_secret="s"))
+        same = store.find(user_name="ana@example.com")
+        assert same == saved
+
+For the Zoho CRM Python SDK, ``from tokenstore.zoho import Store`` gives a
+drop-in ``TokenStore`` (see ``tokenstore.zoho``).
+
+Which stored record a query designates, how a save merges, and which values
+must be unique are decided by the Rust engine (SPEC §2, §3), never here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Union
+
+from . import _native
+from ._native import (
+    ClosedError,
+    ConflictError,
+    CorruptionError,
+    EncryptionKeyError,
+    Error,
+    ForkedError,
+    InvalidTokenError,
+    LockedError,
+    StorageError,
+    UnsupportedVersionError,
+)
+
+__all__ = [
+    "Token",
+    "Store",
+    "open",
+    "KEY_ENV",
+    "Error",
+    "InvalidTokenError",
+    "ConflictError",
+    "CorruptionError",
+    "LockedError",
+    "UnsupportedVersionError",
+    "EncryptionKeyError",
+    "StorageError",
+    "ClosedError",
+    "ForkedError",
+]
+
+#: The environment variable holding the base64 key of an encrypted store,
+#: used when no key is given.
+KEY_ENV = "TOKENSTORE_KEY"
+
+#: The fields that hold secrets: never shown by ``repr``.
+SECRET_FIELDS = frozenset({"client_secret", "refresh_token", "access_token", "grant_token"})
+
+Key = Union[str, bytes]
+
+
+@dataclasses.dataclass(repr=False)
+class Token:
+    """One stored OAuth token. Every field is optional; an empty string means
+    the same as ``None``.
+
+    ``expiry_time`` is when the access token expires, in milliseconds since
+    the Unix epoch. ``repr`` never shows the four secrets (``client_secret``,
+    ``refresh_token``, ``access_token``, ``grant_token``), only whether they
+    are present::
+
+        >>> Token(user_name="ana", refresh_token="1000.secret")
+        Token(user_name='ana', refresh_token=[redacted])
+    """
+
+    id: Optional[str] = None
+    user_name: Optional[str] = None
+    client_id: Optional[str] = None
+    client_secret: Optional[str] = None
+    refresh_token: Optional[str] = None
+    access_token: Optional[str] = None
+    grant_token: Optional[str] = None
+    expiry_time: Optional[int] = None
+    redirect_url: Optional[str] = None
+    api_domain: Optional[str] = None
+
+    def __repr__(self) -> str:
+        shown = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            shown.append(f"{f.name}=[redacted]" if f.name in SECRET_FIELDS else f"{f.name}={value!r}")
+        return f"Token({', '.join(shown)})"
+
+    __str__ = __repr__
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The fields as a dict (secrets included: handle with care)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, fields: Mapping[str, Any]) -> "Token":
+        """A token from a mapping of its field names."""
+        return cls(**fields)
+
+
+def _resolve_key(key: Optional[Key]) -> Optional[Key]:
+    if key is not None:
+        return key
+    from_env = os.environ.get(KEY_ENV)
+    return from_env if from_env else None
+
+
+class Store:
+    """An open token store. Use :func:`open` to get one.
+
+    Safe to share between threads (every call releases the GIL). A store
+    belongs to the process that opened it: after ``os.fork()`` the child gets
+    :class:`ForkedError` and must open its own (or use a shared
+    ``postgres://`` store).
+    """
+
+    __slots__ = ("_native",)
+
+    def __init__(self, db: Union[str, "os.PathLike[str]"], key: Optional[Key] = None) -> None:
+        self._native = _native.NativeStore(os.fspath(db), _resolve_key(key))
+
+    def find(
+        self,
+        *,
+        user_name: Optional[str] = None,
+        access_token: Optional[str] = None,
+        refresh_token: Optional[str] = None,
+        grant_token: Optional[str] = None,
+        client_id: Optional[str] = None,
+        client_secret: Optional[str] = None,
+        id: Optional[str] = None,
+    ) -> Optional[Token]:
+        """The stored token the query designates, or ``None``.
+
+        The engine picks the record by the first rule that holds: the user
+        name; else the access token (when no client id/secret is given);
+        else the grant or refresh token (with client id and secret); else
+        the id. Values compare exactly.
+        """
+        query = Token(
+            id=id,
+            user_name=user_name,
+            client_id=client_id,
+            client_secret=client_secret,
+            refresh_token=refresh_token,
+            access_token=access_token,
+            grant_token=grant_token,
+        )
+        return self.find_token(query)
+
+    def find_token(self, query: Token) -> Optional[Token]:
+        """Like :meth:`find`, with the query as a :class:`Token`."""
+        found = self._native.find(query.to_dict())
+        return None if found is None else Token(**found)
+
+    def get(self, id: str) -> Optional[Token]:
+        """The token with this id, or ``None``."""
+        found = self._native.get(id)
+        return None if found is None else Token(**found)
+
+    def save(self, token: Token) -> Token:
+        """Inserts or updates ``token`` and returns it as now stored (id set,
+        fields it lacked filled from the stored record). ``token`` itself is
+        not changed.
+
+        Raises :class:`InvalidTokenError` when it has no access, refresh or
+        grant token, :class:`ConflictError` when a unique value (user name,
+        access, refresh or grant token) belongs to another record.
+        """
+        return Token(**self._native.save(token.to_dict()))
+
+    def delete(self, id: str) -> bool:
+        """Removes the token ``id``; whether it existed."""
+        return self._native.delete(id)
+
+    def all(self) -> List[Token]:
+        """Every stored token, in no particular order."""
+        return [Token(**fields) for fields in self._native.all()]
+
+    def __iter__(self) -> Iterator[Token]:
+        return iter(self.all())
+
+    def clear(self) -> int:
+        """Removes every token; how many there were."""
+        return self._native.clear()
+
+    def close(self) -> None:
+        """Closes the store and releases it for another process. Harmless
+        when already closed."""
+        self._native.close()
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._native.closed
+
+    @property
+    def db(self) -> str:
+        """What the store was opened from."""
+        return self._native.db
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"tokenstore.Store({self.db!r}{', closed' if self.closed else ''})"
+
+
+def open(db: Union[str, "os.PathLike[str]"], key: Optional[Key] = None) -> Store:  # noqa: A001
+    """Opens (creating if needed) the token store ``db``: a directory, the
+    embedded store, which belongs to one process at a time.
+
+    ``key`` encrypts the store: the base64 text (what ``tokenstore keygen``
+    prints) or the 32 raw bytes; when not given, ``TOKENSTORE_KEY`` from the
+    environment, if set.
+
+    Raises :class:`LockedError` at once when another process has it open
+    (the message names ``postgres://``, the answer for several workers),
+    :class:`EncryptionKeyError` for a missing or wrong key.
+    """
+    return Store(db, key)
