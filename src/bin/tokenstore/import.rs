@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, ValueEnum};
 use indicatif::ProgressBar;
 use serde_json::{json, Value};
-use tokenstore::{Batch, Error, OAuthToken, SledStore};
+use tokenstore::{Backend, Batch, Error, OAuthToken};
 
 use crate::{CliError, CliResult, Output};
 
@@ -658,7 +658,7 @@ fn import_rows(
     Ok(summary)
 }
 
-pub fn run(store: &SledStore, args: &ImportArgs, out: Output) -> CliResult {
+pub fn run(store: &dyn Backend, args: &ImportArgs, out: Output) -> CliResult {
     let (rows, source) = match args.from {
         Source::Mysql => {
             let url = args
