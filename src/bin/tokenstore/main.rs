@@ -127,6 +127,17 @@ enum Command {
         tokenstore import zohooauth.db --from sqlite --dry-run\n  \
         tokenstore import backup.json --from json --on-conflict overwrite")]
     Import(import::ImportArgs),
+    /// Copy every record from one store to another (sled or postgres://),
+    /// keeping ids and the id counter, all-or-nothing.
+    ///
+    /// The way from the embedded store to PostgreSQL when an app outgrows one
+    /// process, and back. A target that already holds records is refused
+    /// unless --on-conflict says how to merge.
+    #[command(after_help = "Examples:\n  \
+        tokenstore copy --from ./tokens --to postgres://app@127.0.0.1/tokens\n  \
+        tokenstore copy --from postgres://app@127.0.0.1/tokens --to ./backup\n  \
+        tokenstore copy --from ./plain --to ./sealed --to-key-file tokenstore.key")]
+    Copy(import::CopyArgs),
     /// Write every record as JSON or as a Zoho FileStore CSV.
     ///
     /// Secrets are left out unless --include-secrets; a file written with
@@ -254,6 +265,26 @@ fn run(cli: &Cli) -> CliResult {
     match &cli.command {
         Command::Import(args) => import::run(&*open(&cli.db, true, key()?)?, args, out),
         Command::Keygen { output } => keygen(output.as_deref()),
+        Command::Copy(args) => {
+            let from_key = match args.from_key_file.as_deref() {
+                Some(path) => Some(Key::from_file(path)?),
+                None => key()?,
+            };
+            let to_key = match args.to_key_file.as_deref() {
+                Some(path) => Some(Key::from_file(path)?),
+                None => key()?,
+            };
+            if StoreKind::of(&args.from) == StoreKind::of(&args.to)
+                && same_place(&args.from, &args.to)
+            {
+                return Err(CliError::input(
+                    "--from and --to name the same store; copy into another one",
+                ));
+            }
+            let source = open(&args.from, false, from_key)?;
+            let target = open(&args.to, true, to_key)?;
+            import::copy(&*source, &*target, args, out)
+        }
         Command::Encrypt { new_key_file } => {
             let new = Key::from_file(new_key_file)?;
             change_key(open(&cli.db, false, None)?, Some(new), "encrypted", out)
@@ -296,6 +327,7 @@ fn run(cli: &Cli) -> CliResult {
                 Command::Export(args) => export::run(store, args),
                 Command::Import(_)
                 | Command::Keygen { .. }
+                | Command::Copy(_)
                 | Command::Encrypt { .. }
                 | Command::Rekey { .. }
                 | Command::Decrypt { .. } => unreachable!("handled above"),
@@ -336,6 +368,15 @@ fn open(spec: &str, create: bool, key: Option<Key>) -> CliResult<AnyStore> {
         spec,
         OpenOptions::new().maybe_key(key),
     )?)
+}
+
+/// Whether two store strings name the same store (same directory, or the
+/// same URL).
+fn same_place(a: &str, b: &str) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a.trim_end_matches('/') == b.trim_end_matches('/'),
+    }
 }
 
 /// The key from --key-file, else from TOKENSTORE_KEY, else none.
