@@ -531,6 +531,53 @@ struct Summary {
     issues: Vec<Issue>,
 }
 
+impl Summary {
+    fn skipped(&self) -> usize {
+        self.issues.iter().filter(|i| i.action == "skipped").count()
+    }
+
+    /// The renumbered ids and the conflicts as JSON arrays, each entry
+    /// naming its source as `item` ("row", or "record" for a copy).
+    fn json_details(&self, item: &str) -> (serde_json::Value, serde_json::Value) {
+        let renumbered = self
+            .renumbered
+            .iter()
+            .map(|(row, from, to)| json!({ item: row, "source_id": from, "id": to }))
+            .collect();
+        let conflicts = self
+            .issues
+            .iter()
+            .map(|i| {
+                json!({ item: i.row, "field": i.field, "held_by": i.held_by, "action": i.action })
+            })
+            .collect();
+        (renumbered, conflicts)
+    }
+
+    /// One line per renumbered id and per conflict.
+    fn text_details(&self, other_record: &str) -> String {
+        let mut text = String::new();
+        for (row, from, to) in &self.renumbered {
+            text.push_str(&format!(
+                "{row}: id {from:?} belongs to {other_record}; saved as id {to}\n"
+            ));
+        }
+        for issue in &self.issues {
+            match &issue.held_by {
+                Some(holder) => text.push_str(&format!(
+                    "{}: {} already held by {holder}: {}\n",
+                    issue.row, issue.field, issue.action
+                )),
+                None => text.push_str(&format!(
+                    "{}: {}: {}\n",
+                    issue.row, issue.field, issue.action
+                )),
+            }
+        }
+        text
+    }
+}
+
 /// Why an all-or-nothing import stopped.
 fn stopped(row: &Row, what: &str, advice: &str) -> CliError {
     let verb = if row.from_store { "copied" } else { "imported" };
@@ -723,11 +770,8 @@ fn from_name(source: Source) -> &'static str {
 }
 
 fn report(summary: &Summary, source: &str, args: &ImportArgs, out: Output) {
-    let skipped = summary
-        .issues
-        .iter()
-        .filter(|i| i.action == "skipped")
-        .count();
+    let skipped = summary.skipped();
+    let (renumbered, conflicts) = summary.json_details("row");
     out.print(
         json!({
             "source": source,
@@ -738,12 +782,8 @@ fn report(summary: &Summary, source: &str, args: &ImportArgs, out: Output) {
             "updated": summary.updated,
             "merged": summary.merged,
             "skipped": skipped,
-            "renumbered": summary.renumbered.iter().map(|(row, from, to)| json!({
-                "row": row, "source_id": from, "id": to,
-            })).collect::<Vec<_>>(),
-            "conflicts": summary.issues.iter().map(|i| json!({
-                "row": i.row, "field": i.field, "held_by": i.held_by, "action": i.action,
-            })).collect::<Vec<_>>(),
+            "renumbered": renumbered,
+            "conflicts": conflicts,
         }),
         || {
             let mut text = format!(
@@ -755,23 +795,7 @@ fn report(summary: &Summary, source: &str, args: &ImportArgs, out: Output) {
                 summary.merged,
                 skipped,
             );
-            for (row, from, to) in &summary.renumbered {
-                text.push_str(&format!(
-                    "{row}: id {from:?} belongs to another record; saved as id {to}\n"
-                ));
-            }
-            for issue in &summary.issues {
-                match &issue.held_by {
-                    Some(holder) => text.push_str(&format!(
-                        "{}: {} already held by {holder}: {}\n",
-                        issue.row, issue.field, issue.action
-                    )),
-                    None => text.push_str(&format!(
-                        "{}: {}: {}\n",
-                        issue.row, issue.field, issue.action
-                    )),
-                }
-            }
+            text.push_str(&summary.text_details("another record"));
             if args.dry_run {
                 text.push_str("nothing was written (--dry-run)\n");
             }
@@ -853,11 +877,8 @@ pub fn copy(source: &dyn Backend, target: &dyn Backend, args: &CopyArgs, out: Ou
     });
     progress.finish_and_clear();
     let summary = summary?;
-    let skipped = summary
-        .issues
-        .iter()
-        .filter(|i| i.action == "skipped")
-        .count();
+    let skipped = summary.skipped();
+    let (renumbered, conflicts) = summary.json_details("record");
     out.print(
         json!({
             "from": source.location(),
@@ -868,12 +889,8 @@ pub fn copy(source: &dyn Backend, target: &dyn Backend, args: &CopyArgs, out: Ou
             "merged_into_existing": summary.updated,
             "skipped": skipped,
             "id_counter": target.last_issued_id()?,
-            "renumbered": summary.renumbered.iter().map(|(row, from, to)| json!({
-                "record": row, "source_id": from, "id": to,
-            })).collect::<Vec<_>>(),
-            "conflicts": summary.issues.iter().map(|i| json!({
-                "record": i.row, "field": i.field, "held_by": i.held_by, "action": i.action,
-            })).collect::<Vec<_>>(),
+            "renumbered": renumbered,
+            "conflicts": conflicts,
         }),
         || {
             let mut text = format!(
@@ -887,19 +904,7 @@ pub fn copy(source: &dyn Backend, target: &dyn Backend, args: &CopyArgs, out: Ou
                 summary.updated,
                 skipped,
             );
-            for (row, from, to) in &summary.renumbered {
-                text.push_str(&format!(
-                    "{row}: id {from:?} belongs to another record of the target; saved as id {to}\n"
-                ));
-            }
-            for issue in &summary.issues {
-                if let Some(holder) = &issue.held_by {
-                    text.push_str(&format!(
-                        "{}: {} already held by {holder}: {}\n",
-                        issue.row, issue.field, issue.action
-                    ));
-                }
-            }
+            text.push_str(&summary.text_details("another record of the target"));
             if args.dry_run {
                 text.push_str("nothing was written (--dry-run)\n");
             }
