@@ -32,6 +32,8 @@
 //! ```
 #![warn(missing_docs)]
 
+mod backend;
+mod batch;
 mod error;
 mod key;
 mod memory;
@@ -40,6 +42,8 @@ mod sled_store;
 mod store;
 mod token;
 
+pub use backend::{open, open_with, AnyStore, Backend, OpenOptions, StoreInfo, StoreKind};
+pub use batch::Batch;
 pub use error::{Error, Result};
 pub use key::Key;
 pub use memory::MemoryStore;
@@ -47,7 +51,7 @@ pub use rules::{lookup_key, LookupKey};
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub use sled_store::fuzzing;
-pub use sled_store::{Batch, CheckReport, Durability, Options, Problem, SledStore};
+pub use sled_store::{CheckReport, Durability, Options, Problem, SledStore};
 pub use store::TokenStore;
 pub use token::{now_ms, IndexedField, OAuthToken, DEFAULT_EXPIRY_MARGIN_MS};
 
@@ -63,4 +67,5 @@ const _: () = {
     assert_send_sync::<SledStore>();
     assert_send_sync::<dyn TokenStore + Send + Sync>();
     assert_send_sync::<Error>();
+    assert_send_sync::<AnyStore>();
 };

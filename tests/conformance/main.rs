@@ -56,6 +56,17 @@ fn sled_uncached() -> Fixture {
     sled_with(Options::default().record_cache(0))
 }
 
+/// The embedded store as `tokenstore::open` hands it out: behind `AnyStore`.
+fn opened_sled() -> Fixture {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("db");
+    let store = tokenstore::open(path.to_str().expect("UTF-8 temp path")).expect("open");
+    Fixture {
+        store: Box::new(store),
+        _dir: Some(dir),
+    }
+}
+
 /// Instantiates every case of `cases` for one backend.
 macro_rules! conformance {
     ($backend:ident, $fixture:path, [$($case:ident),* $(,)?]) => {
@@ -78,6 +89,7 @@ macro_rules! all_backends {
         conformance!(sled_buffered, crate::sled_buffered, [$($case),*]);
         conformance!(sled_encrypted, crate::sled_encrypted, [$($case),*]);
         conformance!(sled_uncached, crate::sled_uncached, [$($case),*]);
+        conformance!(opened_sled, crate::opened_sled, [$($case),*]);
     };
 }
 
