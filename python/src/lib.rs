@@ -14,7 +14,7 @@ use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};
-use tokenstore::{Key, OAuthToken, Options, SledStore, TokenStore};
+use tokenstore::{Key, OAuthToken, OpenOptions, TokenStore};
 use zeroize::Zeroizing;
 
 type DynStore = dyn TokenStore + Send + Sync;
@@ -67,6 +67,12 @@ create_exception!(
     Error,
     "An I/O error from the file system or the storage engine."
 );
+create_exception!(
+    _native,
+    UnsupportedError,
+    Error,
+    "The backend cannot do this (for example postgres:// in a build without PostgreSQL support); the message says what to do instead."
+);
 create_exception!(_native, ClosedError, Error, "The store was closed.");
 create_exception!(
     _native,
@@ -100,19 +106,19 @@ fn to_py(err: tokenstore::Error) -> PyErr {
         | E::RekeyRequired { .. }
         | E::InvalidKey { .. } => EncryptionKeyError::new_err(message),
         E::Io(_) => StorageError::new_err(message),
+        E::Unsupported { .. } => UnsupportedError::new_err(message),
         _ => Error::new_err(message),
     }
 }
 
-/// Opens the store named by `db`. The one place that knows which backends
-/// exist: when `tokenstore::open` (one string: a directory or a
-/// `postgres://` URL) lands in the engine, this becomes a call to it.
+/// Opens the store named by `db` through the engine's one entry point: a
+/// directory is the embedded store, `postgres://…` the shared backend (when
+/// the engine is built with it), `memory:` a store in memory.
 fn open_store(db: &str, key: Option<Key>) -> tokenstore::Result<Box<DynStore>> {
-    let mut options = Options::default();
-    if let Some(key) = key {
-        options = options.encryption(key);
-    }
-    Ok(Box::new(SledStore::open_with(db, options)?))
+    Ok(Box::new(tokenstore::open_with(
+        db,
+        OpenOptions::new().maybe_key(key),
+    )?))
 }
 
 /// A key given from Python: base64 text (the form of `TOKENSTORE_KEY`) or
@@ -219,7 +225,7 @@ struct NativeStore {
     store: RwLock<Option<Arc<DynStore>>>,
     /// The process that opened the store.
     pid: u32,
-    /// What the user named (a directory); shown in errors.
+    /// What the user named (a directory or a URL); shown in errors.
     db: String,
 }
 
@@ -371,6 +377,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     )?;
     m.add("EncryptionKeyError", py.get_type::<EncryptionKeyError>())?;
     m.add("StorageError", py.get_type::<StorageError>())?;
+    m.add("UnsupportedError", py.get_type::<UnsupportedError>())?;
     m.add("ClosedError", py.get_type::<ClosedError>())?;
     m.add("ForkedError", py.get_type::<ForkedError>())?;
     Ok(())

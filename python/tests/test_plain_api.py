@@ -144,3 +144,15 @@ def test_bad_keys_are_refused_without_echoing_them(tmp_path):
     assert "not-base64-key" not in str(raised.value)
     with pytest.raises(tokenstore.EncryptionKeyError, match="32 bytes"):
         tokenstore.open(tmp_path / "db2", key=b"short")
+
+
+def test_one_string_names_the_backend(tmp_path):
+    with tokenstore.open("memory:") as store:
+        assert store.save(Token(user_name="ana", refresh_token="r")).id == "1"
+        assert store.find(user_name="ana").refresh_token == "r"
+    with pytest.raises(tokenstore.UnsupportedError):
+        tokenstore.open("memory:", key=os.urandom(32))
+    # Without the PostgreSQL backend in the engine: UnsupportedError; with
+    # it, a connection error (nothing listens on port 1). Never a crash.
+    with pytest.raises(tokenstore.Error):
+        tokenstore.open("postgres://nobody@127.0.0.1:1/none")

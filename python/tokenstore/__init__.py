@@ -35,6 +35,7 @@ from ._native import (
     InvalidTokenError,
     LockedError,
     StorageError,
+    UnsupportedError,
     UnsupportedVersionError,
 )
 
@@ -51,6 +52,7 @@ __all__ = [
     "UnsupportedVersionError",
     "EncryptionKeyError",
     "StorageError",
+    "UnsupportedError",
     "ClosedError",
     "ForkedError",
 ]
@@ -123,8 +125,8 @@ class Store:
 
     Safe to share between threads (every call releases the GIL). A store
     belongs to the process that opened it: after ``os.fork()`` the child gets
-    :class:`ForkedError` and must open its own (or use a shared
-    ``postgres://`` store).
+    :class:`ForkedError` and must open its own (with ``postgres://`` every
+    worker opens the same shared store).
     """
 
     __slots__ = ("_native",)
@@ -223,8 +225,14 @@ class Store:
 
 
 def open(db: Union[str, "os.PathLike[str]"], key: Optional[Key] = None) -> Store:  # noqa: A001
-    """Opens (creating if needed) the token store ``db``: a directory, the
-    embedded store, which belongs to one process at a time.
+    """Opens (creating if needed) the token store ``db`` names:
+
+    * a directory: the embedded store, which belongs to one process at a
+      time (the right choice for one process with any number of threads);
+    * ``postgres://user:password@host/db``: the shared PostgreSQL store, for
+      several processes or machines (when the engine was built with it;
+      otherwise :class:`UnsupportedError` says so);
+    * ``memory:``: a store in this process's memory, gone when closed.
 
     ``key`` encrypts the store: the base64 text (what ``tokenstore keygen``
     prints) or the 32 raw bytes; when not given, ``TOKENSTORE_KEY`` from the

@@ -145,8 +145,9 @@ def _new_oauth_token(stored: Token) -> Any:
 class Store(TokenStore):
     """The Zoho SDK's ``TokenStore``, kept in tokenstore.
 
-    ``db`` is a directory, the embedded store (one process at a time; for
-    several workers use a shared ``postgres://`` store once available).
+    ``db`` is a directory, the embedded store (one process at a time), or a
+    ``postgres://`` URL, the shared store for several workers (see
+    :func:`tokenstore.open`).
     ``key`` encrypts it: the base64 text or the 32 raw bytes; when not given,
     ``TOKENSTORE_KEY`` from the environment, if set.
 
