@@ -218,3 +218,22 @@ def test_key_from_argument_and_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("TOKENSTORE_KEY", key)
     with Store(tmp_path / "tokens") as store:
         assert store.find_token_by_id("1").get_refresh_token() == REFRESH
+
+
+def test_ids_that_are_not_strings_are_unknown_ids(any_store):
+    any_store.save_token(full_token())
+    for bad in (None, 1):
+        with pytest.raises(SDKException) as raised:
+            any_store.delete_token(bad)
+        assert raised.value.code == TOKEN_STORE
+    with pytest.raises(SDKException):
+        any_store.find_token_by_id(None)
+    assert len(any_store.get_tokens()) == 1
+
+
+def test_a_malformed_expiry_does_not_break_a_lookup(any_store):
+    any_store.save_token(full_token())
+    query = OAuthToken(user_signature=UserSignature(USER))
+    query.set_expires_in("soon")
+    assert any_store.find_token(query) is query
+    assert query.get_expires_in() == "soon" and query.get_id() == "1"

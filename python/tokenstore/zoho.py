@@ -69,6 +69,12 @@ def _error(message: str, cause: Optional[BaseException] = None) -> SDKException:
     return err
 
 
+def _check_id(id: Any) -> None:
+    # FileStore compares ids as strings: anything else matches nothing.
+    if not isinstance(id, str):
+        raise _error(f"no token with id {id!r}: ids are strings")
+
+
 def _to_token(oauth_token: Any) -> Token:
     """The SDK's OAuthToken as a plain Token: the user is the user
     signature's name, ``expires_in`` (epoch ms as a str) the expiry."""
@@ -171,7 +177,14 @@ class Store(TokenStore):
         record (so ``revoke(id)`` works)."""
         if not isinstance(token, OAuthToken):
             return token
-        query = _to_token(token)
+        # The expiry plays no part in a lookup; a malformed one is the
+        # SDK's business until the token is saved.
+        token_expiry = token.get_expires_in()
+        token.set_expires_in(None)
+        try:
+            query = _to_token(token)
+        finally:
+            token.set_expires_in(token_expiry)
         try:
             stored = self._store.find_token(query)
         except tokenstore.Error as e:
@@ -204,6 +217,7 @@ class Store(TokenStore):
     def delete_token(self, id: str) -> None:
         """Removes the token ``id``; an unknown id raises SDKException, as
         with FileStore."""
+        _check_id(id)
         try:
             existed = self._store.delete(id)
         except tokenstore.Error as e:
@@ -228,6 +242,7 @@ class Store(TokenStore):
     def find_token_by_id(self, id: str) -> Any:
         """A new, complete OAuthToken for the record ``id``; an unknown id
         raises SDKException, as with FileStore."""
+        _check_id(id)
         try:
             stored = self._store.get(id)
         except tokenstore.Error as e:
