@@ -114,7 +114,12 @@ class FakeZoho:
             def do_GET(self) -> None:
                 server._handle(self, "GET")
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            # The default backlog of 5 resets connections when many threads
+            # or processes call at once; the real servers do not.
+            request_queue_size = 1024
+
+        self._httpd = Server(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
         self._thread.start()

@@ -218,3 +218,50 @@ except ImportError as e:
     assert lines[0] == "plain 1"
     assert lines[1] == "sdk loaded: False"
     assert lines[2].startswith("ImportError:") and "pip install zohocrmsdk8-0" in lines[2]
+
+
+def test_16_threads_refreshing_through_the_sdk(tmp_path):
+    """16 threads share one zoho.Store while the real SDK refreshes 1-second
+    tokens (every get_token refreshes and saves): no error, no lost or
+    duplicated record, every stored token one the server issued."""
+    from fake_zoho import FakeZoho
+    from zohocrmsdk.src.com.zoho.api.authenticator.oauth_token import OAuthToken
+    from zohocrmsdk.src.com.zoho.crm.api.initializer import Initializer
+    from zohocrmsdk.src.com.zoho.crm.api.user_signature import UserSignature
+
+    from tokenstore.zoho import Store
+
+    users = [f"user{i}@example.com" for i in range(4)]
+    with FakeZoho(expires_in=1) as zoho, Store(tmp_path / "db") as store:
+        zoho.add_client(CLIENT_ID, CLIENT_SECRET)
+        for i, user in enumerate(users):
+            zoho.add_refresh_token(CLIENT_ID, f"1000.refresh.{i}", user)
+            seeded = OAuthToken(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, refresh_token=f"1000.refresh.{i}", user_signature=UserSignature(user))
+            store.save_token(seeded)
+        Initializer.initialize(environment=zoho.environment(), token=OAuthToken(user_signature=UserSignature(users[0])), store=store)
+        errors, calls = [], [0]
+        barrier = threading.Barrier(THREADS)
+
+        def worker() -> None:
+            barrier.wait()
+            for _ in range(10):
+                for user in users:
+                    try:
+                        access = OAuthToken(user_signature=UserSignature(user)).get_token()
+                        assert zoho.access_tokens[access][0] == user  # this user's, never another's
+                        calls[0] += 1
+                    except BaseException as e:  # noqa: BLE001 - reported below
+                        errors.append(f"{e!r} cause {getattr(e, 'cause', None)!r}")
+
+        threads = [threading.Thread(target=worker) for _ in range(THREADS)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert calls[0] == THREADS * 10 * len(users)
+        tokens = store.tokens.all()
+        assert sorted(t.user_name for t in tokens) == users
+        for t in tokens:
+            assert zoho.access_tokens[t.access_token][0] == t.user_name
+            assert t.refresh_token == f"1000.refresh.{users.index(t.user_name)}"
