@@ -156,3 +156,10 @@ def test_one_string_names_the_backend(tmp_path):
     # it, a connection error (nothing listens on port 1). Never a crash.
     with pytest.raises(tokenstore.Error):
         tokenstore.open("postgres://nobody@127.0.0.1:1/none")
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    result = doctest.testmod(tokenstore)
+    assert result.attempted > 0 and result.failed == 0
