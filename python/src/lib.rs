@@ -14,7 +14,7 @@ use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};
-use tokenstore::{Key, OAuthToken, OpenOptions, TokenStore};
+use tokenstore::{AnyStore, Key, OAuthToken, OpenOptions, TokenStore};
 use zeroize::Zeroizing;
 
 type DynStore = dyn TokenStore + Send + Sync;
@@ -114,11 +114,8 @@ fn to_py(err: tokenstore::Error) -> PyErr {
 /// Opens the store named by `db` through the engine's one entry point: a
 /// directory is the embedded store, `postgres://…` the shared backend (when
 /// the engine is built with it), `memory:` a store in memory.
-fn open_store(db: &str, key: Option<Key>) -> tokenstore::Result<Box<DynStore>> {
-    Ok(Box::new(tokenstore::open_with(
-        db,
-        OpenOptions::new().maybe_key(key),
-    )?))
+fn open_store(db: &str, key: Option<Key>) -> tokenstore::Result<AnyStore> {
+    tokenstore::open_with(db, OpenOptions::new().maybe_key(key))
 }
 
 /// A key given from Python: base64 text (the form of `TOKENSTORE_KEY`) or
@@ -225,8 +222,11 @@ struct NativeStore {
     store: RwLock<Option<Arc<DynStore>>>,
     /// The process that opened the store.
     pid: u32,
-    /// What the user named (a directory or a URL); shown in errors.
+    /// Where the store is, for messages: a directory, or a URL without its
+    /// password (the backend's `location`).
     db: String,
+    /// Which backend: "sled", "postgres" or "memory".
+    kind: &'static str,
 }
 
 impl NativeStore {
@@ -276,9 +276,10 @@ impl NativeStore {
         let key = key.map(key_from_py).transpose()?;
         let store = py.detach(|| open_store(&db, key)).map_err(to_py)?;
         Ok(NativeStore {
-            store: RwLock::new(Some(Arc::from(store))),
+            db: store.location(),
+            kind: store.kind(),
+            store: RwLock::new(Some(Arc::new(store))),
             pid: std::process::id(),
-            db,
         })
     }
 
@@ -342,10 +343,16 @@ impl NativeStore {
         self.pid == std::process::id() && self.store.read().is_none()
     }
 
-    /// The `db` the store was opened with.
+    /// Where the store is: its directory, or its URL without the password.
     #[getter]
     fn db(&self) -> &str {
         &self.db
+    }
+
+    /// Which backend holds the store: "sled", "postgres" or "memory".
+    #[getter]
+    fn kind(&self) -> &'static str {
+        self.kind
     }
 }
 

@@ -147,15 +147,19 @@ def test_bad_keys_are_refused_without_echoing_them(tmp_path):
 
 
 def test_one_string_names_the_backend(tmp_path):
+    with tokenstore.open(tmp_path / "db") as store:
+        assert (store.kind, store.db) == ("sled", str(tmp_path / "db"))
     with tokenstore.open("memory:") as store:
+        assert store.kind == "memory"
         assert store.save(Token(user_name="ana", refresh_token="r")).id == "1"
         assert store.find(user_name="ana").refresh_token == "r"
     with pytest.raises(tokenstore.UnsupportedError):
         tokenstore.open("memory:", key=os.urandom(32))
     # Without the PostgreSQL backend in the engine: UnsupportedError; with
     # it, a connection error (nothing listens on port 1). Never a crash.
-    with pytest.raises(tokenstore.Error):
-        tokenstore.open("postgres://nobody@127.0.0.1:1/none")
+    with pytest.raises(tokenstore.Error) as raised:
+        tokenstore.open("postgres://nobody:pw-secret-1@127.0.0.1:1/none")
+    assert "pw-secret-1" not in str(raised.value)
 
 
 def test_docstring_examples_run():

@@ -139,6 +139,7 @@ def test_the_zoho_store_in_a_second_process(tmp_path):
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded")
 def test_a_store_used_after_fork_raises_and_the_parent_is_intact(tmp_path):
     store = tokenstore.open(tmp_path / "db")
     saved = store.save(Token(user_name="ana", refresh_token="1000.r", client_id=CLIENT_ID, client_secret=CLIENT_SECRET))

@@ -211,8 +211,15 @@ class Store:
 
     @property
     def db(self) -> str:
-        """What the store was opened from."""
+        """Where the store is: its directory, or its URL without the
+        password."""
         return self._native.db
+
+    @property
+    def kind(self) -> str:
+        """Which backend holds it: ``"sled"`` (a directory),
+        ``"postgres"`` or ``"memory"``."""
+        return self._native.kind
 
     def __enter__(self) -> "Store":
         return self
