@@ -20,62 +20,62 @@ use zeroize::Zeroizing;
 type DynStore = dyn TokenStore + Send + Sync;
 
 create_exception!(
-    _native,
+    tokenstore,
     Error,
     PyException,
     "Every error of a token store. Messages say what happened and what to do, and never hold a secret."
 );
 create_exception!(
-    _native,
+    tokenstore,
     InvalidTokenError,
     Error,
     "The token cannot be stored as it is (it has no access, refresh or grant token, or a field is malformed)."
 );
 create_exception!(
-    _native,
+    tokenstore,
     ConflictError,
     Error,
     "The save would give a unique value (user name, access, refresh or grant token) to a second record; nothing was written. `field` names the field, `holder_id` the record holding the value."
 );
 create_exception!(
-    _native,
+    tokenstore,
     CorruptionError,
     Error,
     "Stored data could not be decoded or contradicts itself."
 );
 create_exception!(
-    _native,
+    tokenstore,
     LockedError,
     Error,
     "The embedded store is open in another process (or through another handle). For several processes or workers, use a shared store (a postgres:// URL)."
 );
 create_exception!(
-    _native,
+    tokenstore,
     UnsupportedVersionError,
     Error,
     "The store was written by an on-disk format this version cannot read."
 );
 create_exception!(
-    _native,
+    tokenstore,
     EncryptionKeyError,
     Error,
     "The encryption key is missing, wrong, malformed, or given for a store that is not encrypted."
 );
 create_exception!(
-    _native,
+    tokenstore,
     StorageError,
     Error,
     "An I/O error from the file system or the storage engine."
 );
 create_exception!(
-    _native,
+    tokenstore,
     UnsupportedError,
     Error,
     "The backend cannot do this (for example postgres:// in a build without PostgreSQL support); the message says what to do instead."
 );
-create_exception!(_native, ClosedError, Error, "The store was closed.");
+create_exception!(tokenstore, ClosedError, Error, "The store was closed.");
 create_exception!(
-    _native,
+    tokenstore,
     ForkedError,
     Error,
     "The store was opened in a parent process before os.fork(); a child must open its own store."

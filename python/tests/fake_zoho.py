@@ -207,7 +207,8 @@ class FakeZoho:
                 return 200, self._issue(form["client_id"], user, with_refresh=True)
             return 200, {"error": "unsupported_grant_type"}
         if method == "POST" and path == "/oauth/v2/token/revoke":
-            token = form.get("token", "")
+            # The SDK sends the token in the form, Zoho's docs in the query.
+            token = form.get("token") or query.get("token", "")
             for client in self.clients.values():
                 if client.refresh_tokens.pop(token, None) is not None:
                     self.revoked.append(token)
