@@ -35,6 +35,8 @@
 mod error;
 mod key;
 mod memory;
+#[cfg(feature = "oauth")]
+pub mod oauth;
 mod rules;
 mod sled_store;
 mod store;
