@@ -252,24 +252,56 @@ impl Error {
     #[cfg_attr(not(feature = "oauth"), allow(dead_code))]
     pub(crate) fn duplicate(&self) -> Self {
         match self {
-            Error::InvalidToken { reason } => Error::InvalidToken { reason: reason.clone() },
-            Error::Conflict { field, id } => Error::Conflict { field: *field, id: id.clone() },
-            Error::Corruption { id, detail } => Error::Corruption { id: id.clone(), detail: detail.clone() },
+            Error::InvalidToken { reason } => Error::InvalidToken {
+                reason: reason.clone(),
+            },
+            Error::Conflict { field, id } => Error::Conflict {
+                field: *field,
+                id: id.clone(),
+            },
+            Error::Corruption { id, detail } => Error::Corruption {
+                id: id.clone(),
+                detail: detail.clone(),
+            },
             Error::Locked { path } => Error::Locked { path: path.clone() },
-            Error::UnsupportedVersion { found, supported } => Error::UnsupportedVersion { found: *found, supported: *supported },
+            Error::UnsupportedVersion { found, supported } => Error::UnsupportedVersion {
+                found: *found,
+                supported: *supported,
+            },
             Error::WrongKey { path } => Error::WrongKey { path: path.clone() },
             Error::KeyRequired { path } => Error::KeyRequired { path: path.clone() },
             Error::NotEncrypted { path } => Error::NotEncrypted { path: path.clone() },
             Error::RekeyRequired { path } => Error::RekeyRequired { path: path.clone() },
-            Error::InvalidKey { reason } => Error::InvalidKey { reason: reason.clone() },
+            Error::InvalidKey { reason } => Error::InvalidKey {
+                reason: reason.clone(),
+            },
             Error::NotFound { what } => Error::NotFound { what: what.clone() },
-            Error::NotRefreshable { id, missing } => Error::NotRefreshable { id: id.clone(), missing },
-            Error::GrantRefused { credential, code } => Error::GrantRefused { credential, code: code.clone() },
-            Error::InvalidClient { accounts } => Error::InvalidClient { accounts: accounts.clone() },
-            Error::RateLimited { accounts, detail } => Error::RateLimited { accounts: accounts.clone(), detail: detail.clone() },
-            Error::Network { accounts, reason } => Error::Network { accounts: accounts.clone(), reason: reason.clone() },
-            Error::MalformedResponse { accounts, reason } => Error::MalformedResponse { accounts: accounts.clone(), reason: reason.clone() },
-            Error::InvalidAccountsUrl { reason } => Error::InvalidAccountsUrl { reason: reason.clone() },
+            Error::NotRefreshable { id, missing } => Error::NotRefreshable {
+                id: id.clone(),
+                missing,
+            },
+            Error::GrantRefused { credential, code } => Error::GrantRefused {
+                credential,
+                code: code.clone(),
+            },
+            Error::InvalidClient { accounts } => Error::InvalidClient {
+                accounts: accounts.clone(),
+            },
+            Error::RateLimited { accounts, detail } => Error::RateLimited {
+                accounts: accounts.clone(),
+                detail: detail.clone(),
+            },
+            Error::Network { accounts, reason } => Error::Network {
+                accounts: accounts.clone(),
+                reason: reason.clone(),
+            },
+            Error::MalformedResponse { accounts, reason } => Error::MalformedResponse {
+                accounts: accounts.clone(),
+                reason: reason.clone(),
+            },
+            Error::InvalidAccountsUrl { reason } => Error::InvalidAccountsUrl {
+                reason: reason.clone(),
+            },
             Error::Io(e) => Error::Io(std::io::Error::new(e.kind(), e.to_string())),
         }
     }

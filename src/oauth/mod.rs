@@ -503,9 +503,12 @@ impl OAuthClient {
     pub fn revoke(&self, id: &str) -> Result<bool> {
         let mut asked = false;
         self.store.with_refresh_lock(id, &mut || {
-            let record = self.store.find_token_by_id(id)?.ok_or_else(|| Error::NotFound {
-                what: format!("id {id:?}"),
-            })?;
+            let record = self
+                .store
+                .find_token_by_id(id)?
+                .ok_or_else(|| Error::NotFound {
+                    what: format!("id {id:?}"),
+                })?;
             if let Some(refresh) = present(&record.refresh_token) {
                 let accounts = self.config.accounts_url_for(Some(&record));
                 let (status, body) =
@@ -564,9 +567,12 @@ impl OAuthClient {
     fn refresh_record(&self, id: &str, margin_ms: i64, force: bool) -> Result<(AccessToken, bool)> {
         let mut outcome = None;
         self.store.with_refresh_lock(id, &mut || {
-            let record = self.store.find_token_by_id(id)?.ok_or_else(|| Error::NotFound {
-                what: format!("id {id:?}"),
-            })?;
+            let record = self
+                .store
+                .find_token_by_id(id)?
+                .ok_or_else(|| Error::NotFound {
+                    what: format!("id {id:?}"),
+                })?;
             if !force && !needs_refresh(&record, margin_ms) {
                 outcome = Some((AccessToken::from_record(&record)?, false));
                 return Ok(());
@@ -592,10 +598,12 @@ impl OAuthClient {
     fn request_refresh(&self, record: &OAuthToken) -> Result<Grant> {
         let id = record.id.clone().unwrap_or_default();
         let need = |value: &Option<String>, missing: &'static str| {
-            present(value).map(str::to_owned).ok_or(Error::NotRefreshable {
-                id: id.clone(),
-                missing,
-            })
+            present(value)
+                .map(str::to_owned)
+                .ok_or(Error::NotRefreshable {
+                    id: id.clone(),
+                    missing,
+                })
         };
         let refresh = need(&record.refresh_token, "refresh_token")?;
         let client_id = need(&record.client_id, "client_id")?;
@@ -716,7 +724,10 @@ mod tests {
             "https://accounts zoho.com",
         ] {
             assert!(
-                matches!(check_accounts_url(bad), Err(Error::InvalidAccountsUrl { .. })),
+                matches!(
+                    check_accounts_url(bad),
+                    Err(Error::InvalidAccountsUrl { .. })
+                ),
                 "{bad}"
             );
         }
@@ -728,9 +739,15 @@ mod tests {
     fn config_order_is_url_then_data_center_then_api_domain_then_us() {
         let eu = OAuthToken::new().with_api_domain("https://www.zohoapis.eu");
         let config = Config::default();
-        assert_eq!(config.accounts_url_for(Some(&eu)), "https://accounts.zoho.eu");
+        assert_eq!(
+            config.accounts_url_for(Some(&eu)),
+            "https://accounts.zoho.eu"
+        );
         let config = config.data_center(DataCenter::Jp);
-        assert_eq!(config.accounts_url_for(Some(&eu)), "https://accounts.zoho.jp");
+        assert_eq!(
+            config.accounts_url_for(Some(&eu)),
+            "https://accounts.zoho.jp"
+        );
         let config = config.accounts_url("http://127.0.0.1:9/");
         assert_eq!(config.accounts_url_for(Some(&eu)), "http://127.0.0.1:9");
     }

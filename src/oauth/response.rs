@@ -47,8 +47,8 @@ pub(crate) fn parse_token(
         accounts: accounts.to_owned(),
         reason: reason.to_owned(),
     };
-    let access_token = non_empty_string(&object, "access_token")
-        .ok_or_else(|| malformed("no access_token"))?;
+    let access_token =
+        non_empty_string(&object, "access_token").ok_or_else(|| malformed("no access_token"))?;
     // Zoho's legacy answer gives `expires_in` in milliseconds beside
     // `expires_in_sec`; the current one gives `expires_in` in seconds only.
     // The Zoho SDKs read it the same way: with `expires_in_sec` present,
@@ -160,9 +160,11 @@ fn non_empty_string(object: &Map<String, Value>, name: &str) -> Option<String> {
 /// A whole number given as a JSON number or a numeric string.
 fn integer(object: &Map<String, Value>, name: &str) -> Option<i64> {
     match object.get(name)? {
-        Value::Number(n) => n
-            .as_i64()
-            .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9e15).map(|f| f as i64)),
+        Value::Number(n) => n.as_i64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() < 9e15)
+                .map(|f| f as i64)
+        }),
         Value::String(s) => s.trim().parse().ok(),
         _ => None,
     }
@@ -200,14 +202,21 @@ mod tests {
     #[test]
     fn legacy_answer_gives_milliseconds_beside_seconds() {
         let grant =
-            token(r#"{"access_token":"1000.a","expires_in_sec":3600,"expires_in":3600000}"#).unwrap();
+            token(r#"{"access_token":"1000.a","expires_in_sec":3600,"expires_in":3600000}"#)
+                .unwrap();
         assert_eq!(grant.lifetime_ms, 3_600_000);
     }
 
     #[test]
     fn error_codes_map_to_their_variants() {
-        assert!(matches!(token(r#"{"error":"invalid_code"}"#), Err(Error::GrantRefused { .. })));
-        assert!(matches!(token(r#"{"error":"invalid_client"}"#), Err(Error::InvalidClient { .. })));
+        assert!(matches!(
+            token(r#"{"error":"invalid_code"}"#),
+            Err(Error::GrantRefused { .. })
+        ));
+        assert!(matches!(
+            token(r#"{"error":"invalid_client"}"#),
+            Err(Error::InvalidClient { .. })
+        ));
         assert!(matches!(
             parse_token(400, br#"{"error_description":"You have made too many requests continuously. Please try again after some time.","error":"Access Denied","status":"failure"}"#, ACCOUNTS, Exchange::RefreshToken),
             Err(Error::RateLimited { .. })
@@ -216,9 +225,18 @@ mod tests {
             parse_token(429, b"Too Many Requests", ACCOUNTS, Exchange::RefreshToken),
             Err(Error::RateLimited { .. })
         ));
-        assert!(matches!(token("<html>"), Err(Error::MalformedResponse { .. })));
-        assert!(matches!(token(r#"{"expires_in":3600}"#), Err(Error::MalformedResponse { .. })));
-        assert!(matches!(token(r#"{"access_token":"a"}"#), Err(Error::MalformedResponse { .. })));
+        assert!(matches!(
+            token("<html>"),
+            Err(Error::MalformedResponse { .. })
+        ));
+        assert!(matches!(
+            token(r#"{"expires_in":3600}"#),
+            Err(Error::MalformedResponse { .. })
+        ));
+        assert!(matches!(
+            token(r#"{"access_token":"a"}"#),
+            Err(Error::MalformedResponse { .. })
+        ));
         assert!(matches!(
             token(r#"{"access_token":"a","expires_in":-5}"#),
             Err(Error::MalformedResponse { .. })
@@ -227,7 +245,9 @@ mod tests {
 
     #[test]
     fn an_error_code_that_echoes_a_secret_is_not_shown() {
-        let err = token(r#"{"error":"1000.secret/with=odd?chars&more"}"#).unwrap_err();
+        let Err(err) = token(r#"{"error":"1000.secret/with=odd?chars&more"}"#) else {
+            panic!("an error answer gives an error");
+        };
         assert!(!err.to_string().contains("1000.secret"), "{err}");
     }
 
