@@ -7,11 +7,14 @@
 
 mod export;
 mod import;
+#[cfg(feature = "oauth")]
+mod oauth;
 mod render;
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
@@ -51,6 +54,11 @@ struct Cli {
     /// the TOKENSTORE_KEY environment variable is used, if set.
     #[arg(long, global = true, value_name = "PATH")]
     key_file: Option<PathBuf>,
+
+    /// When another tokenstore process has the store open, wait up to SECS
+    /// for it to finish instead of failing (0: fail at once).
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 10.0)]
+    lock_timeout: f64,
 
     #[command(subcommand)]
     command: Command,
@@ -171,6 +179,31 @@ enum Command {
         #[arg(long)]
         yes: bool,
     },
+    /// Log a user in: exchange a grant code at Zoho's accounts server and
+    /// save the tokens under --user (creates the store). Prints the record's
+    /// id and user, never a secret.
+    ///
+    /// A secret given as `-` is read from stdin, one line per `-`, in the
+    /// order --client-secret, --grant-token.
+    #[cfg(feature = "oauth")]
+    #[command(after_help = "Example:\n  \
+        tokenstore login --user ana@example.com --client-id 1000.X --client-secret - --grant-token - --dc eu < secrets.txt")]
+    Login(oauth::LoginArgs),
+    /// Print a valid access token alone on stdout, refreshing it first if it
+    /// expires within 5 s (or --min-valid). The one command that prints a
+    /// secret: for scripts.
+    #[cfg(feature = "oauth")]
+    #[command(after_help = "Example:\n  \
+        curl -H \"Authorization: Zoho-oauthtoken $(tokenstore token --user ana@example.com)\" \
+        https://www.zohoapis.com/crm/v8/users")]
+    Token(oauth::TokenArgs),
+    /// Refresh a record's access token now (prints its expiry, not the token).
+    #[cfg(feature = "oauth")]
+    Refresh(oauth::RefreshArgs),
+    /// Revoke a record's refresh token at the accounts server, then delete
+    /// the record.
+    #[cfg(feature = "oauth")]
+    Revoke(oauth::RevokeArgs),
 }
 
 #[derive(Args)]
@@ -249,8 +282,33 @@ fn main() -> ExitCode {
 fn run(cli: &Cli) -> CliResult {
     let out = Output { json: cli.json };
     let key = || current_key(cli.key_file.as_deref());
+    let lock_wait = Duration::try_from_secs_f64(cli.lock_timeout)
+        .map_err(|_| CliError::input("--lock-timeout must be a number of seconds, 0 or more"))?;
+    let open = |path: &Path, create: bool, key: Option<Key>| open(path, create, key, lock_wait);
     match &cli.command {
         Command::Import(args) => import::run(&open(&cli.db, true, key()?)?, args, out),
+        #[cfg(feature = "oauth")]
+        Command::Login(args) => {
+            oauth::login(std::sync::Arc::new(open(&cli.db, true, key()?)?), args, out)
+        }
+        #[cfg(feature = "oauth")]
+        Command::Token(args) => oauth::token(
+            std::sync::Arc::new(open(&cli.db, false, key()?)?),
+            args,
+            out,
+        ),
+        #[cfg(feature = "oauth")]
+        Command::Refresh(args) => oauth::refresh(
+            std::sync::Arc::new(open(&cli.db, false, key()?)?),
+            args,
+            out,
+        ),
+        #[cfg(feature = "oauth")]
+        Command::Revoke(args) => oauth::revoke(
+            std::sync::Arc::new(open(&cli.db, false, key()?)?),
+            args,
+            out,
+        ),
         Command::Keygen { output } => keygen(output.as_deref()),
         Command::Encrypt { new_key_file } => {
             let new = Key::from_file(new_key_file)?;
@@ -296,6 +354,13 @@ fn run(cli: &Cli) -> CliResult {
                 | Command::Encrypt { .. }
                 | Command::Rekey { .. }
                 | Command::Decrypt { .. } => unreachable!("handled above"),
+                #[cfg(feature = "oauth")]
+                Command::Login(_)
+                | Command::Token(_)
+                | Command::Refresh(_)
+                | Command::Revoke(_) => {
+                    unreachable!("handled above")
+                }
             }
         }
     }
@@ -321,18 +386,20 @@ impl Output {
     }
 }
 
-/// Opens the store (encrypted when a key is given); only `import` may
-/// create one.
-fn open(path: &Path, create: bool, key: Option<Key>) -> CliResult<SledStore> {
+/// Opens the store (encrypted when a key is given), waiting up to
+/// `lock_wait` for another process to close it; only `import` and `login`
+/// may create one.
+fn open(path: &Path, create: bool, key: Option<Key>, lock_wait: Duration) -> CliResult<SledStore> {
     if !create && !path.exists() {
         return Err(CliError::input(format!(
-            "no token store at {}; pass --db PATH or set TOKENSTORE_DB (`tokenstore import` creates one)",
+            "no token store at {}; pass --db PATH or set TOKENSTORE_DB (`tokenstore import` or `tokenstore login` creates one)",
             path.display()
         )));
     }
+    let options = Options::default().wait_for_lock(lock_wait);
     let options = match key {
-        Some(key) => Options::default().encryption(key),
-        None => Options::default(),
+        Some(key) => options.encryption(key),
+        None => options,
     };
     Ok(SledStore::open_with(path, options)?)
 }
