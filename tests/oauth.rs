@@ -520,3 +520,65 @@ fn a_record_names_its_data_center_by_api_domain() {
         "https://accounts.zoho.eu"
     );
 }
+
+/// A store standing for a shared backend: before it runs the refresh under
+/// its lock, "another process" (holding that lock first) refreshes the
+/// record.
+struct RacedStore {
+    inner: MemoryStore,
+    locked: std::sync::Mutex<Vec<String>>,
+}
+
+impl TokenStore for RacedStore {
+    fn find_token(&self, query: &OAuthToken) -> tokenstore::Result<Option<OAuthToken>> {
+        self.inner.find_token(query)
+    }
+    fn save_token(&self, token: &mut OAuthToken) -> tokenstore::Result<()> {
+        self.inner.save_token(token)
+    }
+    fn delete_token(&self, id: &str) -> tokenstore::Result<bool> {
+        self.inner.delete_token(id)
+    }
+    fn get_tokens(&self) -> tokenstore::Result<Vec<OAuthToken>> {
+        self.inner.get_tokens()
+    }
+    fn delete_tokens(&self) -> tokenstore::Result<usize> {
+        self.inner.delete_tokens()
+    }
+    fn find_token_by_id(&self, id: &str) -> tokenstore::Result<Option<OAuthToken>> {
+        self.inner.find_token_by_id(id)
+    }
+    fn with_refresh_lock(
+        &self,
+        id: &str,
+        critical: &mut dyn FnMut() -> tokenstore::Result<()>,
+    ) -> tokenstore::Result<()> {
+        self.locked.lock().unwrap().push(id.to_owned());
+        let mut other = OAuthToken::new()
+            .with_id(id)
+            .with_access_token("1000.access-from-the-other-process-S3CRET")
+            .with_expiry_time(now_ms() + 3_600_000);
+        self.inner.save_token(&mut other)?;
+        critical()
+    }
+}
+
+#[test]
+fn the_record_is_read_again_under_the_stores_refresh_lock() {
+    let server = FakeZoho::start();
+    let raced = Arc::new(RacedStore {
+        inner: MemoryStore::new(),
+        locked: std::sync::Mutex::new(Vec::new()),
+    });
+    let store: Store = raced.clone();
+    let record = saved(&store, USER, now_ms() - 1);
+    let client = client(&store, &server);
+    let token = client.access_token_for_user(USER).unwrap();
+    assert_eq!(token.secret(), "1000.access-from-the-other-process-S3CRET");
+    assert_eq!(
+        server.refreshes(),
+        0,
+        "refreshed elsewhere while waiting for the lock"
+    );
+    assert_eq!(*raced.locked.lock().unwrap(), vec![record.id.unwrap()]);
+}
