@@ -582,3 +582,23 @@ fn the_record_is_read_again_under_the_stores_refresh_lock() {
     );
     assert_eq!(*raced.locked.lock().unwrap(), vec![record.id.unwrap()]);
 }
+
+#[test]
+fn a_login_with_an_empty_field_is_refused_before_any_request() {
+    let server = FakeZoho::start();
+    let (_dir, store) = sled();
+    let client = client(&store, &server);
+    for login in [
+        Login::new("", CLIENT_ID, CLIENT_SECRET, GRANT),
+        Login::new(USER, "", CLIENT_SECRET, GRANT),
+        Login::new(USER, CLIENT_ID, " ", GRANT),
+        Login::new(USER, CLIENT_ID, CLIENT_SECRET, ""),
+    ] {
+        assert!(matches!(
+            client.login(&login),
+            Err(Error::InvalidToken { .. })
+        ));
+    }
+    assert_eq!(server.requests(), 0);
+    assert!(store.get_tokens().unwrap().is_empty());
+}

@@ -418,11 +418,24 @@ impl OAuthClient {
     /// kept (it is single-use).
     ///
     /// # Errors
-    /// [`Error::GrantRefused`], [`Error::InvalidClient`],
+    /// [`Error::InvalidToken`] when a field of the login is empty (nothing
+    /// is sent); [`Error::GrantRefused`], [`Error::InvalidClient`],
     /// [`Error::RateLimited`], [`Error::Network`],
     /// [`Error::MalformedResponse`], or the store's errors; on any of them
     /// nothing was saved.
     pub fn login(&self, login: &Login) -> Result<OAuthToken> {
+        for (value, name) in [
+            (&login.user_name, "user name"),
+            (&login.client_id, "client id"),
+            (&login.client_secret, "client secret"),
+            (&login.grant_code, "grant code"),
+        ] {
+            if value.trim().is_empty() {
+                return Err(Error::invalid(format!(
+                    "a login needs a {name}; it is empty"
+                )));
+            }
+        }
         let accounts = self.config.accounts_url_for(None);
         let mut form = vec![
             ("grant_type", "authorization_code"),

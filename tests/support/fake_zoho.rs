@@ -211,7 +211,12 @@ fn answer(state: &State, mut request: tiny_http::Request) {
     let form: Vec<(String, String)> = form_urlencoded::parse(body.as_bytes())
         .into_owned()
         .collect();
-    let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    // Empty counts as absent, as at Zoho.
+    let field = |name: &str| {
+        form.iter()
+            .find(|(k, v)| k == name && !v.is_empty())
+            .map(|(_, v)| v.clone())
+    };
     let grant_type = field("grant_type").unwrap_or_default();
     let kind = match (request.method(), path) {
         (tiny_http::Method::Post, "/oauth/v2/token/revoke") => "revoke",
@@ -258,12 +263,18 @@ fn answer(state: &State, mut request: tiny_http::Request) {
         Behaviour::Normal | Behaviour::Legacy => {}
         other => return error_answer(request, other),
     }
+    if field("client_id").is_none() || field("client_secret").is_none() {
+        return respond(request, 200, r#"{"error":"invalid_client"}"#);
+    }
+    if kind == "login" && field("code").is_none() {
+        return respond(request, 200, r#"{"error":"invalid_code"}"#);
+    }
     let refresh_token = field("refresh_token");
     if kind == "refresh" {
         let known = refresh_token
             .as_ref()
             .is_some_and(|t| !state.dead.lock().unwrap().contains(t));
-        if !known || field("client_id").is_none() || field("client_secret").is_none() {
+        if !known {
             return respond(request, 200, r#"{"error":"invalid_code"}"#);
         }
     }
