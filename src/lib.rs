@@ -37,6 +37,8 @@ mod batch;
 mod error;
 mod key;
 mod memory;
+#[cfg(feature = "oauth")]
+pub mod oauth;
 mod rules;
 mod sled_store;
 mod store;
