@@ -8,11 +8,16 @@ the fake Zoho server on 127.0.0.1: what each store loses or corrupts.
 * tokenstore's embedded store, 8 processes: the 2nd..8th get LockedError at
   once (by design: one process owns it);
 * tokenstore's embedded store, 8 threads in one process;
-* tokenstore with postgres:// (8 processes) when TOKENSTORE_BENCH_PG is set
-  to a URL and the engine was built with PostgreSQL.
+* tokenstore with postgres:// (8 processes), the SDK alone and with
+  ``Store(db, refresh=True)`` (single-flight refresh across processes), when
+  TOKENSTORE_BENCH_PG is set to an admin URL of a PostgreSQL server (a fresh
+  database is made for each run with psql).
 
-Every access token lives 1 s, under the SDK's 5 s margin, so every
-get_token refreshes and saves: the worst case for a store's writes.
+By default every access token lives 1 s, under the SDK's 5 s margin, so
+every get_token refreshes and saves: the worst case for a store's writes.
+With ``--lifetime 7`` a token is good for ~2 s after each refresh: the case
+where N workers notice the same expiry at once (the SDK alone then refreshes
+N times; ``refresh=True`` once).
 """
 
 from __future__ import annotations
@@ -44,7 +49,16 @@ def open_store(kind: str, where: str):
         return FileStore(where)
     from tokenstore.zoho import Store
 
-    return Store(where)
+    return Store(where, refresh=kind == "tokenstore-refresh")
+
+
+def pg_database(admin_url: str) -> str:
+    import subprocess
+    import uuid
+
+    name = "bench_" + uuid.uuid4().hex[:10]
+    subprocess.run(["psql", admin_url, "-q", "-c", f"CREATE DATABASE {name}"], check=True, capture_output=True)
+    return admin_url.rsplit("/", 1)[0] + "/" + name
 
 
 def seed(kind: str, where: str, n_users: int) -> None:
@@ -130,11 +144,11 @@ def check_tokenstore(where: str, n_users: int) -> dict:
     }
 
 
-def run(label, kind, where, mode, workers, seconds, n_users):
+def run(label, kind, where, mode, workers, seconds, n_users, lifetime=1):
     from fake_zoho import FakeZoho
 
     seed(kind, where, n_users)
-    with FakeZoho(expires_in=1) as zoho:
+    with FakeZoho(expires_in=lifetime) as zoho:
         zoho.add_client(CLIENT_ID, CLIENT_SECRET)
         for i, user in enumerate(users(n_users)):
             zoho.add_refresh_token(CLIENT_ID, f"1000.refresh.{i}", user)
@@ -182,15 +196,20 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--users", type=int, default=4)
+    parser.add_argument("--lifetime", type=int, default=1, help="seconds an access token lives (the SDK refreshes 5 s early)")
+    parser.add_argument("--only-postgres", action="store_true")
     args = parser.parse_args()
     tmp = tempfile.mkdtemp()
-    w, s, u = args.workers, args.seconds, args.users
-    run(f"FileStore, {w} processes", "filestore", os.path.join(tmp, "tokens.csv"), "processes", w, s, u)
-    run(f"tokenstore embedded, {w} processes", "tokenstore", os.path.join(tmp, "ts-procs"), "processes", w, s, u)
-    run(f"tokenstore embedded, {w} threads in one process", "tokenstore", os.path.join(tmp, "ts-threads"), "threads", w, s, u)
+    w, s, u, life = args.workers, args.seconds, args.users, args.lifetime
     pg = os.environ.get("TOKENSTORE_BENCH_PG")
     if pg:
-        run(f"tokenstore postgres://, {w} processes", "tokenstore", pg, "processes", w, s, u)
+        run(f"tokenstore postgres://, {w} processes, the SDK alone", "tokenstore", pg_database(pg), "processes", w, s, u, life)
+        run(f"tokenstore postgres://, {w} processes, refresh=True", "tokenstore-refresh", pg_database(pg), "processes", w, s, u, life)
+    if args.only_postgres:
+        return
+    run(f"FileStore, {w} processes", "filestore", os.path.join(tmp, "tokens.csv"), "processes", w, s, u, life)
+    run(f"tokenstore embedded, {w} processes", "tokenstore", os.path.join(tmp, "ts-procs"), "processes", w, s, u, life)
+    run(f"tokenstore embedded, {w} threads in one process", "tokenstore", os.path.join(tmp, "ts-threads"), "threads", w, s, u, life)
 
 
 if __name__ == "__main__":

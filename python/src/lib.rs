@@ -8,12 +8,14 @@
 //! `tokenstore/*.py`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};
+use tokenstore::oauth::{AccessToken, Config, Login, OAuthClient};
 use tokenstore::{AnyStore, Key, OAuthToken, OpenOptions, TokenStore};
 use zeroize::Zeroizing;
 
@@ -73,6 +75,30 @@ create_exception!(
     Error,
     "The backend cannot do this (for example postgres:// in a build without PostgreSQL support); the message says what to do instead."
 );
+create_exception!(
+    tokenstore,
+    NotFoundError,
+    Error,
+    "No record matches what an access token was asked for; log the user in first."
+);
+create_exception!(
+    tokenstore,
+    NotRefreshableError,
+    Error,
+    "The record lacks the refresh token or client credentials a refresh needs."
+);
+create_exception!(
+    tokenstore,
+    OAuthError,
+    Error,
+    "The accounts server refused a request, could not be reached, or answered nonsense; the store is unchanged."
+);
+create_exception!(
+    tokenstore,
+    GrantRefusedError,
+    OAuthError,
+    "The accounts server refused the refresh token or grant code: the user must log in again."
+);
 create_exception!(tokenstore, ClosedError, Error, "The store was closed.");
 create_exception!(
     tokenstore,
@@ -107,6 +133,14 @@ fn to_py(err: tokenstore::Error) -> PyErr {
         | E::InvalidKey { .. } => EncryptionKeyError::new_err(message),
         E::Io(_) => StorageError::new_err(message),
         E::Unsupported { .. } => UnsupportedError::new_err(message),
+        E::NotFound { .. } => NotFoundError::new_err(message),
+        E::NotRefreshable { .. } => NotRefreshableError::new_err(message),
+        E::GrantRefused { .. } => GrantRefusedError::new_err(message),
+        E::InvalidClient { .. }
+        | E::RateLimited { .. }
+        | E::Network { .. }
+        | E::MalformedResponse { .. }
+        | E::InvalidAccountsUrl { .. } => OAuthError::new_err(message),
         _ => Error::new_err(message),
     }
 }
@@ -210,6 +244,15 @@ fn token_to_py<'py>(py: Python<'py>, mut token: OAuthToken) -> PyResult<Bound<'p
     Ok(dict)
 }
 
+fn access_token_to_py<'py>(py: Python<'py>, token: &AccessToken) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    dict.set_item("access_token", token.secret())?;
+    dict.set_item("id", token.id())?;
+    dict.set_item("expiry_time", token.expiry_time())?;
+    dict.set_item("api_domain", token.api_domain())?;
+    Ok(dict)
+}
+
 /// One open store, shared by any number of Python threads.
 ///
 /// Every call checks that it runs in the process that opened the store: a
@@ -227,6 +270,10 @@ struct NativeStore {
     db: String,
     /// Which backend: "sled", "postgres" or "memory".
     kind: &'static str,
+    /// One OAuth client per accounts URL (`None`: Zoho's, from each
+    /// record's API domain). Single flight is per client, so every thread
+    /// asking through this store shares it.
+    clients: Mutex<Vec<(Option<String>, Arc<OAuthClient>)>>,
 }
 
 impl NativeStore {
@@ -255,6 +302,22 @@ impl NativeStore {
         Ok(())
     }
 
+    /// The OAuth client for `accounts_url`, made on first use.
+    fn client(&self, accounts_url: Option<String>) -> PyResult<Arc<OAuthClient>> {
+        let store = self.open_handle()?;
+        let mut clients = self.clients.lock();
+        if let Some((_, client)) = clients.iter().find(|(url, _)| *url == accounts_url) {
+            return Ok(client.clone());
+        }
+        let mut config = Config::default();
+        if let Some(url) = &accounts_url {
+            config = config.accounts_url(url.as_str());
+        }
+        let client = Arc::new(OAuthClient::with_config(store, config).map_err(to_py)?);
+        clients.push((accounts_url, client.clone()));
+        Ok(client)
+    }
+
     /// Runs `op` on the store with the GIL released.
     fn call<T: Send>(
         &self,
@@ -280,6 +343,7 @@ impl NativeStore {
             kind: store.kind(),
             store: RwLock::new(Some(Arc::new(store))),
             pid: std::process::id(),
+            clients: Mutex::new(Vec::new()),
         })
     }
 
@@ -327,13 +391,74 @@ impl NativeStore {
         self.call(py, |s| s.delete_tokens())
     }
 
+    /// A valid access token for the record `query` finds: the stored one
+    /// when valid past the margin (the SDK's 5 s), else one refreshed at the
+    /// accounts server and saved first; one request however many threads
+    /// ask at once. `refresh=True` refreshes even a valid one;
+    /// `min_valid_ms` replaces the margin.
+    #[pyo3(signature = (query, accounts_url=None, refresh=false, min_valid_ms=None))]
+    fn access_token<'py>(
+        &self,
+        py: Python<'py>,
+        query: &Bound<'py, PyDict>,
+        accounts_url: Option<String>,
+        refresh: bool,
+        min_valid_ms: Option<u64>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let query = token_from_py(query)?;
+        let client = self.client(accounts_url)?;
+        let token = py
+            .detach(|| match (refresh, min_valid_ms) {
+                (true, _) => client.refresh(&query),
+                (false, Some(ms)) => {
+                    client.access_token_valid_for(&query, Duration::from_millis(ms))
+                }
+                (false, None) => client.access_token(&query),
+            })
+            .map_err(to_py)?;
+        access_token_to_py(py, &token)
+    }
+
+    /// Exchanges a grant code and saves the answer under `user_name`;
+    /// returns the record as stored.
+    #[pyo3(signature = (user_name, client_id, client_secret, grant_code, redirect_url=None, accounts_url=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn login<'py>(
+        &self,
+        py: Python<'py>,
+        user_name: String,
+        client_id: String,
+        client_secret: String,
+        grant_code: String,
+        redirect_url: Option<String>,
+        accounts_url: Option<String>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let mut login = Login::new(user_name, client_id, client_secret, grant_code);
+        if let Some(url) = redirect_url {
+            login = login.redirect_url(url);
+        }
+        let client = self.client(accounts_url)?;
+        let record = py.detach(|| client.login(&login)).map_err(to_py)?;
+        token_to_py(py, record)
+    }
+
+    /// Revokes the refresh token of record `id` at the accounts server, then
+    /// deletes the record; whether the server was asked.
+    #[pyo3(signature = (id, accounts_url=None))]
+    fn revoke(&self, py: Python<'_>, id: String, accounts_url: Option<String>) -> PyResult<bool> {
+        let client = self.client(accounts_url)?;
+        py.detach(|| client.revoke(&id)).map_err(to_py)
+    }
+
     /// Closes the store (releases the directory's lock once running calls
     /// finish). Closing twice is harmless.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
         self.check_process()?;
         let store = self.store.write().take();
+        // The clients hold the store too.
+        let clients = std::mem::take(&mut *self.clients.lock());
         // Dropping a sled store flushes it: not under the GIL.
-        py.detach(move || drop(store));
+        py.detach(move || drop((clients, store)));
         Ok(())
     }
 
@@ -385,6 +510,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("EncryptionKeyError", py.get_type::<EncryptionKeyError>())?;
     m.add("StorageError", py.get_type::<StorageError>())?;
     m.add("UnsupportedError", py.get_type::<UnsupportedError>())?;
+    m.add("NotFoundError", py.get_type::<NotFoundError>())?;
+    m.add("NotRefreshableError", py.get_type::<NotRefreshableError>())?;
+    m.add("OAuthError", py.get_type::<OAuthError>())?;
+    m.add("GrantRefusedError", py.get_type::<GrantRefusedError>())?;
     m.add("ClosedError", py.get_type::<ClosedError>())?;
     m.add("ForkedError", py.get_type::<ForkedError>())?;
     Ok(())

@@ -32,8 +32,12 @@ from ._native import (
     EncryptionKeyError,
     Error,
     ForkedError,
+    GrantRefusedError,
     InvalidTokenError,
     LockedError,
+    NotFoundError,
+    NotRefreshableError,
+    OAuthError,
     StorageError,
     UnsupportedError,
     UnsupportedVersionError,
@@ -55,6 +59,11 @@ __all__ = [
     "UnsupportedError",
     "ClosedError",
     "ForkedError",
+    "NotFoundError",
+    "NotRefreshableError",
+    "OAuthError",
+    "GrantRefusedError",
+    "AccessToken",
 ]
 
 #: The environment variable holding the base64 key of an encrypted store,
@@ -111,6 +120,29 @@ class Token:
     def from_dict(cls, fields: Mapping[str, Any]) -> "Token":
         """A token from a mapping of its field names."""
         return cls(**fields)
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class AccessToken:
+    """A valid access token, from :meth:`Store.access_token`. ``repr`` never
+    shows the token itself; :attr:`authorization` is the header value Zoho's
+    APIs expect."""
+
+    token: str
+    id: str
+    expiry_time: Optional[int]
+    api_domain: Optional[str]
+
+    @property
+    def authorization(self) -> str:
+        """``Zoho-oauthtoken <token>``: the ``Authorization`` header value."""
+        return f"Zoho-oauthtoken {self.token}"
+
+    def __str__(self) -> str:
+        return self.token
+
+    def __repr__(self) -> str:
+        return f"AccessToken(id={self.id!r}, token=[redacted], expiry_time={self.expiry_time!r}, api_domain={self.api_domain!r})"
 
 
 def _resolve_key(key: Optional[Key]) -> Optional[Key]:
@@ -198,6 +230,58 @@ class Store:
     def clear(self) -> int:
         """Removes every token; how many there were."""
         return self._native.clear()
+
+    def access_token(
+        self,
+        *,
+        user_name: Optional[str] = None,
+        id: Optional[str] = None,
+        query: Optional[Token] = None,
+        accounts_url: Optional[str] = None,
+        refresh: bool = False,
+        min_valid: Optional[float] = None,
+    ) -> AccessToken:
+        """A valid access token for the record of ``user_name`` (or ``id``,
+        or any ``query``): the stored one while it is valid for more than
+        the Zoho SDK's 5-second margin, else a new one from the accounts
+        server, saved before it is returned.
+
+        Single flight: however many threads ask for the same record at
+        once, one refresh request is made and every caller gets its result
+        (with a shared ``postgres://`` store, across processes too).
+        ``refresh=True`` refreshes even a valid token; ``min_valid`` (seconds)
+        replaces the 5-second margin, e.g. for a long job.
+
+        ``accounts_url`` is the accounts server's base URL (e.g.
+        ``https://accounts.zoho.eu``); by default the one of the record's
+        API domain. Raises :class:`NotFoundError`,
+        :class:`NotRefreshableError`, :class:`GrantRefusedError` (log in
+        again), :class:`OAuthError`; the store is unchanged on each.
+        """
+        if query is None:
+            query = Token(user_name=user_name, id=id)
+        min_valid_ms = None if min_valid is None else int(min_valid * 1000)
+        got = self._native.access_token(query.to_dict(), accounts_url, refresh, min_valid_ms)
+        return AccessToken(got["access_token"], got["id"], got["expiry_time"], got["api_domain"])
+
+    def login(
+        self,
+        user_name: str,
+        client_id: str,
+        client_secret: str,
+        grant_code: str,
+        *,
+        redirect_url: Optional[str] = None,
+        accounts_url: Optional[str] = None,
+    ) -> Token:
+        """Exchanges a grant code from Zoho's consent page and saves the
+        tokens under ``user_name``; returns the record as stored."""
+        return Token(**self._native.login(user_name, client_id, client_secret, grant_code, redirect_url, accounts_url))
+
+    def revoke(self, id: str, *, accounts_url: Optional[str] = None) -> bool:
+        """Revokes the refresh token of record ``id`` at the accounts server,
+        then deletes the record; whether the server was asked."""
+        return self._native.revoke(id, accounts_url)
 
     def close(self) -> None:
         """Closes the store and releases it for another process. Harmless

@@ -26,6 +26,13 @@ differences:
   is refused in every case (FileStore refuses it only for new records).
 * **Crash-safe and atomic.** Every save is flushed before it returns; two
   threads never interleave their writes.
+* **Opt-in: one refresh instead of N.** ``Store(db, refresh=True)`` makes
+  ``find_token`` and ``find_token_by_id`` hand the SDK a token valid past
+  its 5-second margin, refreshing it first at the accounts server of the
+  SDK's environment, single-flight: N threads (or, with ``postgres://``, N
+  workers) asking at once cause one refresh request, where the SDK alone
+  makes N and saves N times. The token ``find_token`` fills then takes the
+  stored access token, expiry and refresh token even where it had its own.
 
 This is the only module of the package that imports the SDK.
 """
@@ -40,6 +47,7 @@ try:
     from zohocrmsdk.src.com.zoho.api.authenticator.oauth_token import OAuthToken
     from zohocrmsdk.src.com.zoho.api.authenticator.store.token_store import TokenStore
     from zohocrmsdk.src.com.zoho.crm.api.exception.sdk_exception import SDKException
+    from zohocrmsdk.src.com.zoho.crm.api.initializer import Initializer
     from zohocrmsdk.src.com.zoho.crm.api.user_signature import UserSignature
 except ImportError as _missing:  # pragma: no cover - exercised in a subprocess test
     raise ImportError(
@@ -58,6 +66,11 @@ __all__ = ["Store", "TOKEN_STORE"]
 TOKEN_STORE = "TOKEN_STORE"
 
 log = logging.getLogger("tokenstore")
+
+#: With ``refresh=True``, how long a token handed to the SDK stays valid at
+#: least: the SDK's own 5-second margin plus a second, so that the SDK,
+#: checking a moment later, never finds it due and refreshes it again.
+_MIN_VALID_S = 6.0
 
 
 
@@ -155,17 +168,42 @@ class Store(TokenStore):
     ``postgres://`` URL, the shared store for several workers (see
     :func:`tokenstore.open`).
     ``key`` encrypts it: the base64 text or the 32 raw bytes; when not given,
-    ``TOKENSTORE_KEY`` from the environment, if set.
+    ``TOKENSTORE_KEY`` from the environment, if set. ``refresh=True``: hand
+    the SDK tokens refreshed single-flight (see the module's docs).
 
     Every error is an ``SDKException`` with code ``TOKEN_STORE``, a message
     that never holds a secret, and the tokenstore error as its cause.
     """
 
-    def __init__(self, db: Union[str, "os.PathLike[str]"], *, key: Union[str, bytes, None] = None) -> None:
+    def __init__(
+        self, db: Union[str, "os.PathLike[str]"], *, key: Union[str, bytes, None] = None, refresh: bool = False
+    ) -> None:
         try:
             self._store = tokenstore.open(db, key=key)
         except tokenstore.Error as e:
             raise _error(f"cannot open the token store: {e}", e) from e
+        self._refresh = refresh
+
+    def _refreshed(self, query: Token) -> bool:
+        """With ``refresh=True``: makes the record ``query`` designates valid
+        past the SDK's margin (single flight), at the accounts server of the
+        SDK's environment. Whether it now is; when not, the SDK decides as
+        it always does."""
+        if not self._refresh:
+            return False
+        initializer = Initializer.get_initializer()
+        accounts_url = getattr(getattr(initializer, "environment", None), "accounts_url", None)
+        suffix = "/oauth/v2/token"
+        if not isinstance(accounts_url, str) or not accounts_url.endswith(suffix):
+            return False  # never guess an accounts server
+        try:
+            self._store.access_token(query=query, accounts_url=accounts_url[: -len(suffix)], min_valid=_MIN_VALID_S)
+            return True
+        except (tokenstore.NotFoundError, tokenstore.NotRefreshableError, tokenstore.InvalidTokenError):
+            return False
+        except tokenstore.Error as e:
+            log.warning("tokenstore: could not refresh the token before handing it to the SDK (%s); the SDK will try", e)
+            return False
 
     # -- the SDK's six methods -------------------------------------------
 
@@ -185,12 +223,22 @@ class Store(TokenStore):
             query = _to_token(token)
         finally:
             token.set_expires_in(token_expiry)
+        fresh = self._refreshed(query)
         try:
             stored = self._store.find_token(query)
         except tokenstore.Error as e:
             raise _error(f"cannot find the token: {e}", e) from e
         if stored is None:
             return None
+        if fresh:
+            # What the store holds now is newer than what the SDK's object
+            # remembers from an earlier call.
+            token.set_access_token(stored.access_token)
+            token.set_expires_in(None if stored.expiry_time is None else str(stored.expiry_time))
+            if stored.refresh_token is not None:
+                token.set_refresh_token(stored.refresh_token)
+            if stored.api_domain is not None:
+                token.set_api_domain(stored.api_domain)
         _fill(token, stored)
         return token
 
@@ -243,6 +291,7 @@ class Store(TokenStore):
         """A new, complete OAuthToken for the record ``id``; an unknown id
         raises SDKException, as with FileStore."""
         _check_id(id)
+        self._refreshed(Token(id=id))
         try:
             stored = self._store.get(id)
         except tokenstore.Error as e:
