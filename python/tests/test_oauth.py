@@ -153,3 +153,21 @@ def test_zoho_store_refresh_opt_in_through_an_id(tmp_path, zoho):
         Initializer.initialize(environment=zoho.environment(), token=token, store=store)
         assert len(zoho.refreshes()) == 1
         assert store.tokens.get("1").access_token == "1000.access.1"
+
+
+def test_zoho_store_refresh_opt_in_with_an_access_token_only_sdk_token(tmp_path, zoho):
+    """The SDK's token carries its own (expired) access token: with
+    refresh=True it is found, refreshed, and the SDK uses the new token."""
+    from zohocrmsdk.src.com.zoho.api.authenticator.oauth_token import OAuthToken
+    from zohocrmsdk.src.com.zoho.crm.api.initializer import Initializer
+
+    from tokenstore.zoho import Store
+
+    with Store(tmp_path / "db", refresh=True) as store:
+        seed(store.tokens, -1, access="1000.access.expired")
+        token = OAuthToken(access_token="1000.access.expired")
+        Initializer.initialize(environment=zoho.environment(), token=token, store=store)
+        assert len(zoho.refreshes()) == 1
+        assert token.get_access_token() == "1000.access.1"
+        assert token.get_id() == "1"
+        assert [t.access_token for t in store.tokens.all()] == ["1000.access.1"]

@@ -184,26 +184,26 @@ class Store(TokenStore):
             raise _error(f"cannot open the token store: {e}", e) from e
         self._refresh = refresh
 
-    def _refreshed(self, query: Token) -> bool:
+    def _refreshed(self, query: Token) -> Optional[str]:
         """With ``refresh=True``: makes the record ``query`` designates valid
         past the SDK's margin (single flight), at the accounts server of the
-        SDK's environment. Whether it now is; when not, the SDK decides as
-        it always does."""
+        SDK's environment, and returns its id; ``None`` when it did not, and
+        the SDK then decides as it always does."""
         if not self._refresh:
-            return False
+            return None
         initializer = Initializer.get_initializer()
         accounts_url = getattr(getattr(initializer, "environment", None), "accounts_url", None)
         suffix = "/oauth/v2/token"
         if not isinstance(accounts_url, str) or not accounts_url.endswith(suffix):
-            return False  # never guess an accounts server
+            return None  # never guess an accounts server
         try:
-            self._store.access_token(query=query, accounts_url=accounts_url[: -len(suffix)], min_valid=_MIN_VALID_S)
-            return True
+            got = self._store.access_token(query=query, accounts_url=accounts_url[: -len(suffix)], min_valid=_MIN_VALID_S)
         except (tokenstore.NotFoundError, tokenstore.NotRefreshableError, tokenstore.InvalidTokenError):
-            return False
+            return None
         except tokenstore.Error as e:
             log.warning("tokenstore: could not refresh the token before handing it to the SDK (%s); the SDK will try", e)
-            return False
+            return None
+        return got.id
 
     # -- the SDK's six methods -------------------------------------------
 
@@ -225,7 +225,9 @@ class Store(TokenStore):
             token.set_expires_in(token_expiry)
         fresh = self._refreshed(query)
         try:
-            stored = self._store.find_token(query)
+            # After a refresh the query's own access token may no longer
+            # designate the record: read it by id.
+            stored = self._store.get(fresh) if fresh else self._store.find_token(query)
         except tokenstore.Error as e:
             raise _error(f"cannot find the token: {e}", e) from e
         if stored is None:
