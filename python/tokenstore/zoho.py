@@ -33,6 +33,9 @@ differences:
   workers) asking at once cause one refresh request, where the SDK alone
   makes N and saves N times. The token ``find_token`` fills then takes the
   stored access token, expiry and refresh token even where it had its own.
+  Tokens are handed out valid for at least 6 s (the SDK's 5 s margin plus
+  one, so the SDK never refreshes right after), so a token that lives less
+  than that is refreshed on every call.
 
 This is the only module of the package that imports the SDK.
 """
