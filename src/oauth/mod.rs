@@ -564,9 +564,17 @@ impl OAuthClient {
                 .run(&id, || self.refresh_record(&id, margin_ms, force))
             {
                 Joined::Led(outcome) => return outcome.map(|(token, _)| token),
-                Joined::Waited(Ok((_, false))) if force => {
-                    // Joined a flight that found the token valid and kept
-                    // it; a refresh was asked for, so fly again.
+                Joined::Waited(Ok((token, false)))
+                    if force
+                        || token
+                            .expiry_time
+                            .is_some_and(|e| e.saturating_sub(now_ms()) < margin_ms) =>
+                {
+                    // Joined a flight that found the token valid for its own
+                    // margin and kept it, but this caller asked for a
+                    // refresh or a longer margin: fly again. (A token the
+                    // flight did refresh is taken as it is, so a server
+                    // granting less than the margin cannot make this loop.)
                     continue;
                 }
                 Joined::Waited(outcome) => return outcome.map(|(token, _)| token),
