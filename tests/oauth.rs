@@ -645,3 +645,72 @@ fn a_waiter_needing_a_longer_margin_than_its_flight_got_flies_again() {
     assert_eq!(server.refreshes(), 1, "the 60 s caller refreshed once");
     assert!(long.expiry_time().unwrap() > now_ms() + 60_000);
 }
+
+fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "waited in vain for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn refresh_ahead_returns_at_once_and_refreshes_once_behind() {
+    let server = FakeZoho::start();
+    server.set_delay(Duration::from_millis(200));
+    let (_dir, store) = sled();
+    let config = Config::default()
+        .accounts_url(server.url())
+        .refresh_ahead(Duration::from_secs(120));
+    let client = Arc::new(OAuthClient::with_config(Arc::clone(&store), config).unwrap());
+    let old = saved(&store, USER, now_ms() + 60_000);
+
+    // 8 callers: the still-valid token at once, one refresh behind them.
+    let tokens: Vec<AccessToken> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| s.spawn(|| client.access_token_for_user(USER).unwrap()))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(tokens
+        .iter()
+        .all(|t| Some(t.secret()) == old.access_token.as_deref()));
+    wait_until("the background refresh", || {
+        store
+            .find_token_by_id(old.id.as_deref().unwrap())
+            .unwrap()
+            .unwrap()
+            .access_token
+            != old.access_token
+    });
+    let fresh = client.access_token_for_user(USER).unwrap();
+    assert_ne!(Some(fresh.secret()), old.access_token.as_deref());
+    assert!(fresh.expiry_time().unwrap() > now_ms() + 3_000_000);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(server.refreshes(), 1);
+}
+
+#[test]
+fn a_failed_refresh_ahead_changes_nothing_and_is_not_retried_in_a_loop() {
+    let server = FakeZoho::start();
+    server.set_behaviour(Behaviour::RateLimit);
+    let (_dir, store) = sled();
+    let config = Config::default()
+        .accounts_url(server.url())
+        .refresh_ahead(Duration::from_secs(120));
+    let client = OAuthClient::with_config(Arc::clone(&store), config).unwrap();
+    let old = saved(&store, USER, now_ms() + 60_000);
+    let before = sorted(&store);
+    for _ in 0..20 {
+        let token = client.access_token_for_user(USER).unwrap();
+        assert_eq!(Some(token.secret()), old.access_token.as_deref());
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    wait_until("the one background attempt", || server.refreshes() >= 1);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(server.refreshes(), 1, "backed off after the failure");
+    assert_eq!(sorted(&store), before);
+}
