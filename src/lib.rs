@@ -32,6 +32,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod codec;
 mod error;
 mod key;
 mod memory;
