@@ -36,6 +36,8 @@ mod codec;
 mod error;
 mod key;
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres_store;
 mod rules;
 mod sled_store;
 mod store;
@@ -44,6 +46,8 @@ mod token;
 pub use error::{Error, Result};
 pub use key::Key;
 pub use memory::MemoryStore;
+#[cfg(feature = "postgres")]
+pub use postgres_store::{PostgresBatch, PostgresOptions, PostgresStore};
 pub use rules::{lookup_key, LookupKey};
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
@@ -62,6 +66,8 @@ const _: () = {
     const fn assert_send_sync<T: Send + Sync + ?Sized>() {}
     assert_send_sync::<MemoryStore>();
     assert_send_sync::<SledStore>();
+    #[cfg(feature = "postgres")]
+    assert_send_sync::<PostgresStore>();
     assert_send_sync::<dyn TokenStore + Send + Sync>();
     assert_send_sync::<Error>();
 };

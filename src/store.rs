@@ -234,7 +234,7 @@ fn next_free_id(view: &impl StoreView, last_issued: u64) -> Result<(String, u64)
 /// Saves and deletes staged over a store's committed state: reads see the
 /// staged changes, nothing reaches the store until the backend applies
 /// [`Overlay::into_changes`] in one atomic write. Used by batches.
-pub(crate) struct Overlay<'a, V> {
+pub(crate) struct Overlay<'a, V: ?Sized> {
     base: &'a V,
     /// Every record the batch changed: `None` when it was deleted.
     records: BTreeMap<String, Option<OAuthToken>>,
@@ -251,7 +251,7 @@ pub(crate) struct Changes {
     pub last_issued: u64,
 }
 
-impl<'a, V: StoreView> Overlay<'a, V> {
+impl<'a, V: StoreView + ?Sized> Overlay<'a, V> {
     pub fn new(base: &'a V, last_issued: u64) -> Self {
         Overlay {
             base,
@@ -316,7 +316,7 @@ impl<'a, V: StoreView> Overlay<'a, V> {
     }
 }
 
-impl<V: StoreView> StoreView for Overlay<'_, V> {
+impl<V: StoreView + ?Sized> StoreView for Overlay<'_, V> {
     fn record(&self, id: &str) -> Result<Option<OAuthToken>> {
         match self.records.get(id) {
             Some(staged) => Ok(staged.clone()),
