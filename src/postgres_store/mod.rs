@@ -467,25 +467,28 @@ impl PostgresStore {
     }
 
     /// The conflict a unique constraint reported for `field`, completed
-    /// with the id of the record that holds the value one of `candidates`
-    /// wanted (the transaction that failed is rolled back by then).
+    /// with the id of the row whose digest column holds the value one of
+    /// `candidates` wanted (the failed transaction is rolled back by then).
     fn conflict_holder<'r>(
         &self,
         conn: &mut postgres::Client,
         field: IndexedField,
         candidates: impl IntoIterator<Item = &'r OAuthToken>,
     ) -> Error {
-        let view = View::new(conn, &self.sealing);
         for record in candidates {
             let Some(value) = record.indexed(field) else {
                 continue;
             };
-            if let Ok(Some(holder)) = view.record_with(field, value) {
-                if holder.id != record.id {
-                    return Error::Conflict {
-                        field,
-                        id: holder.id.unwrap_or_default(),
-                    };
+            let digest = self.sealing.digest(value);
+            let digest: &[u8] = &digest;
+            let holder = conn
+                .query_typed_opt(select_by_digest(field), &[(&digest, Type::BYTEA)])
+                .ok()
+                .flatten()
+                .map(|row| row.get::<_, String>(0));
+            if let Some(holder) = holder {
+                if Some(holder.as_str()) != record.id.as_deref() {
+                    return Error::Conflict { field, id: holder };
                 }
             }
         }
