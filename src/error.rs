@@ -185,6 +185,19 @@ pub enum Error {
         reason: String,
     },
 
+    /// The store's backend cannot do what was asked (changing a key in place
+    /// on a server database, encrypting a memory store, a backend this build
+    /// lacks). Nothing was changed.
+    #[error("{operation} is not supported by {backend}; {instead}")]
+    Unsupported {
+        /// What was asked.
+        operation: String,
+        /// The backend (or build) that cannot do it.
+        backend: &'static str,
+        /// What to do instead.
+        instead: String,
+    },
+
     /// An I/O error from the file system or the storage engine.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),

@@ -32,6 +32,8 @@
 //! ```
 #![warn(missing_docs)]
 
+mod backend;
+mod batch;
 mod codec;
 mod error;
 mod key;
@@ -43,16 +45,18 @@ mod sled_store;
 mod store;
 mod token;
 
+pub use backend::{open, open_with, AnyStore, Backend, OpenOptions, StoreInfo, StoreKind};
+pub use batch::Batch;
 pub use error::{Error, Result};
 pub use key::Key;
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
-pub use postgres_store::{PostgresBatch, PostgresOptions, PostgresStore};
+pub use postgres_store::{PostgresOptions, PostgresStore};
 pub use rules::{lookup_key, LookupKey};
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub use sled_store::fuzzing;
-pub use sled_store::{Batch, CheckReport, Durability, Options, Problem, SledStore};
+pub use sled_store::{CheckReport, Durability, Options, Problem, SledStore};
 pub use store::TokenStore;
 pub use token::{now_ms, IndexedField, OAuthToken, DEFAULT_EXPIRY_MARGIN_MS};
 
@@ -70,4 +74,5 @@ const _: () = {
     assert_send_sync::<PostgresStore>();
     assert_send_sync::<dyn TokenStore + Send + Sync>();
     assert_send_sync::<Error>();
+    assert_send_sync::<AnyStore>();
 };

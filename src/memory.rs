@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use parking_lot::RwLock;
 
+use crate::batch::Batch;
 use crate::error::Result;
 use crate::store::{self, SavePlan, StoreView, TokenStore};
 use crate::token::{IndexedField, OAuthToken};
@@ -42,6 +43,62 @@ impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// How many records are stored.
+    pub fn len(&self) -> usize {
+        self.inner.read().records.len()
+    }
+
+    /// Whether no record is stored.
+    pub fn is_empty(&self) -> bool {
+        self.inner.read().records.is_empty()
+    }
+
+    /// The last id the counter issued.
+    pub(crate) fn last_issued_id(&self) -> u64 {
+        self.inner.read().last_issued
+    }
+
+    /// Runs `stage` over a [`Batch`] and applies what it staged at once,
+    /// holding the write lock throughout.
+    pub(crate) fn apply_batch(
+        &self,
+        stage: &mut dyn FnMut(&mut Batch<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let mut inner = self.inner.write();
+        let last_issued = inner.last_issued;
+        let changes = {
+            let mut batch = Batch::new(&*inner, last_issued);
+            stage(&mut batch)?;
+            batch.finish(last_issued)
+        };
+        let Some(changes) = changes else {
+            return Ok(());
+        };
+        for (id, new) in changes.records {
+            let previous = inner.records.get(&id).cloned();
+            let diff: Vec<(IndexedField, Option<String>, Option<String>)> =
+                store::index_diff(previous.as_ref(), new.as_ref())
+                    .map(|(field, old, new)| {
+                        (field, old.map(str::to_owned), new.map(str::to_owned))
+                    })
+                    .collect();
+            for (field, old, new) in diff {
+                if let Some(old) = old {
+                    inner.index(field).remove(&old);
+                }
+                if let Some(new) = new {
+                    inner.index(field).insert(new, id.clone());
+                }
+            }
+            match new {
+                Some(record) => inner.records.insert(id, record),
+                None => inner.records.remove(&id),
+            };
+        }
+        inner.last_issued = changes.last_issued;
+        Ok(())
     }
 }
 

@@ -67,10 +67,13 @@ use postgres::types::Type;
 use postgres::{GenericClient, NoTls};
 use r2d2_postgres::PostgresConnectionManager;
 
+use crate::backend::{AnyStore, Backend, OpenOptions, StoreInfo};
+use crate::batch::Batch;
 use crate::codec::Sealing;
 use crate::error::{Error, Result};
 use crate::key::Key;
-use crate::store::{self, Overlay, StoreView, TokenStore};
+use crate::sled_store::CheckReport;
+use crate::store::{self, StoreView, TokenStore};
 use crate::token::{IndexedField, OAuthToken};
 
 /// Serializes every write across every process sharing the database.
@@ -343,9 +346,10 @@ impl PostgresStore {
         })
     }
 
-    /// Stages saves and deletes in `stage` and applies them in one
-    /// transaction: all of them or, when `stage` fails (or calls
-    /// [`PostgresBatch::discard`]), none. Other writers wait meanwhile.
+    /// Runs `stage` with a [`Batch`] and applies what it staged in one
+    /// transaction: all of it or, when `stage` fails (or calls
+    /// [`Batch::discard`]), none. Other writers, in every process, wait
+    /// meanwhile; readers see none of it until it commits.
     ///
     /// ```no_run
     /// use tokenstore::{OAuthToken, PostgresStore};
@@ -366,56 +370,62 @@ impl PostgresStore {
     /// What `stage` returns, [`Error::Conflict`], and server errors.
     pub fn batch<T, E>(
         &self,
-        stage: impl FnOnce(&mut PostgresBatch<'_>) -> std::result::Result<T, E> + Send,
+        stage: impl FnOnce(&mut Batch<'_>) -> std::result::Result<T, E> + Send,
     ) -> std::result::Result<T, E>
     where
         E: From<Error> + Send,
         T: Send,
     {
-        self.off_runtime_any(|| {
-            let what = "applying a batch";
-            let mut conn = self.conn(what)?;
-            let mut tx = conn.transaction().map_err(map_pg(what))?;
-            schema::lock_writes(&mut tx, what)?;
-            let last_issued = read_last_issued(&mut tx, what)?;
-            let (out, changes, discard) = {
-                let view = View::new(&mut tx, &self.sealing);
-                let mut batch = PostgresBatch {
-                    overlay: Overlay::new(&view as &dyn StoreView, last_issued),
-                    discard: false,
-                };
-                let out = stage(&mut batch)?;
-                let discard = batch.discard;
-                (out, batch.overlay.into_changes(), discard)
-            };
-            if discard || (changes.records.is_empty() && changes.last_issued == last_issued) {
-                return Ok(out);
-            }
-            tx.batch_execute("SET CONSTRAINTS ALL DEFERRED")
-                .map_err(map_pg(what))?;
-            for (id, record) in &changes.records {
-                match record {
-                    Some(record) => self.upsert(&mut tx, record, what)?,
-                    None => {
-                        tx.query_typed(
-                            "DELETE FROM tokenstore_records WHERE id = $1",
-                            &[(id, Type::TEXT)],
-                        )
-                        .map_err(map_pg(what))?;
-                    }
+        self.off_runtime_any(|| self.batch_here(stage))
+    }
+
+    /// [`batch`](Self::batch) on this thread.
+    fn batch_here<T, E>(
+        &self,
+        stage: impl FnOnce(&mut Batch<'_>) -> std::result::Result<T, E>,
+    ) -> std::result::Result<T, E>
+    where
+        E: From<Error>,
+    {
+        let what = "applying a batch";
+        let mut conn = self.conn(what)?;
+        let mut tx = conn.transaction().map_err(map_pg(what))?;
+        let last_issued = self.begin_write(&mut tx, what)?;
+        let (out, changes) = {
+            let view = View::new(&mut tx, &self.sealing);
+            let mut batch = Batch::new(&view as &dyn StoreView, last_issued);
+            let out = stage(&mut batch)?;
+            (out, batch.finish(last_issued))
+        };
+        let Some(changes) = changes else {
+            return Ok(out);
+        };
+        // A value may move from one record to another within the batch.
+        tx.batch_execute("SET CONSTRAINTS ALL DEFERRED")
+            .map_err(map_pg(what))?;
+        for (id, record) in &changes.records {
+            match record {
+                Some(record) => self.upsert(&mut tx, record, what)?,
+                None => {
+                    tx.query_typed(
+                        "DELETE FROM tokenstore_records WHERE id = $1",
+                        &[(id, Type::TEXT)],
+                    )
+                    .map_err(map_pg(what))?;
                 }
             }
-            if changes.last_issued != last_issued {
-                write_last_issued(&mut tx, changes.last_issued, what)?;
+        }
+        if changes.last_issued != last_issued {
+            write_last_issued(&mut tx, changes.last_issued, what)?;
+        }
+        match commit(tx, what) {
+            Ok(()) => Ok(out),
+            Err(Error::Conflict { field, .. }) => {
+                let candidates = changes.records.values().flatten();
+                Err(self.conflict_holder(&mut conn, field, candidates).into())
             }
-            match commit(tx, what) {
-                Err(Error::Conflict { field, .. }) => {
-                    let candidates = changes.records.values().flatten();
-                    Err(self.conflict_holder(&mut conn, field, candidates).into())
-                }
-                other => other.map(|()| out).map_err(E::from),
-            }
-        })
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// A pooled connection, tested before it is handed out.
@@ -535,71 +545,6 @@ impl Drop for PostgresStore {
     }
 }
 
-/// Saves and deletes staged by [`PostgresStore::batch`].
-pub struct PostgresBatch<'a> {
-    overlay: Overlay<'a, dyn StoreView + 'a>,
-    discard: bool,
-}
-
-impl PostgresBatch<'_> {
-    /// `save_token` against the staged state.
-    ///
-    /// # Errors
-    /// As for [`TokenStore::save_token`].
-    pub fn save_token(&mut self, token: &mut OAuthToken) -> Result<()> {
-        self.overlay.save(token)
-    }
-
-    /// `delete_token` against the staged state.
-    ///
-    /// # Errors
-    /// Server errors.
-    pub fn delete_token(&mut self, id: &str) -> Result<bool> {
-        self.overlay.delete(id)
-    }
-
-    /// `find_token` against the staged state.
-    ///
-    /// # Errors
-    /// Server errors.
-    pub fn find_token(&self, query: &OAuthToken) -> Result<Option<OAuthToken>> {
-        store::find(&self.overlay, query)
-    }
-
-    /// `find_token_by_id` against the staged state.
-    ///
-    /// # Errors
-    /// Server errors.
-    pub fn find_token_by_id(&self, id: &str) -> Result<Option<OAuthToken>> {
-        store::find_by_id(&self.overlay, id)
-    }
-
-    /// Makes the id counter skip every id up to `n` (used when copying a
-    /// store, to keep its counter).
-    pub fn skip_ids_through(&mut self, n: u64) {
-        self.overlay.skip_ids_through(n);
-    }
-
-    /// How many records the batch changed so far.
-    pub fn changed(&self) -> usize {
-        self.overlay.changed()
-    }
-
-    /// Drops everything staged: the batch writes nothing.
-    pub fn discard(&mut self) {
-        self.discard = true;
-    }
-}
-
-impl std::fmt::Debug for PostgresBatch<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PostgresBatch")
-            .field("changed", &self.changed())
-            .field("discard", &self.discard)
-            .finish_non_exhaustive()
-    }
-}
-
 /// The store as seen through one connection or transaction.
 pub(crate) struct View<'a, C> {
     conn: RefCell<&'a mut C>,
@@ -690,8 +635,7 @@ impl TokenStore for PostgresStore {
             let what = "saving a token";
             let mut conn = self.conn(what)?;
             let mut tx = conn.transaction().map_err(map_pg(what))?;
-            schema::lock_writes(&mut tx, what)?;
-            let last_issued = read_last_issued(&mut tx, what)?;
+            let last_issued = self.begin_write(&mut tx, what)?;
             let plan = store::plan_save(&View::new(&mut tx, &self.sealing), token, last_issued)?;
             let applied =
                 self.upsert(&mut tx, &plan.record, what)
@@ -839,6 +783,32 @@ fn read_last_issued(conn: &mut impl GenericClient, what: &'static str) -> Result
     u64::try_from(last).map_err(|_| Error::corruption(None, "the stored id counter is negative"))
 }
 
+impl PostgresStore {
+    /// Under the write lock: the id counter, after checking that the store
+    /// still has this handle's key (another process may have changed it
+    /// with [`Backend::set_encryption`]; writing with the old one would
+    /// mix keys).
+    fn begin_write(&self, tx: &mut postgres::Transaction<'_>, what: &'static str) -> Result<u64> {
+        schema::lock_writes(tx, what)?;
+        let row = tx
+            .query_one("SELECT last_issued_id, key_check FROM tokenstore_meta", &[])
+            .map_err(map_pg(what))?;
+        let stored: Option<&[u8]> = row.get(1);
+        let ours = self.sealing.key_check().map(|check| check.as_slice());
+        if stored != ours {
+            let path = std::path::PathBuf::from(&self.target);
+            return Err(match (stored, ours) {
+                (Some(_), None) => Error::KeyRequired { path },
+                (None, Some(_)) => Error::NotEncrypted { path },
+                _ => Error::WrongKey { path },
+            });
+        }
+        let last: i64 = row.get(0);
+        u64::try_from(last)
+            .map_err(|_| Error::corruption(None, "the stored id counter is negative"))
+    }
+}
+
 fn write_last_issued(
     tx: &mut postgres::Transaction<'_>,
     issued: u64,
@@ -930,4 +900,127 @@ fn describe(config: &postgres::Config) -> String {
         .collect();
     let dbname = config.get_dbname().unwrap_or_default();
     format!("postgres://{user}{}/{dbname}", hosts.join(","))
+}
+
+/// `tokenstore::open("postgres://…")`.
+pub(crate) fn open_backend(url: &str, options: OpenOptions) -> Result<AnyStore> {
+    let mut pg = PostgresOptions::default();
+    if let Some(key) = options.encryption_key() {
+        pg = pg.encryption(key.clone());
+    }
+    Ok(AnyStore::new(Box::new(PostgresStore::connect_with(
+        url, pg,
+    )?)))
+}
+
+impl Backend for PostgresStore {
+    fn kind(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn location(&self) -> String {
+        self.target.clone()
+    }
+
+    fn count(&self) -> Result<usize> {
+        self.len()
+    }
+
+    fn last_issued_id(&self) -> Result<u64> {
+        PostgresStore::last_issued_id(self)
+    }
+
+    fn check(&self) -> Result<CheckReport> {
+        PostgresStore::check(self)
+    }
+
+    /// The stage is not `Send`, so it cannot be moved off an async
+    /// runtime's thread: from inside one this is [`Error::Unsupported`]
+    /// (use [`PostgresStore::batch`], or `spawn_blocking`).
+    fn apply_batch(&self, stage: &mut dyn FnMut(&mut Batch<'_>) -> Result<()>) -> Result<()> {
+        if in_runtime() {
+            return Err(Error::Unsupported {
+                operation: "a batch through `dyn Backend` from inside an async runtime".into(),
+                backend: "postgres",
+                instead: "call it from tokio::task::spawn_blocking, or use PostgresStore::batch"
+                    .into(),
+            });
+        }
+        self.batch_here(|batch| stage(batch))
+    }
+
+    fn info(&self) -> Result<StoreInfo> {
+        Ok(StoreInfo::new(
+            Some(self.size_on_disk()?),
+            schema::SCHEMA_VERSION as u32,
+            self.sealing.key_check().is_some(),
+        ))
+    }
+
+    /// Re-seals every record with `key` (or stores them plain with `None`)
+    /// in one transaction under the write lock: all records or none. Other
+    /// processes still holding the old key get [`Error::WrongKey`] on
+    /// their next write (and cannot decode records): reconnect them with
+    /// the new key.
+    fn set_encryption(
+        &mut self,
+        key: Option<Key>,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<()> {
+        if in_runtime() {
+            return Err(Error::Unsupported {
+                operation: "changing the key from inside an async runtime".into(),
+                backend: "postgres",
+                instead: "call it from tokio::task::spawn_blocking".into(),
+            });
+        }
+        let what = "changing the encryption key";
+        let new = Sealing::new(key.as_ref());
+        {
+            let mut conn = self.conn(what)?;
+            let mut tx = conn.transaction().map_err(map_pg(what))?;
+            self.begin_write(&mut tx, what)?;
+            tx.batch_execute("SET CONSTRAINTS ALL DEFERRED")
+                .map_err(map_pg(what))?;
+            let rows = tx
+                .query("SELECT id, record FROM tokenstore_records", &[])
+                .map_err(map_pg(what))?;
+            let total = rows.len();
+            for (done, row) in rows.iter().enumerate() {
+                let record = self.sealing.decode(row.get(0), row.get::<_, &[u8]>(1))?;
+                let bytes = new.encode(&record)?;
+                let digests: Vec<Option<Vec<u8>>> = IndexedField::ALL
+                    .into_iter()
+                    .map(|field| record.indexed(field).map(|v| new.digest(v).to_vec()))
+                    .collect();
+                let id: &str = row.get(0);
+                tx.query_typed(
+                    "UPDATE tokenstore_records SET record = $2, user_name_digest = $3, \
+                     access_token_digest = $4, refresh_token_digest = $5, \
+                     grant_token_digest = $6 WHERE id = $1",
+                    &[
+                        (&id, Type::TEXT),
+                        (&bytes, Type::BYTEA),
+                        (&digests[0], Type::BYTEA),
+                        (&digests[1], Type::BYTEA),
+                        (&digests[2], Type::BYTEA),
+                        (&digests[3], Type::BYTEA),
+                    ],
+                )
+                .map_err(map_pg(what))?;
+                progress(done + 1, total);
+            }
+            let format = i16::from(new.format_version());
+            let key_check = new.key_check().map(|check| check.to_vec());
+            tx.query_typed(
+                "UPDATE tokenstore_meta SET format = $1, key_check = $2",
+                &[(&format, Type::INT2), (&key_check, Type::BYTEA)],
+            )
+            .map_err(map_pg(what))?;
+            commit(tx, what)?;
+        }
+        self.sealing = new;
+        self.options.encryption = key;
+        Ok(())
+    }
 }

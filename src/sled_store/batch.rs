@@ -1,85 +1,10 @@
-//! [`Batch`]: many saves and deletes applied as one atomic write.
+//! [`SledStore::batch`]: many saves and deletes applied as one atomic write.
 
-use crate::error::{Error, Result};
-use crate::store::{self, Overlay};
-use crate::token::OAuthToken;
+use crate::batch::Batch;
+use crate::error::Error;
+use crate::store;
 
 use super::{SledStore, LAST_ISSUED_KEY};
-
-/// Saves and deletes staged inside [`SledStore::batch`]: each follows the
-/// same rules as the [`TokenStore`](crate::TokenStore) operation of the same
-/// name and sees the ones before it, but nothing reaches the store until the
-/// batch ends, and then everything does, in one atomic (and, in durable mode,
-/// flushed) write.
-pub struct Batch<'a> {
-    overlay: Overlay<'a, SledStore>,
-    discard: bool,
-}
-
-impl Batch<'_> {
-    /// Stages `save_token(token)`. On success `token` equals what the record
-    /// will be; on failure nothing was staged and `token` is unchanged.
-    ///
-    /// # Errors
-    /// As for [`TokenStore::save_token`](crate::TokenStore::save_token).
-    pub fn save_token(&mut self, token: &mut OAuthToken) -> Result<()> {
-        self.overlay.save(token)
-    }
-
-    /// Stages `delete_token(id)`; `true` if the record exists at this point
-    /// of the batch.
-    ///
-    /// # Errors
-    /// [`Error::Corruption`] if the stored record cannot be decoded (use
-    /// [`TokenStore::delete_token`](crate::TokenStore::delete_token) to
-    /// remove a damaged record).
-    pub fn delete_token(&mut self, id: &str) -> Result<bool> {
-        self.overlay.delete(id)
-    }
-
-    /// `find_token`, seeing what the batch staged so far.
-    ///
-    /// # Errors
-    /// As for [`TokenStore::find_token`](crate::TokenStore::find_token).
-    pub fn find_token(&self, query: &OAuthToken) -> Result<Option<OAuthToken>> {
-        store::find(&self.overlay, query)
-    }
-
-    /// `find_token_by_id`, seeing what the batch staged so far.
-    ///
-    /// # Errors
-    /// As for [`TokenStore::find_token_by_id`](crate::TokenStore::find_token_by_id).
-    pub fn find_token_by_id(&self, id: &str) -> Result<Option<OAuthToken>> {
-        store::find_by_id(&self.overlay, id)
-    }
-
-    /// Makes every id the store generates from now on greater than `n`
-    /// (the counter never goes back: a smaller `n` does nothing). An import
-    /// uses it so that no id of its source is handed to another record.
-    pub fn skip_ids_through(&mut self, n: u64) {
-        self.overlay.skip_ids_through(n);
-    }
-
-    /// How many distinct records the batch has changed so far.
-    pub fn changed(&self) -> usize {
-        self.overlay.changed()
-    }
-
-    /// Drops everything staged when the batch ends, even if its closure
-    /// returns `Ok`: a dry run.
-    pub fn discard(&mut self) {
-        self.discard = true;
-    }
-}
-
-impl std::fmt::Debug for Batch<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Batch")
-            .field("changed", &self.changed())
-            .field("discard", &self.discard)
-            .finish_non_exhaustive()
-    }
-}
 
 impl SledStore {
     /// Runs `stage` with a [`Batch`], then applies everything it staged as
@@ -123,15 +48,11 @@ impl SledStore {
     {
         let queued = self.group_commit.queue();
         let mut last_issued = self.writer.lock();
-        let mut batch = Batch {
-            overlay: Overlay::new(self, *last_issued),
-            discard: false,
-        };
+        let mut batch = Batch::new(self, *last_issued);
         let out = stage(&mut batch)?;
-        if batch.discard || (batch.changed() == 0 && batch.overlay.last_issued() == *last_issued) {
+        let Some(changes) = batch.finish(*last_issued) else {
             return Ok(out);
-        }
-        let changes = batch.overlay.into_changes();
+        };
 
         // Encode everything before the transaction, which may run more than
         // once; the writer lock keeps the committed state as it was read.

@@ -25,7 +25,6 @@ use parking_lot::{Condvar, Mutex};
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::{Batch as SledBatch, Transactional, Tree};
 
-pub use batch::Batch;
 pub use check::{CheckReport, Problem};
 
 use crate::codec::{self, Sealing};
@@ -377,6 +376,12 @@ impl SledStore {
     /// Whether no record is stored.
     pub fn is_empty(&self) -> bool {
         self.records.is_empty()
+    }
+
+    /// The last id the id counter issued (`0` before the first): generated
+    /// ids are always greater.
+    pub fn last_issued_id(&self) -> u64 {
+        *self.writer.lock()
     }
 
     /// Writes everything buffered to disk. Durable stores do this after

@@ -91,6 +91,32 @@ fn postgres_encrypted(test: &str) -> Option<Fixture> {
     postgres_with(test, tokenstore::PostgresOptions::default().encryption(key))
 }
 
+/// The embedded store as `tokenstore::open` hands it out: behind `AnyStore`.
+fn opened_sled() -> Fixture {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("db");
+    let store = tokenstore::open(path.to_str().expect("UTF-8 temp path")).expect("open");
+    Fixture {
+        store: Box::new(store),
+        _dir: Some(dir),
+        #[cfg(feature = "postgres")]
+        _db: None,
+    }
+}
+
+/// PostgreSQL as `tokenstore::open("postgres://…")` hands it out.
+#[cfg(feature = "postgres")]
+fn opened_postgres(test: &str) -> Option<Fixture> {
+    let db = postgres_db::TestDb::new(test)?;
+    let store = tokenstore::open(&db.url).expect("open");
+    assert_eq!(store.kind(), "postgres");
+    Some(Fixture {
+        store: Box::new(store),
+        _dir: None,
+        _db: Some(db),
+    })
+}
+
 /// Instantiates every case of `cases` for one backend that may be skipped.
 #[cfg(feature = "postgres")]
 macro_rules! conformance_optional {
@@ -134,6 +160,9 @@ macro_rules! all_backends {
         conformance_optional!(postgres, crate::postgres, [$($case),*]);
         #[cfg(feature = "postgres")]
         conformance_optional!(postgres_encrypted, crate::postgres_encrypted, [$($case),*]);
+        #[cfg(feature = "postgres")]
+        conformance_optional!(opened_postgres, crate::opened_postgres, [$($case),*]);
+        conformance!(opened_sled, crate::opened_sled, [$($case),*]);
     };
 }
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 use serde_json::json;
-use tokenstore::{OAuthToken, SledStore};
+use tokenstore::{Backend, OAuthToken};
 
 use crate::import::ZOHO_CSV_HEADER;
 use crate::{sorted_tokens, CliError, CliResult};
@@ -35,7 +35,7 @@ enum Format {
     ZohoCsv,
 }
 
-pub fn run(store: &SledStore, args: &ExportArgs) -> CliResult {
+pub fn run(store: &dyn Backend, args: &ExportArgs) -> CliResult {
     let mut tokens = sorted_tokens(store)?;
     if !args.include_secrets {
         tokens.iter_mut().for_each(strip_secrets);

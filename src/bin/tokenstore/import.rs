@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, ValueEnum};
 use indicatif::ProgressBar;
 use serde_json::{json, Value};
-use tokenstore::{Batch, Error, OAuthToken, SledStore};
+use tokenstore::{Backend, Batch, Error, OAuthToken};
 
 use crate::{CliError, CliResult, Output};
 
@@ -70,7 +70,7 @@ enum Source {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum, Debug)]
-enum OnConflict {
+pub enum OnConflict {
     /// Import nothing and exit 1.
     Fail,
     /// Leave the row out and go on.
@@ -182,11 +182,24 @@ struct Row {
     /// 1-based among the source's data rows (a CSV's header is not a row).
     number: usize,
     token: OAuthToken,
+    /// A record of another store (`copy`), named by its id, not a row.
+    from_store: bool,
 }
 
 impl Row {
+    fn new(number: usize, token: OAuthToken) -> Row {
+        Row {
+            number,
+            token,
+            from_store: false,
+        }
+    }
+
     fn label(&self) -> String {
-        format!("row {}", self.number)
+        match (&self.token.id, self.from_store) {
+            (Some(id), true) => format!("source record {id:?}"),
+            _ => format!("row {}", self.number),
+        }
     }
 }
 
@@ -271,7 +284,7 @@ fn read_zoho_csv(path: &Path) -> CliResult<Vec<Row>> {
         let token = columns
             .token(record.iter().map(|v| Some(v.to_owned())))
             .map_err(|e| CliError::input(format!("{what}: row {number}: {e}")))?;
-        rows.push(Row { number, token });
+        rows.push(Row::new(number, token));
     }
     Ok(rows)
 }
@@ -346,7 +359,7 @@ fn read_sqlite(path: &Path, table: &str) -> CliResult<Vec<Row>> {
         let token = columns
             .token(values)
             .map_err(|e| CliError::input(format!("{what}: row {number}: {e}")))?;
-        rows.push(Row { number, token });
+        rows.push(Row::new(number, token));
     }
     Ok(rows)
 }
@@ -414,7 +427,7 @@ fn read_json(path: &Path) -> CliResult<Vec<Row>> {
             };
             field.set(&mut token, text).map_err(bad)?;
         }
-        rows.push(Row { number, token });
+        rows.push(Row::new(number, token));
     }
     Ok(rows)
 }
@@ -485,7 +498,7 @@ fn read_mysql(url: &str, table: &str) -> CliResult<Vec<Row>> {
             .expect("set above")
             .token(values)
             .map_err(|e| CliError::input(format!("MySQL: row {number}: {e}")))?;
-        rows.push(Row { number, token });
+        rows.push(Row::new(number, token));
     }
     Ok(rows)
 }
@@ -518,10 +531,58 @@ struct Summary {
     issues: Vec<Issue>,
 }
 
+impl Summary {
+    fn skipped(&self) -> usize {
+        self.issues.iter().filter(|i| i.action == "skipped").count()
+    }
+
+    /// The renumbered ids and the conflicts as JSON arrays, each entry
+    /// naming its source as `item` ("row", or "record" for a copy).
+    fn json_details(&self, item: &str) -> (serde_json::Value, serde_json::Value) {
+        let renumbered = self
+            .renumbered
+            .iter()
+            .map(|(row, from, to)| json!({ item: row, "source_id": from, "id": to }))
+            .collect();
+        let conflicts = self
+            .issues
+            .iter()
+            .map(|i| {
+                json!({ item: i.row, "field": i.field, "held_by": i.held_by, "action": i.action })
+            })
+            .collect();
+        (renumbered, conflicts)
+    }
+
+    /// One line per renumbered id and per conflict.
+    fn text_details(&self, other_record: &str) -> String {
+        let mut text = String::new();
+        for (row, from, to) in &self.renumbered {
+            text.push_str(&format!(
+                "{row}: id {from:?} belongs to {other_record}; saved as id {to}\n"
+            ));
+        }
+        for issue in &self.issues {
+            match &issue.held_by {
+                Some(holder) => text.push_str(&format!(
+                    "{}: {} already held by {holder}: {}\n",
+                    issue.row, issue.field, issue.action
+                )),
+                None => text.push_str(&format!(
+                    "{}: {}: {}\n",
+                    issue.row, issue.field, issue.action
+                )),
+            }
+        }
+        text
+    }
+}
+
 /// Why an all-or-nothing import stopped.
 fn stopped(row: &Row, what: &str, advice: &str) -> CliError {
+    let verb = if row.from_store { "copied" } else { "imported" };
     CliError::refused(format!(
-        "{}: {what}; nothing was imported ({advice})",
+        "{}: {what}; nothing was {verb} ({advice})",
         row.label()
     ))
 }
@@ -658,7 +719,7 @@ fn import_rows(
     Ok(summary)
 }
 
-pub fn run(store: &SledStore, args: &ImportArgs, out: Output) -> CliResult {
+pub fn run(store: &dyn Backend, args: &ImportArgs, out: Output) -> CliResult {
     let (rows, source) = match args.from {
         Source::Mysql => {
             let url = args
@@ -709,11 +770,8 @@ fn from_name(source: Source) -> &'static str {
 }
 
 fn report(summary: &Summary, source: &str, args: &ImportArgs, out: Output) {
-    let skipped = summary
-        .issues
-        .iter()
-        .filter(|i| i.action == "skipped")
-        .count();
+    let skipped = summary.skipped();
+    let (renumbered, conflicts) = summary.json_details("row");
     out.print(
         json!({
             "source": source,
@@ -724,12 +782,8 @@ fn report(summary: &Summary, source: &str, args: &ImportArgs, out: Output) {
             "updated": summary.updated,
             "merged": summary.merged,
             "skipped": skipped,
-            "renumbered": summary.renumbered.iter().map(|(row, from, to)| json!({
-                "row": row, "source_id": from, "id": to,
-            })).collect::<Vec<_>>(),
-            "conflicts": summary.issues.iter().map(|i| json!({
-                "row": i.row, "field": i.field, "held_by": i.held_by, "action": i.action,
-            })).collect::<Vec<_>>(),
+            "renumbered": renumbered,
+            "conflicts": conflicts,
         }),
         || {
             let mut text = format!(
@@ -741,27 +795,121 @@ fn report(summary: &Summary, source: &str, args: &ImportArgs, out: Output) {
                 summary.merged,
                 skipped,
             );
-            for (row, from, to) in &summary.renumbered {
-                text.push_str(&format!(
-                    "{row}: id {from:?} belongs to another record; saved as id {to}\n"
-                ));
-            }
-            for issue in &summary.issues {
-                match &issue.held_by {
-                    Some(holder) => text.push_str(&format!(
-                        "{}: {} already held by {holder}: {}\n",
-                        issue.row, issue.field, issue.action
-                    )),
-                    None => text.push_str(&format!(
-                        "{}: {}: {}\n",
-                        issue.row, issue.field, issue.action
-                    )),
-                }
-            }
+            text.push_str(&summary.text_details("another record"));
             if args.dry_run {
                 text.push_str("nothing was written (--dry-run)\n");
             }
             text
         },
     );
+}
+
+#[derive(Args)]
+pub struct CopyArgs {
+    /// The store to copy from: a directory or a postgres:// URL.
+    #[arg(long, value_name = "DIR|URL")]
+    pub from: String,
+    /// The store to copy into (created if it is a directory that does not
+    /// exist): a directory or a postgres:// URL.
+    #[arg(long, value_name = "DIR|URL")]
+    pub to: String,
+    /// The key of an encrypted source (default: --key-file / TOKENSTORE_KEY).
+    #[arg(long, value_name = "PATH")]
+    pub from_key_file: Option<PathBuf>,
+    /// The key to open or create the target with (default: --key-file /
+    /// TOKENSTORE_KEY): copying to a new store with another key re-encrypts.
+    #[arg(long, value_name = "PATH")]
+    pub to_key_file: Option<PathBuf>,
+    /// A target that already holds records is refused unless this says how
+    /// to resolve a user name or token held by one of its records: stop and
+    /// copy nothing (fail), leave the source record out (skip), or remove the
+    /// target's record (overwrite). A source id that the target already uses
+    /// for another user gets a new id.
+    #[arg(long, value_enum)]
+    on_conflict: Option<OnConflict>,
+    /// Read and check everything, report, and write nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+/// `tokenstore copy`: every record of `source` into `target` in one atomic
+/// batch, ids and the id counter kept.
+pub fn copy(source: &dyn Backend, target: &dyn Backend, args: &CopyArgs, out: Output) -> CliResult {
+    let existing = target.count()?;
+    let on_conflict = match (args.on_conflict, existing) {
+        (Some(policy), _) => policy,
+        (None, 0) => OnConflict::Fail,
+        (None, n) => {
+            return Err(CliError::refused(format!(
+                "the target {} already holds {n} record(s); copy into an empty store, or pass \
+                 --on-conflict fail|skip|overwrite to merge into it",
+                target.location()
+            )))
+        }
+    };
+    let mut tokens = source.get_tokens()?;
+    tokens.sort_by(|a, b| crate::render::id_order(a.id.as_deref(), b.id.as_deref()));
+    let rows: Vec<Row> = tokens
+        .into_iter()
+        .enumerate()
+        .map(|(n, token)| Row {
+            number: n + 1,
+            token,
+            from_store: true,
+        })
+        .collect();
+    let counter = source.last_issued_id()?;
+
+    let progress = crate::progress_bar(
+        rows.len(),
+        "{msg:10} [{bar:40}] {pos}/{len} records ({per_sec}, {eta} left)",
+    );
+    progress.set_message("copying");
+    let summary = target.batch(|batch| {
+        let summary = import_rows(batch, &rows, on_conflict, &progress)?;
+        // Ids the source gave away are never handed out again by the target.
+        batch.skip_ids_through(counter);
+        if args.dry_run {
+            batch.discard();
+        }
+        progress.set_message("writing");
+        Ok::<_, CliError>(summary)
+    });
+    progress.finish_and_clear();
+    let summary = summary?;
+    let skipped = summary.skipped();
+    let (renumbered, conflicts) = summary.json_details("record");
+    out.print(
+        json!({
+            "from": source.location(),
+            "to": target.location(),
+            "dry_run": args.dry_run,
+            "read": summary.read,
+            "copied": summary.imported,
+            "merged_into_existing": summary.updated,
+            "skipped": skipped,
+            "id_counter": target.last_issued_id()?,
+            "renumbered": renumbered,
+            "conflicts": conflicts,
+        }),
+        || {
+            let mut text = format!(
+                "{}copied {} of {} records from {} to {}: {} new, {} merged into existing records, {} skipped\n",
+                if args.dry_run { "dry run: " } else { "" },
+                summary.imported + summary.updated,
+                summary.read,
+                source.location(),
+                target.location(),
+                summary.imported,
+                summary.updated,
+                skipped,
+            );
+            text.push_str(&summary.text_details("another record of the target"));
+            if args.dry_run {
+                text.push_str("nothing was written (--dry-run)\n");
+            }
+            text
+        },
+    );
+    Ok(())
 }

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
-use tokenstore::{lookup_key, now_ms, Key, OAuthToken, Options, SledStore, TokenStore};
+use tokenstore::{lookup_key, now_ms, AnyStore, Backend, Key, OAuthToken, OpenOptions, StoreKind};
 
 /// Where the store is when neither `--db` nor `TOKENSTORE_DB` says.
 const DEFAULT_DB: &str = "tokenstore-db";
@@ -38,9 +38,11 @@ const DEFAULT_DB: &str = "tokenstore-db";
         Exit codes: 0 ok; 1 problems found or operation refused; 2 usage, input or I/O error."
 )]
 struct Cli {
-    /// The token store directory.
-    #[arg(long, global = true, env = "TOKENSTORE_DB", default_value = DEFAULT_DB)]
-    db: PathBuf,
+    /// The token store: a directory (the embedded store, one process at a
+    /// time) or a postgres://user:password@host/database URL (shared by any
+    /// number of processes).
+    #[arg(long, global = true, env = "TOKENSTORE_DB", default_value = DEFAULT_DB, value_name = "DIR|URL")]
+    db: String,
 
     /// Print machine-readable JSON on stdout instead of text.
     #[arg(long, global = true)]
@@ -125,6 +127,17 @@ enum Command {
         tokenstore import zohooauth.db --from sqlite --dry-run\n  \
         tokenstore import backup.json --from json --on-conflict overwrite")]
     Import(import::ImportArgs),
+    /// Copy every record from one store to another (sled or postgres://),
+    /// keeping ids and the id counter, all-or-nothing.
+    ///
+    /// The way from the embedded store to PostgreSQL when an app outgrows one
+    /// process, and back. A target that already holds records is refused
+    /// unless --on-conflict says how to merge.
+    #[command(after_help = "Examples:\n  \
+        tokenstore copy --from ./tokens --to postgres://app@127.0.0.1/tokens\n  \
+        tokenstore copy --from postgres://app@127.0.0.1/tokens --to ./backup\n  \
+        tokenstore copy --from ./plain --to ./sealed --to-key-file tokenstore.key")]
+    Copy(import::CopyArgs),
     /// Write every record as JSON or as a Zoho FileStore CSV.
     ///
     /// Secrets are left out unless --include-secrets; a file written with
@@ -250,8 +263,28 @@ fn run(cli: &Cli) -> CliResult {
     let out = Output { json: cli.json };
     let key = || current_key(cli.key_file.as_deref());
     match &cli.command {
-        Command::Import(args) => import::run(&open(&cli.db, true, key()?)?, args, out),
+        Command::Import(args) => import::run(&*open(&cli.db, true, key()?)?, args, out),
         Command::Keygen { output } => keygen(output.as_deref()),
+        Command::Copy(args) => {
+            let from_key = match args.from_key_file.as_deref() {
+                Some(path) => Some(Key::from_file(path)?),
+                None => key()?,
+            };
+            let to_key = match args.to_key_file.as_deref() {
+                Some(path) => Some(Key::from_file(path)?),
+                None => key()?,
+            };
+            if StoreKind::of(&args.from) == StoreKind::of(&args.to)
+                && same_place(&args.from, &args.to)
+            {
+                return Err(CliError::input(
+                    "--from and --to name the same store; copy into another one",
+                ));
+            }
+            let source = open(&args.from, false, from_key)?;
+            let target = open(&args.to, true, to_key)?;
+            import::copy(&*source, &*target, args, out)
+        }
         Command::Encrypt { new_key_file } => {
             let new = Key::from_file(new_key_file)?;
             change_key(open(&cli.db, false, None)?, Some(new), "encrypted", out)
@@ -281,18 +314,20 @@ fn run(cli: &Cli) -> CliResult {
         }
         command => {
             let store = open(&cli.db, false, key()?)?;
+            let store = &*store;
             match command {
-                Command::List { show_secrets } => list(&store, *show_secrets, out),
-                Command::Show { id, show_secrets } => show(&store, id, *show_secrets, out),
-                Command::Find(args) => find(&store, args, out),
-                Command::Delete { id } => delete(&store, id, out),
-                Command::Clear { yes } => clear(&store, *yes, out),
-                Command::Check => check(&store, out),
-                Command::Stats => stats(&store, out),
-                Command::Purge { idle_days, dry_run } => purge(&store, *idle_days, *dry_run, out),
-                Command::Export(args) => export::run(&store, args),
+                Command::List { show_secrets } => list(store, *show_secrets, out),
+                Command::Show { id, show_secrets } => show(store, id, *show_secrets, out),
+                Command::Find(args) => find(store, args, out),
+                Command::Delete { id } => delete(store, id, out),
+                Command::Clear { yes } => clear(store, *yes, out),
+                Command::Check => check(store, out),
+                Command::Stats => stats(store, out),
+                Command::Purge { idle_days, dry_run } => purge(store, *idle_days, *dry_run, out),
+                Command::Export(args) => export::run(store, args),
                 Command::Import(_)
                 | Command::Keygen { .. }
+                | Command::Copy(_)
                 | Command::Encrypt { .. }
                 | Command::Rekey { .. }
                 | Command::Decrypt { .. } => unreachable!("handled above"),
@@ -321,20 +356,27 @@ impl Output {
     }
 }
 
-/// Opens the store (encrypted when a key is given); only `import` may
-/// create one.
-fn open(path: &Path, create: bool, key: Option<Key>) -> CliResult<SledStore> {
-    if !create && !path.exists() {
+/// Opens the store `spec` names (encrypted when a key is given); only
+/// `import`, `copy` (its target) and `login` may create an embedded one.
+fn open(spec: &str, create: bool, key: Option<Key>) -> CliResult<AnyStore> {
+    if StoreKind::of(spec) == StoreKind::Sled && !create && !Path::new(spec).exists() {
         return Err(CliError::input(format!(
-            "no token store at {}; pass --db PATH or set TOKENSTORE_DB (`tokenstore import` creates one)",
-            path.display()
+            "no token store at {spec}; pass --db DIR|URL or set TOKENSTORE_DB (`tokenstore import` creates one)"
         )));
     }
-    let options = match key {
-        Some(key) => Options::default().encryption(key),
-        None => Options::default(),
-    };
-    Ok(SledStore::open_with(path, options)?)
+    Ok(tokenstore::open_with(
+        spec,
+        OpenOptions::new().maybe_key(key),
+    )?)
+}
+
+/// Whether two store strings name the same store (same directory, or the
+/// same URL).
+fn same_place(a: &str, b: &str) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a.trim_end_matches('/') == b.trim_end_matches('/'),
+    }
 }
 
 /// The key from --key-file, else from TOKENSTORE_KEY, else none.
@@ -401,35 +443,31 @@ fn create_private(path: &Path, replace: bool) -> std::io::Result<std::fs::File> 
 }
 
 /// Encrypts, re-encrypts or decrypts the store, with a progress bar.
-fn change_key(mut store: SledStore, key: Option<Key>, done: &str, out: Output) -> CliResult {
+fn change_key(mut store: AnyStore, key: Option<Key>, done: &str, out: Output) -> CliResult {
     let bar = progress_bar(
-        store.len(),
+        store.count()?,
         "rewriting [{bar:40}] {pos}/{len} records ({eta} left)",
     );
-    let result = store.set_encryption_with_progress(key, |n, _| bar.set_position(n as u64));
+    let result = store.set_encryption(key, &mut |n, _| bar.set_position(n as u64));
     bar.finish_and_clear();
     result?;
+    let records = store.count()?;
+    let encrypted = store.info()?.encrypted;
     out.print(
-        json!({ "records": store.len(), "encrypted": store.is_encrypted() }),
-        || {
-            format!(
-                "{done} {} records in {}",
-                store.len(),
-                store.path().display()
-            )
-        },
+        json!({ "records": records, "encrypted": encrypted }),
+        || format!("{done} {records} records in {}", store.location()),
     );
     Ok(())
 }
 
 /// Records in id order: numeric ids by value, then the others.
-fn sorted_tokens(store: &SledStore) -> CliResult<Vec<OAuthToken>> {
+fn sorted_tokens(store: &dyn Backend) -> CliResult<Vec<OAuthToken>> {
     let mut tokens = store.get_tokens()?;
     tokens.sort_by(|a, b| render::id_order(a.id.as_deref(), b.id.as_deref()));
     Ok(tokens)
 }
 
-fn list(store: &SledStore, show_secrets: bool, out: Output) -> CliResult {
+fn list(store: &dyn Backend, show_secrets: bool, out: Output) -> CliResult {
     let tokens = sorted_tokens(store)?;
     let now = now_ms();
     out.print(
@@ -442,7 +480,7 @@ fn list(store: &SledStore, show_secrets: bool, out: Output) -> CliResult {
     Ok(())
 }
 
-fn show(store: &SledStore, id: &str, show_secrets: bool, out: Output) -> CliResult {
+fn show(store: &dyn Backend, id: &str, show_secrets: bool, out: Output) -> CliResult {
     let token = store
         .find_token_by_id(id)?
         .ok_or_else(|| CliError::refused(format!("no record with id {id:?}")))?;
@@ -453,7 +491,7 @@ fn show(store: &SledStore, id: &str, show_secrets: bool, out: Output) -> CliResu
     Ok(())
 }
 
-fn find(store: &SledStore, args: &FindArgs, out: Output) -> CliResult {
+fn find(store: &dyn Backend, args: &FindArgs, out: Output) -> CliResult {
     let mut stdin = std::io::stdin().lock();
     let mut secret = |value: &Option<String>, name: &str| -> CliResult<Option<String>> {
         match value.as_deref() {
@@ -515,7 +553,7 @@ fn read_secret_line(stdin: &mut impl BufRead, name: &str) -> CliResult<String> {
     Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }
 
-fn delete(store: &SledStore, id: &str, out: Output) -> CliResult {
+fn delete(store: &dyn Backend, id: &str, out: Output) -> CliResult {
     if !store.delete_token(id)? {
         return Err(CliError::refused(format!("no record with id {id:?}")));
     }
@@ -523,11 +561,11 @@ fn delete(store: &SledStore, id: &str, out: Output) -> CliResult {
     Ok(())
 }
 
-fn clear(store: &SledStore, yes: bool, out: Output) -> CliResult {
+fn clear(store: &dyn Backend, yes: bool, out: Output) -> CliResult {
     if !yes {
         return Err(CliError::refused(format!(
             "refusing to delete all {} records without --yes",
-            store.len()
+            store.count()?
         )));
     }
     let count = store.delete_tokens()?;
@@ -537,7 +575,7 @@ fn clear(store: &SledStore, yes: bool, out: Output) -> CliResult {
     Ok(())
 }
 
-fn check(store: &SledStore, out: Output) -> CliResult {
+fn check(store: &dyn Backend, out: Output) -> CliResult {
     let report = store.check()?;
     let problems: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
     out.print(
@@ -555,12 +593,12 @@ fn check(store: &SledStore, out: Output) -> CliResult {
         Err(CliError::refused(format!(
             "{} problem(s) found in {}",
             report.problems.len(),
-            store.path().display()
+            store.location()
         )))
     }
 }
 
-fn stats(store: &SledStore, out: Output) -> CliResult {
+fn stats(store: &dyn Backend, out: Output) -> CliResult {
     let tokens = store.get_tokens()?;
     let now = now_ms();
     let count = |f: &dyn Fn(&OAuthToken) -> bool| tokens.iter().filter(|t| f(t)).count();
@@ -573,7 +611,7 @@ fn stats(store: &SledStore, out: Output) -> CliResult {
             .is_some_and(|e| e > now && e <= now + 3_600_000)
     });
     let no_expiry = count(&|t| t.expiry_time.is_none());
-    let disk = store.size_on_disk()?;
+    let info = store.info()?;
     out.print(
         json!({
             "records": tokens.len(),
@@ -583,9 +621,10 @@ fn stats(store: &SledStore, out: Output) -> CliResult {
             "access_expired": expired,
             "access_expiring_within_1h": expiring,
             "without_expiry": no_expiry,
-            "disk_bytes": disk,
-            "format_version": store.format_version(),
-            "encrypted": store.is_encrypted(),
+            "backend": store.kind(),
+            "disk_bytes": info.size_bytes,
+            "format_version": info.format_version,
+            "encrypted": info.encrypted,
         }),
         || {
             render::key_values(&[
@@ -596,11 +635,16 @@ fn stats(store: &SledStore, out: Output) -> CliResult {
                 ("access expired", expired.to_string()),
                 ("access expiring within 1 h", expiring.to_string()),
                 ("without expiry time", no_expiry.to_string()),
-                ("disk size", render::bytes(disk)),
-                ("format version", store.format_version().to_string()),
+                ("backend", store.kind().to_string()),
+                (
+                    "disk size",
+                    info.size_bytes
+                        .map_or_else(|| "-".to_string(), render::bytes),
+                ),
+                ("format version", info.format_version.to_string()),
                 (
                     "encrypted",
-                    if store.is_encrypted() { "yes" } else { "no" }.to_string(),
+                    if info.encrypted { "yes" } else { "no" }.to_string(),
                 ),
             ])
         },
@@ -608,7 +652,7 @@ fn stats(store: &SledStore, out: Output) -> CliResult {
     Ok(())
 }
 
-fn purge(store: &SledStore, idle_days: u32, dry_run: bool, out: Output) -> CliResult {
+fn purge(store: &dyn Backend, idle_days: u32, dry_run: bool, out: Output) -> CliResult {
     let now = now_ms();
     let cutoff = now - i64::from(idle_days) * 86_400_000;
     let idle: Vec<OAuthToken> = sorted_tokens(store)?

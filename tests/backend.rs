@@ -1,0 +1,161 @@
+//! The backend-neutral layer: `tokenstore::open` picks the backend from a
+//! string, and every backend's `AnyStore` offers the same batch, count,
+//! counter and check; what a backend cannot do is `Error::Unsupported`.
+
+#[path = "support/tokens.rs"]
+mod tokens;
+
+use tokens::zoho;
+use tokenstore::{AnyStore, Error, Key, OAuthToken, OpenOptions, StoreKind, TokenStore};
+
+/// Every backend that needs no server, opened through `tokenstore::open`.
+fn stores() -> Vec<(AnyStore, Option<tempfile::TempDir>)> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    vec![
+        (tokenstore::open("memory:").unwrap(), None),
+        (tokenstore::open(path.to_str().unwrap()).unwrap(), Some(dir)),
+    ]
+}
+
+#[test]
+fn open_picks_the_backend_from_the_string() {
+    assert_eq!(StoreKind::of("memory:"), StoreKind::Memory);
+    assert_eq!(
+        StoreKind::of("postgres://u:p@127.0.0.1/db"),
+        StoreKind::Postgres
+    );
+    assert_eq!(
+        StoreKind::of("POSTGRESQL://127.0.0.1/db"),
+        StoreKind::Postgres
+    );
+    assert_eq!(StoreKind::of("./postgres-backup"), StoreKind::Sled);
+    let kinds: Vec<&str> = stores().iter().map(|(s, _)| s.kind()).collect();
+    assert_eq!(kinds, ["memory", "sled"]);
+}
+
+#[test]
+fn batches_apply_everything_or_nothing_on_every_backend() {
+    for (store, _dir) in stores() {
+        let kind = store.kind();
+        let saved = store
+            .batch(|batch| {
+                for n in 0..3 {
+                    batch.save_token(&mut zoho(&format!("user{n}"), &n.to_string()))?;
+                }
+                Ok::<_, Error>(batch.changed())
+            })
+            .unwrap();
+        assert_eq!(saved, 3, "{kind}");
+        assert_eq!(store.count().unwrap(), 3, "{kind}");
+        assert_eq!(store.last_issued_id().unwrap(), 3, "{kind}");
+
+        // A conflict in the middle undoes the whole batch.
+        let err = store
+            .batch(|batch| {
+                batch.save_token(&mut zoho("user9", "9"))?;
+                batch.delete_token("1")?;
+                batch.save_token(&mut zoho("mallory", "2"))
+            })
+            .unwrap_err();
+        assert!(matches!(err, Error::Conflict { .. }), "{kind}: {err:?}");
+        assert_eq!(store.count().unwrap(), 3, "{kind}");
+        assert!(store.find_token_by_id("1").unwrap().is_some(), "{kind}");
+
+        // A caller's own error type passes through, and writes nothing.
+        let err = store
+            .batch(|batch| {
+                batch.save_token(&mut zoho("user8", "8"))?;
+                Err::<(), _>(Failure::Caller)
+            })
+            .unwrap_err();
+        assert!(matches!(err, Failure::Caller), "{kind}");
+        assert_eq!(store.count().unwrap(), 3, "{kind}");
+
+        // A discarded batch writes nothing either.
+        store
+            .batch(|batch| {
+                batch.save_token(&mut zoho("user7", "7"))?;
+                batch.discard();
+                Ok::<_, Error>(())
+            })
+            .unwrap();
+        assert_eq!(store.count().unwrap(), 3, "{kind}");
+
+        // Skipped ids move the counter even when no record changes.
+        store
+            .batch(|batch| {
+                batch.skip_ids_through(41);
+                Ok::<_, Error>(())
+            })
+            .unwrap();
+        assert_eq!(store.last_issued_id().unwrap(), 41, "{kind}");
+        let mut next = OAuthToken::new()
+            .with_user_name("next")
+            .with_access_token("a-next");
+        store.save_token(&mut next).unwrap();
+        assert_eq!(next.id.as_deref(), Some("42"), "{kind}");
+        assert!(store.check().unwrap().is_ok(), "{kind}");
+    }
+}
+
+#[derive(Debug)]
+enum Failure {
+    Caller,
+    Store(#[allow(dead_code)] Error),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure::Store(e)
+    }
+}
+
+#[test]
+fn what_a_backend_cannot_do_is_unsupported() {
+    let mut memory = tokenstore::open("memory:").unwrap();
+    let err = memory
+        .set_encryption(Some(Key::generate().unwrap()), &mut |_, _| {})
+        .unwrap_err();
+    assert!(matches!(err, Error::Unsupported { .. }), "{err:?}");
+    assert!(err.to_string().contains("tokenstore copy"), "{err}");
+
+    let err = tokenstore::open_with("memory:", OpenOptions::new().key(Key::generate().unwrap()))
+        .unwrap_err();
+    assert!(matches!(err, Error::Unsupported { .. }), "{err:?}");
+
+    #[cfg(not(feature = "postgres"))]
+    {
+        let err = tokenstore::open("postgres://tokenstore@127.0.0.1:1/none").unwrap_err();
+        assert!(matches!(err, Error::Unsupported { .. }), "{err:?}");
+        assert!(err.to_string().contains("--features postgres"), "{err}");
+    }
+}
+
+#[test]
+fn a_sled_store_changes_its_key_through_the_handle() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let path = path.to_str().unwrap();
+    let key = Key::generate().unwrap();
+    {
+        let mut store = tokenstore::open(path).unwrap();
+        store.save_token(&mut zoho("ana", "a")).unwrap();
+        let mut calls = 0;
+        store
+            .set_encryption(Some(key.clone()), &mut |_, _| calls += 1)
+            .unwrap();
+        assert!(calls > 0);
+        assert!(store.info().unwrap().encrypted);
+    }
+    let err = tokenstore::open(path).unwrap_err();
+    assert!(matches!(err, Error::KeyRequired { .. }), "{err:?}");
+    let store = tokenstore::open_with(path, OpenOptions::new().key(key)).unwrap();
+    assert_eq!(store.count().unwrap(), 1);
+    // The handle is a TokenStore like any other.
+    let shared: &(dyn TokenStore + Send + Sync) = &store;
+    assert!(shared
+        .find_token(&OAuthToken::new().with_user_name("ana"))
+        .unwrap()
+        .is_some());
+}
