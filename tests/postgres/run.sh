@@ -10,6 +10,7 @@
 #   TOKENSTORE_TEST_PG_DUMP     the pg_dump binary
 # and runs
 #   cargo test --features postgres --test conformance -- postgres
+#   cargo test --features postgres --test cli_postgres
 #   cargo test --features postgres --test postgres_store -- --skip <restart test>
 #   cargo test --features postgres --test postgres_store -- --exact <restart test>
 # Extra arguments go to each cargo command (cargo's options, before `--`;
@@ -83,6 +84,7 @@ export TOKENSTORE_TEST_PG_DUMP="$bindir/pg_dump"
 echo "PostgreSQL $("$bindir/postgres" --version | awk '{print $3}') on 127.0.0.1:$port ($data)"
 
 cargo test --features postgres --test conformance "$@" -- postgres
+cargo test --features postgres --test cli_postgres "$@"
 # The restart test restarts the server under every connection: alone, last.
 restart=the_server_restarted_mid_run_gives_clear_errors_then_work_resumes
 cargo test --features postgres --test postgres_store "$@" -- --skip "$restart"
