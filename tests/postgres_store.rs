@@ -347,7 +347,12 @@ fn the_server_restarted_mid_run_gives_clear_errors_then_work_resumes() {
         return;
     };
     let Ok(restart) = std::env::var("TOKENSTORE_TEST_PG_RESTART") else {
-        panic!("TOKENSTORE_TEST_PG_RESTART is not set: run tests/postgres/run.sh");
+        let message =
+            "SKIPPED the_server_restarted_mid_run: TOKENSTORE_TEST_PG_RESTART is not set \
+                       (tests/postgres/run.sh sets it)";
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "{message}");
+        eprintln!("{message}");
+        return;
     };
     let options = PostgresOptions::default()
         .connect_timeout(Duration::from_secs(2))
