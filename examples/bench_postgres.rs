@@ -243,7 +243,7 @@ fn saves_per_second(engine: &dyn Engine, tokens: u64, writers: u64, saves: usize
                 for s in 0..saves / writers as usize {
                     let n = (rng.below(tokens / writers) * writers) + w;
                     let mut t = token(n);
-                    t.access_token = Some(format!("1000.rotated-{w}-{s}"));
+                    t.access_token = Some(format!("1000.rotated-{writers}-{w}-{s}"));
                     engine.save(&t);
                 }
             });

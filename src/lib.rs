@@ -3,8 +3,10 @@
 //! queries, atomic upserts, no duplicate rows, no cross-user mix-ups, and
 //! secrets that are never printed.
 //!
-//! Two backends implement [`TokenStore`]: [`SledStore`], durable on disk, and
-//! [`MemoryStore`], in process memory.
+//! Backends implementing [`TokenStore`]: [`SledStore`], durable on disk and
+//! owned by one process; `PostgresStore` (cargo feature `postgres`), the same
+//! contract on a PostgreSQL database that many processes share; and
+//! [`MemoryStore`], in process memory. [`open`] picks one from a string.
 //!
 //! ```
 //! use tokenstore::{OAuthToken, SledStore, TokenStore};
