@@ -90,13 +90,12 @@ impl Engine for Ours {
     }
 }
 
-/// The Zoho DBStore's approach on PostgreSQL: one connection per thread.
+/// The Zoho DBStore's approach on PostgreSQL: a connection per caller at a
+/// time (kept in a list, not in thread-locals, whose destructors run after
+/// tokio's own and cannot drop a client).
 struct DbStore {
     url: String,
-}
-
-thread_local! {
-    static CLIENT: std::cell::RefCell<Option<Client>> = const { std::cell::RefCell::new(None) };
+    idle: std::sync::Mutex<Vec<Client>>,
 }
 
 const DBSTORE_TABLE: &str = "
@@ -110,11 +109,12 @@ CREATE TABLE oauthtoken (
 
 impl DbStore {
     fn with<T>(&self, f: impl FnOnce(&mut Client) -> T) -> T {
-        CLIENT.with_borrow_mut(|slot| {
-            let client =
-                slot.get_or_insert_with(|| Client::connect(&self.url, NoTls).expect("connect"));
-            f(client)
-        })
+        let idle = self.idle.lock().unwrap().pop();
+        let mut client =
+            idle.unwrap_or_else(|| Client::connect(&self.url, NoTls).expect("connect"));
+        let out = f(&mut client);
+        self.idle.lock().unwrap().push(client);
+        out
     }
 }
 
@@ -308,6 +308,7 @@ fn main() {
     drop(ours);
     let dbstore = DbStore {
         url: args.url.clone(),
+        idle: std::sync::Mutex::new(Vec::new()),
     };
     measure("Zoho DBStore approach, same server", &dbstore, &args);
     let dir = tempfile::tempdir().unwrap();

@@ -651,9 +651,29 @@ fn calls_from_inside_an_async_runtime_work_and_do_not_panic() {
 
 #[test]
 fn an_unreachable_server_is_a_prompt_clear_error_without_the_password() {
-    if postgres_db::admin_url("unreachable").is_none() {
+    let Some(admin) = postgres_db::admin_url("unreachable") else {
         return;
-    }
+    };
+    // A database that does not exist: the server's reason, at once.
+    let missing = postgres_db::with_dbname(&admin, "tokenstore_no_such_database").replacen(
+        "postgres://postgres@",
+        "postgres://postgres:pg-secret-password@",
+        1,
+    );
+    let started = Instant::now();
+    let err = PostgresStore::connect(&missing).unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "no pool retries"
+    );
+    let shown = format!("{err} {err:?}");
+    assert!(
+        matches!(&err, Error::Database { code, .. } if code == "3D000"),
+        "{shown}"
+    );
+    assert!(shown.contains("does not exist"), "{shown}");
+    assert!(!shown.contains("pg-secret-password"), "{shown}");
+
     let port = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap().port()

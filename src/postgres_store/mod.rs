@@ -272,9 +272,12 @@ impl PostgresStore {
             target,
             options,
         };
+        // The first connection is made directly, not through the pool,
+        // which would retry a refused login or a missing database until
+        // the pool wait ends: those fail at once, with the server's reason.
         store.off_runtime(|| {
-            let mut conn = store.conn("connecting")?;
-            schema::ensure(&mut conn, &store.sealing, &store.target)
+            let mut first = config.connect(NoTls).map_err(map_pg("connecting"))?;
+            schema::ensure(&mut first, &store.sealing, &store.target)
         })?;
         Ok(store)
     }
