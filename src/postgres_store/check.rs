@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::{map_pg, PostgresStore};
+use super::{col, map_pg, PostgresStore};
 use crate::error::{Error, Result};
 use crate::sled_store::{CheckReport, Problem};
 use crate::token::IndexedField;
@@ -51,10 +51,11 @@ impl PostgresStore {
             let mut holders: HashMap<(IndexedField, blake3::Hash), Vec<String>> = HashMap::new();
             for row in &rows {
                 report.records += 1;
-                let id: String = row.get(0);
-                let stored: [Option<&[u8]>; 4] = [row.get(2), row.get(3), row.get(4), row.get(5)];
+                let id: String = col(row, 0)?;
+                let stored: [Option<&[u8]>; 4] =
+                    [col(row, 2)?, col(row, 3)?, col(row, 4)?, col(row, 5)?];
                 report.index_entries += stored.iter().flatten().count();
-                let record = match self.sealing.decode(&id, row.get::<_, &[u8]>(1)) {
+                let record = match self.sealing.decode(&id, col(row, 1)?) {
                     Ok(record) => record,
                     Err(e) => {
                         let detail = match e {

@@ -498,7 +498,7 @@ impl PostgresStore {
                 .query_typed_opt(select_by_digest(field), &[(&digest, Type::BYTEA)])
                 .ok()
                 .flatten()
-                .map(|row| row.get::<_, String>(0));
+                .and_then(|row| col::<String>(&row, 0).ok());
             if let Some(holder) = holder {
                 if Some(holder.as_str()) != record.id.as_deref() {
                     return Error::Conflict { field, id: holder };
@@ -591,8 +591,10 @@ impl<C: GenericClient> StoreView for View<'_, C> {
                 &[(&id, Type::TEXT)],
             )
             .map_err(map_pg(what))?;
-        row.map(|row| self.sealing.decode(id, row.get::<_, &[u8]>(0)))
-            .transpose()
+        match row {
+            Some(row) => self.sealing.decode(id, col(&row, 0)?).map(Some),
+            None => Ok(None),
+        }
     }
 
     fn contains(&self, id: &str) -> Result<bool> {
@@ -618,8 +620,8 @@ impl<C: GenericClient> StoreView for View<'_, C> {
             .query_typed_opt(select_by_digest(field), &[(&digest, Type::BYTEA)])
             .map_err(map_pg(what))?;
         let Some(row) = row else { return Ok(None) };
-        let id: &str = row.get(0);
-        let record = self.sealing.decode(id, row.get::<_, &[u8]>(1))?;
+        let id: &str = col(&row, 0)?;
+        let record = self.sealing.decode(id, col(&row, 1)?)?;
         // Another value with the same digest is not this value.
         Ok((record.indexed(field) == Some(value)).then_some(record))
     }
@@ -684,7 +686,7 @@ impl TokenStore for PostgresStore {
                 .query("SELECT id, record FROM tokenstore_records", &[])
                 .map_err(map_pg(what))?;
             rows.iter()
-                .map(|row| self.sealing.decode(row.get(0), row.get::<_, &[u8]>(1)))
+                .map(|row| self.sealing.decode(col(row, 0)?, col(row, 1)?))
                 .collect()
         })
     }
@@ -779,10 +781,10 @@ fn refresh_lock_key(id: &str) -> i32 {
 }
 
 fn read_last_issued(conn: &mut impl GenericClient, what: &'static str) -> Result<u64> {
-    let last: i64 = conn
+    let row = conn
         .query_one("SELECT last_issued_id FROM tokenstore_meta", &[])
-        .map_err(map_pg(what))?
-        .get(0);
+        .map_err(map_pg(what))?;
+    let last: i64 = col(&row, 0)?;
     u64::try_from(last).map_err(|_| Error::corruption(None, "the stored id counter is negative"))
 }
 
@@ -796,7 +798,7 @@ impl PostgresStore {
         let row = tx
             .query_one("SELECT last_issued_id, key_check FROM tokenstore_meta", &[])
             .map_err(map_pg(what))?;
-        let stored: Option<&[u8]> = row.get(1);
+        let stored: Option<&[u8]> = col(&row, 1)?;
         let ours = self.sealing.key_check().map(|check| check.as_slice());
         if stored != ours {
             let path = std::path::PathBuf::from(&self.target);
@@ -806,7 +808,7 @@ impl PostgresStore {
                 _ => Error::WrongKey { path },
             });
         }
-        let last: i64 = row.get(0);
+        let last: i64 = col(&row, 0)?;
         u64::try_from(last)
             .map_err(|_| Error::corruption(None, "the stored id counter is negative"))
     }
@@ -826,6 +828,20 @@ fn write_last_issued(
     )
     .map_err(map_pg(what))?;
     Ok(())
+}
+
+/// Column `index` of `row`: an error, never a panic, when the tables were
+/// altered behind the store's back.
+pub(crate) fn col<'r, T: postgres::types::FromSql<'r>>(
+    row: &'r postgres::Row,
+    index: usize,
+) -> Result<T> {
+    row.try_get(index).map_err(|e| {
+        Error::corruption(
+            None,
+            format!("column {index} of a tokenstore_ table has an unexpected type: {e}"),
+        )
+    })
 }
 
 /// Commits: a server's refusal means nothing landed, a broken connection
@@ -990,13 +1006,13 @@ impl Backend for PostgresStore {
                 .map_err(map_pg(what))?;
             let total = rows.len();
             for (done, row) in rows.iter().enumerate() {
-                let record = self.sealing.decode(row.get(0), row.get::<_, &[u8]>(1))?;
+                let record = self.sealing.decode(col(row, 0)?, col(row, 1)?)?;
                 let bytes = new.encode(&record)?;
                 let digests: Vec<Option<Vec<u8>>> = IndexedField::ALL
                     .into_iter()
                     .map(|field| record.indexed(field).map(|v| new.digest(v).to_vec()))
                     .collect();
-                let id: &str = row.get(0);
+                let id: &str = col(row, 0)?;
                 tx.query_typed(
                     "UPDATE tokenstore_records SET record = $2, user_name_digest = $3, \
                      access_token_digest = $4, refresh_token_digest = $5, \

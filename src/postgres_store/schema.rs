@@ -18,7 +18,7 @@
 use postgres::types::Type;
 use postgres::Client;
 
-use super::{map_pg, WRITE_LOCK};
+use super::{col, map_pg, WRITE_LOCK};
 use crate::codec::Sealing;
 use crate::error::{Error, Result};
 use crate::token::IndexedField;
@@ -144,11 +144,14 @@ fn read_meta(tx: &mut postgres::Transaction<'_>, what: &'static str) -> Result<O
             &[],
         )
         .map_err(map_pg(what))?;
-    Ok(row.map(|row| Meta {
-        schema_version: row.get(0),
-        format: row.get(1),
-        key_check: row.get(2),
-    }))
+    row.map(|row| {
+        Ok(Meta {
+            schema_version: col(&row, 0)?,
+            format: col(&row, 1)?,
+            key_check: col(&row, 2)?,
+        })
+    })
+    .transpose()
 }
 
 /// Takes the lock every write holds from its first read to its commit.
