@@ -252,6 +252,23 @@ fn saves_per_second(engine: &dyn Engine, tokens: u64, writers: u64, saves: usize
     (saves / writers as usize * writers as usize) as f64 / started.elapsed().as_secs_f64()
 }
 
+/// New users (no id: the counter issues one) per second.
+fn new_users_per_second(engine: &dyn Engine, writers: u64, saves: usize) -> f64 {
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for w in 0..writers {
+            scope.spawn(move || {
+                for s in 0..saves / writers as usize {
+                    let mut t = token(10_000_000 + writers * 100_000 + w * 10_000 + s as u64);
+                    t.id = None;
+                    engine.save(&t);
+                }
+            });
+        }
+    });
+    (saves / writers as usize * writers as usize) as f64 / started.elapsed().as_secs_f64()
+}
+
 fn measure(name: &str, engine: &dyn Engine, args: &Args) {
     let started = Instant::now();
     engine.load(0..args.tokens);
@@ -287,6 +304,14 @@ fn measure(name: &str, engine: &dyn Engine, args: &Args) {
             saves_per_second(engine, args.tokens, writers, args.saves)
         );
     }
+    if std::env::var("ONLY_OURS").is_ok() {
+        for writers in [1, 8] {
+            row += &format!(
+                " new {:.0} |",
+                new_users_per_second(engine, writers, args.saves)
+            );
+        }
+    }
     println!("{row}");
 }
 
@@ -306,6 +331,13 @@ fn main() {
     let ours = Ours(PostgresStore::connect(&args.url).unwrap());
     measure("PostgresStore (loopback)", &ours, &args);
     drop(ours);
+    println!(
+        "retries: {}",
+        tokenstore::RETRIES.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    if std::env::var("ONLY_OURS").is_ok() {
+        return;
+    }
     let dbstore = DbStore {
         url: args.url.clone(),
         idle: std::sync::Mutex::new(Vec::new()),

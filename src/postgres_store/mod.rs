@@ -639,25 +639,24 @@ impl TokenStore for PostgresStore {
         self.off_runtime(|| {
             let what = "saving a token";
             let mut conn = self.conn(what)?;
-            let mut tx = conn.transaction().map_err(map_pg(what))?;
-            let last_issued = self.begin_write(&mut tx, what)?;
-            let plan = store::plan_save(&View::new(&mut tx, &self.sealing), token, last_issued)?;
-            let applied =
-                self.upsert(&mut tx, &plan.record, what)
-                    .and_then(|()| match plan.issued {
-                        Some(issued) => write_last_issued(&mut tx, issued, what),
-                        None => Ok(()),
-                    });
-            match applied.and_then(|()| commit(tx, what)) {
-                Ok(()) => {
-                    *token = plan.record;
-                    Ok(())
-                }
-                Err(Error::Conflict { field, .. }) => {
-                    Err(self.conflict_holder(&mut conn, field, [&plan.record]))
-                }
-                Err(e) => Err(e),
+            // Saves exclude deletes, batches and key changes (which hold
+            // the lock exclusively), not each other: they run SERIALIZABLE
+            // and retry, so that concurrent saves share commits.
+            conn.query_typed(
+                "SELECT pg_advisory_lock_shared($1)",
+                &[(&WRITE_LOCK, Type::INT8)],
+            )
+            .map_err(map_pg(what))?;
+            let saved = self.save_serializable(&mut conn, token, what);
+            let unlocked = conn.query_typed(
+                "SELECT pg_advisory_unlock_shared($1)",
+                &[(&WRITE_LOCK, Type::INT8)],
+            );
+            if unlocked.is_err() && !conn.is_closed() {
+                // Never hand a connection holding the lock back to the pool.
+                let _ = conn.batch_execute("SELECT pg_terminate_backend(pg_backend_pid())");
             }
+            saved
         })
     }
 
@@ -795,6 +794,88 @@ impl PostgresStore {
     /// mix keys).
     fn begin_write(&self, tx: &mut postgres::Transaction<'_>, what: &'static str) -> Result<u64> {
         schema::lock_writes(tx, what)?;
+        self.counter_and_key(tx, what)
+    }
+
+    /// One save in a SERIALIZABLE transaction, retried (with a growing,
+    /// jittered pause) while the server reports a serialization failure,
+    /// a deadlock, or a unique value taken by a concurrent save: the retry
+    /// plans again from the state that includes the other save. The
+    /// caller holds the write lock in shared mode.
+    fn save_serializable(
+        &self,
+        conn: &mut postgres::Client,
+        token: &mut OAuthToken,
+        what: &'static str,
+    ) -> Result<()> {
+        const ATTEMPTS: u32 = 200;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let outcome = (|| {
+                let mut tx = conn
+                    .build_transaction()
+                    .isolation_level(postgres::IsolationLevel::Serializable)
+                    .start()
+                    .map_err(map_pg(what))?;
+                let last_issued = self.counter_and_key(&mut tx, what)?;
+                let plan =
+                    store::plan_save(&View::new(&mut tx, &self.sealing), token, last_issued)?;
+                self.upsert(&mut tx, &plan.record, what)?;
+                if let Some(issued) = plan.issued {
+                    write_last_issued(&mut tx, issued, what)?;
+                }
+                commit(tx, what)?;
+                Ok(plan.record)
+            })();
+            let retry = match &outcome {
+                Ok(_) => false,
+                Err(Error::Database { code, .. }) => code == "40001" || code == "40P01",
+                // Raised by a constraint (planned conflicts name the holder):
+                // a concurrent save took the value, and planning again
+                // sees it; a violation that persists is real (rows changed
+                // behind the store's back) and is reported.
+                Err(Error::Conflict { id, .. }) => id.is_empty() && attempt < 3,
+                Err(_) => false,
+            };
+            if !retry {
+                let record = match outcome {
+                    Err(Error::Conflict { field, id }) if id.is_empty() => {
+                        return Err(self.conflict_holder(conn, field, [&*token]))
+                    }
+                    other => other?,
+                };
+                *token = record;
+                return Ok(());
+            }
+            if attempt >= ATTEMPTS {
+                return Err(unavailable(
+                    what,
+                    format!(
+                        "gave up after {ATTEMPTS} attempts that conflicted with concurrent saves"
+                    ),
+                    false,
+                ));
+            }
+            if attempt > 2 {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
+                let jitter =
+                    u64::from(now.subsec_nanos() % 97) + u64::from(std::process::id() % 89);
+                let ceiling = 50u64 << attempt.min(8);
+                std::thread::sleep(Duration::from_micros(jitter * ceiling / 186));
+            }
+        }
+    }
+
+    /// The id counter, after checking that the store still has this
+    /// handle's key.
+    fn counter_and_key(
+        &self,
+        tx: &mut postgres::Transaction<'_>,
+        what: &'static str,
+    ) -> Result<u64> {
         let row = tx
             .query_one("SELECT last_issued_id, key_check FROM tokenstore_meta", &[])
             .map_err(map_pg(what))?;
