@@ -6,10 +6,20 @@
 //!
 //! DIRECTORY defaults to `./demo-tokenstore`. Secrets are never printed:
 //! tokens show through their redacting `Debug`.
+//!
+//! Login, refresh and revoke go through the real code path
+//! ([`tokenstore::oauth::OAuthClient`], HTTP included) against a fake Zoho
+//! accounts server started in this process on 127.0.0.1 (the one of
+//! `cargo run --example fake_zoho`); no real Zoho host is contacted.
+
+#[path = "../tests/support/fake_zoho.rs"]
+mod fake_zoho;
 
 use std::path::PathBuf;
+use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
+use tokenstore::oauth::{Config, Login, OAuthClient};
 use tokenstore::{now_ms, Durability, Error, OAuthToken, Options, SledStore, TokenStore};
 
 /// How many other users' tokens the store holds while lookups are timed.
@@ -71,14 +81,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         started.elapsed()
     );
     let started = Instant::now();
-    let store = SledStore::open(&path)?;
+    let store = Arc::new(SledStore::open(&path)?);
     println!(
         "   reopened with durable writes in {:.2?}: {} tokens",
         started.elapsed(),
         store.len()
     );
 
-    step("2. Login: the SDK exchanges a grant token and saves the result");
+    let server = fake_zoho::FakeZoho::start();
+    // Simulated delay of a real accounts server, so concurrent callers overlap.
+    server.set_delay(Duration::from_millis(150));
+    let client =
+        OAuthClient::with_config(store.clone(), Config::default().accounts_url(server.url()))?;
+
+    step("2. Login: exchange a grant code at the accounts server and save the result");
+    println!("   fake Zoho accounts server on {}", server.url());
     let grant = fake_token("ana-grant");
     let login_query = OAuthToken::new()
         .with_client_id(CLIENT_ID)
@@ -88,19 +105,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "   find_token(grant token + client credentials) -> {:?}",
         store.find_token(&login_query)?.and_then(|t| t.id)
     );
-    let mut token = login_query
-        .clone()
-        .with_user_name("ana@example.com")
-        .with_refresh_token(fake_token("ana-refresh-1"))
-        .with_access_token(fake_token("ana-access-1"))
-        .with_expiry_time(now_ms() + 3_600_000)
-        .with_redirect_url("https://example.com/oauth/callback")
-        .with_api_domain("https://www.zohoapis.com");
     let started = Instant::now();
-    store.save_token(&mut token)?;
+    let token = client.login(
+        &Login::new("ana@example.com", CLIENT_ID, CLIENT_SECRET, grant.as_str())
+            .redirect_url("https://example.com/oauth/callback"),
+    )?;
     println!(
-        "   save_token (durable: flushed before returning) took {:.2?}",
-        started.elapsed()
+        "   OAuthClient::login (HTTP exchange + durable save_token) took {:.2?}; {} request(s) seen",
+        started.elapsed(),
+        server.logins()
     );
     let id = token.id.clone().expect("saved tokens have an id");
     println!("   stored as id {id}: {token:?}");
@@ -124,48 +137,85 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         store.find_token(&query).map(|t| t.is_some())
     })?;
 
-    step("4. An hour later the access token has expired: refresh and save");
-    let an_hour_later = now_ms() + 3_600_000;
+    step("4. An hour later the access token has expired: 16 threads ask for it at once");
     let current = store.find_token_by_id(&id)?.expect("ana is stored");
+    // Play the hour forward: the stored access token now expires in 1 s,
+    // inside the SDK's 5-second margin.
+    let mut an_hour_later = OAuthToken {
+        id: Some(id.clone()),
+        access_token: current.access_token.clone(),
+        expiry_time: Some(now_ms() + 1_000),
+        ..OAuthToken::default()
+    };
+    store.save_token(&mut an_hour_later)?;
+    let before = server.refreshes();
+    let barrier = Arc::new(Barrier::new(16));
+    let started = Instant::now();
+    let tokens: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..16)
+            .map(|_| {
+                let barrier = Arc::clone(&barrier);
+                let client = &client;
+                let id = id.as_str();
+                s.spawn(move || {
+                    barrier.wait();
+                    client.access_token_by_id(id)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("no panic"))
+            .collect()
+    });
+    let tokens = tokens.into_iter().collect::<tokenstore::Result<Vec<_>>>()?;
     println!(
-        "   is_expired(in one hour, 5 s margin) = {}",
-        current.is_expired(an_hour_later, tokenstore::DEFAULT_EXPIRY_MARGIN_MS)
+        "   16 callers, {} refresh request(s) to the accounts server, {:.2?}; all got the same token: {}",
+        server.refreshes() - before,
+        started.elapsed(),
+        tokens.iter().all(|t| t == &tokens[0])
     );
-    let mut refreshed = OAuthToken::new()
-        .with_id(id.as_str())
-        .with_access_token(fake_token("ana-access-2"))
-        .with_expiry_time(an_hour_later + 3_600_000);
-    store.save_token(&mut refreshed)?;
+    let refreshed = store.find_token_by_id(&id)?.expect("ana is stored");
     println!(
-        "   saved the new access token; refresh token kept: {}",
+        "   saved before it was handed out: {}; expires {}; refresh token kept: {}",
+        refreshed.access_token.as_deref() == Some(tokens[0].secret()),
+        if refreshed.expiry_time > current.expiry_time {
+            "later"
+        } else {
+            "NOT later"
+        },
         refreshed.refresh_token == current.refresh_token
     );
+    println!("   {:?}", tokens[0]);
 
-    step("5. The server rotates the refresh token");
-    let mut rotated = OAuthToken::new()
-        .with_id(id.as_str())
-        .with_refresh_token(fake_token("ana-refresh-2"));
-    store.save_token(&mut rotated)?;
-    let by_refresh = |seed: &str| {
+    step("5. The server rotates the refresh token on the next refresh");
+    server.set_rotate(true);
+    let old_refresh = refreshed.refresh_token.clone().unwrap_or_default();
+    client.refresh(&OAuthToken::new().with_id(id.as_str()))?;
+    let new_refresh = store
+        .find_token_by_id(&id)?
+        .and_then(|t| t.refresh_token)
+        .unwrap_or_default();
+    let by_refresh = |refresh: &str| {
         OAuthToken::new()
             .with_client_id(CLIENT_ID)
             .with_client_secret(CLIENT_SECRET)
-            .with_refresh_token(fake_token(seed))
+            .with_refresh_token(refresh)
     };
     println!(
         "   old refresh token finds {:?}; new one finds {:?}",
         store
-            .find_token(&by_refresh("ana-refresh-1"))?
+            .find_token(&by_refresh(&old_refresh))?
             .and_then(|t| t.id),
         store
-            .find_token(&by_refresh("ana-refresh-2"))?
+            .find_token(&by_refresh(&new_refresh))?
             .and_then(|t| t.id)
     );
 
     step("6. Bad input gets a clear error and changes nothing");
     let mut obrien = OAuthToken::new()
         .with_user_name("o'brien@example.com")
-        .with_refresh_token(fake_token("ana-refresh-2"));
+        .with_refresh_token(new_refresh.as_str());
     match store.save_token(&mut obrien) {
         Err(e) => println!("   O'Brien with Ana's refresh token: {e}"),
         Ok(()) => println!("   unexpected: the save went through"),
@@ -193,17 +243,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Ok(_) => println!("   unexpected: opened twice"),
     }
 
-    step("8. Logout: the SDK's revoke() sends an id-only token, then deletes it");
+    step("8. Logout: revoke the refresh token at the accounts server, then delete");
     let revoke = OAuthToken::new().with_id(id.as_str());
     let found = store.find_token(&revoke)?;
     println!("   find_token(id only) -> {:?}", found.and_then(|t| t.id));
-    println!("   delete_token({id}) -> {}", store.delete_token(&id)?);
+    println!(
+        "   OAuthClient::revoke({id}) -> revoked at the server: {} ({} revoke request(s))",
+        client.revoke(&id)?,
+        server.revokes()
+    );
     println!(
         "   find_token_by_id({id}) -> {:?}",
         store.find_token_by_id(&id)?.and_then(|t| t.id)
     );
 
     step("9. Close, reopen, check");
+    println!(
+        "   the accounts server saw {} request(s) in all: {} login, {} refresh, {} revoke",
+        server.requests(),
+        server.logins(),
+        server.refreshes(),
+        server.revokes()
+    );
+    drop(client);
     drop(store);
     let started = Instant::now();
     let store = SledStore::open(&path)?;

@@ -226,7 +226,10 @@ impl OpenOptions {
 
     /// The embedded engine's options that these stand for.
     fn sled_options(&self) -> Options {
-        let options = Options::default();
+        let mut options = Options::default();
+        if let Some(wait) = self.wait_for_lock {
+            options = options.wait_for_lock(wait);
+        }
         match &self.key {
             Some(key) => options.encryption(key.clone()),
             None => options,

@@ -198,6 +198,105 @@ pub enum Error {
         instead: String,
     },
 
+    /// No record matches what an access token was asked for (a user name,
+    /// an id, or a query). Nothing was sent to the accounts server.
+    #[error("no token record for {what}; log the user in first (OAuthClient::login, or `tokenstore login`)")]
+    NotFound {
+        /// What was looked for, e.g. `user "ana@example.com"` or `id "3"`
+        /// (never a token value).
+        what: String,
+    },
+
+    /// The record cannot be refreshed: it lacks the refresh token or the
+    /// client credentials the refresh needs. The store is unchanged.
+    #[error(
+        "record {id:?} has no {missing}, so its access token cannot be refreshed; \
+         log the user in again (OAuthClient::login, or `tokenstore login`)"
+    )]
+    NotRefreshable {
+        /// The record's id.
+        id: String,
+        /// The missing field: `refresh_token`, `client_id` or `client_secret`.
+        missing: &'static str,
+    },
+
+    /// The accounts server refused the grant code or the refresh token
+    /// (`invalid_code`): it expired, was revoked or was already used. Only a
+    /// new login helps. The store is unchanged.
+    #[error(
+        "the accounts server refused the {credential} ({code}): it expired, was revoked \
+         or was already used; log the user in again with a new grant code \
+         (OAuthClient::login, or `tokenstore login`)"
+    )]
+    GrantRefused {
+        /// `grant code` or `refresh token`.
+        credential: &'static str,
+        /// The server's error code, e.g. `invalid_code`.
+        code: String,
+    },
+
+    /// The accounts server does not know this client id and secret
+    /// (`invalid_client`). The store is unchanged.
+    #[error(
+        "the accounts server refused the client credentials (invalid_client); check the \
+         client id and secret in the Zoho API console, and that the accounts server \
+         ({accounts}) is the data center the client was registered in"
+    )]
+    InvalidClient {
+        /// The accounts server's base URL (no secret, no query string).
+        accounts: String,
+    },
+
+    /// The accounts server limits token requests (Zoho allows about 10 per
+    /// refresh token per 10 minutes, then answers `Access Denied` for the
+    /// rest of the window). The store is unchanged; retrying at once makes
+    /// it worse.
+    #[error(
+        "the accounts server ({accounts}) is rate limiting token requests ({detail}); \
+         try again in a few minutes, do not retry in a loop"
+    )]
+    RateLimited {
+        /// The accounts server's base URL.
+        accounts: String,
+        /// What the server said: its error code or HTTP status.
+        detail: String,
+    },
+
+    /// The accounts server could not be reached or did not answer in time.
+    /// The store is unchanged.
+    #[error(
+        "could not reach the accounts server {accounts}: {reason}; check the network and \
+         the accounts URL (or data center), then try again"
+    )]
+    Network {
+        /// The accounts server's base URL.
+        accounts: String,
+        /// What failed (connection refused, timed out after N s, ...).
+        reason: String,
+    },
+
+    /// The accounts server answered something that is not a token response
+    /// (not JSON, no `access_token`, an unknown error code). The store is
+    /// unchanged.
+    #[error(
+        "the answer of the accounts server {accounts} is not a usable token response \
+         ({reason}); check that the accounts URL points to a Zoho accounts server"
+    )]
+    MalformedResponse {
+        /// The accounts server's base URL.
+        accounts: String,
+        /// What is wrong with it (never the answer's content).
+        reason: String,
+    },
+
+    /// An accounts URL that cannot be used: not `http(s)://host[:port][/path]`,
+    /// or carrying credentials or a query string.
+    #[error("invalid accounts URL: {reason}; give a base URL such as https://accounts.zoho.com")]
+    InvalidAccountsUrl {
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// An I/O error from the file system or the storage engine.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
@@ -208,6 +307,91 @@ impl Error {
         Error::Corruption {
             id: id.map(str::to_owned),
             detail: detail.into(),
+        }
+    }
+
+    /// A copy of this error for the callers that waited on a refresh that
+    /// failed (single flight hands every waiter the same outcome). I/O
+    /// errors keep their kind and message.
+    #[cfg_attr(not(feature = "oauth"), allow(dead_code))]
+    pub(crate) fn duplicate(&self) -> Self {
+        match self {
+            Error::InvalidToken { reason } => Error::InvalidToken {
+                reason: reason.clone(),
+            },
+            Error::Conflict { field, id } => Error::Conflict {
+                field: *field,
+                id: id.clone(),
+            },
+            Error::Corruption { id, detail } => Error::Corruption {
+                id: id.clone(),
+                detail: detail.clone(),
+            },
+            Error::Locked { path } => Error::Locked { path: path.clone() },
+            Error::UnsupportedVersion { found, supported } => Error::UnsupportedVersion {
+                found: *found,
+                supported: *supported,
+            },
+            Error::WrongKey { path } => Error::WrongKey { path: path.clone() },
+            Error::KeyRequired { path } => Error::KeyRequired { path: path.clone() },
+            Error::NotEncrypted { path } => Error::NotEncrypted { path: path.clone() },
+            Error::RekeyRequired { path } => Error::RekeyRequired { path: path.clone() },
+            Error::InvalidKey { reason } => Error::InvalidKey {
+                reason: reason.clone(),
+            },
+            Error::Unsupported {
+                operation,
+                backend,
+                instead,
+            } => Error::Unsupported {
+                operation: operation.clone(),
+                backend,
+                instead: instead.clone(),
+            },
+            Error::Unavailable {
+                what,
+                detail,
+                maybe_committed,
+            } => Error::Unavailable {
+                what: what.clone(),
+                detail: detail.clone(),
+                maybe_committed: *maybe_committed,
+            },
+            Error::Database { code, detail } => Error::Database {
+                code: code.clone(),
+                detail: detail.clone(),
+            },
+            Error::InvalidUrl { reason } => Error::InvalidUrl {
+                reason: reason.clone(),
+            },
+            Error::NotFound { what } => Error::NotFound { what: what.clone() },
+            Error::NotRefreshable { id, missing } => Error::NotRefreshable {
+                id: id.clone(),
+                missing,
+            },
+            Error::GrantRefused { credential, code } => Error::GrantRefused {
+                credential,
+                code: code.clone(),
+            },
+            Error::InvalidClient { accounts } => Error::InvalidClient {
+                accounts: accounts.clone(),
+            },
+            Error::RateLimited { accounts, detail } => Error::RateLimited {
+                accounts: accounts.clone(),
+                detail: detail.clone(),
+            },
+            Error::Network { accounts, reason } => Error::Network {
+                accounts: accounts.clone(),
+                reason: reason.clone(),
+            },
+            Error::MalformedResponse { accounts, reason } => Error::MalformedResponse {
+                accounts: accounts.clone(),
+                reason: reason.clone(),
+            },
+            Error::InvalidAccountsUrl { reason } => Error::InvalidAccountsUrl {
+                reason: reason.clone(),
+            },
+            Error::Io(e) => Error::Io(std::io::Error::new(e.kind(), e.to_string())),
         }
     }
 

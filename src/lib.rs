@@ -40,6 +40,8 @@ mod codec;
 mod error;
 mod key;
 mod memory;
+#[cfg(feature = "oauth")]
+pub mod oauth;
 #[cfg(feature = "postgres")]
 mod postgres_store;
 mod rules;

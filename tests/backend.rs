@@ -159,3 +159,32 @@ fn a_sled_store_changes_its_key_through_the_handle() {
         .unwrap()
         .is_some());
 }
+
+#[test]
+fn open_waits_for_a_locked_embedded_store_only_when_asked() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let path = path.to_str().unwrap().to_owned();
+    let first = tokenstore::open(&path).unwrap();
+
+    let started = Instant::now();
+    let err = tokenstore::open(&path).unwrap_err();
+    assert!(matches!(err, Error::Locked { .. }), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(2), "fails fast");
+
+    // Released while the second opener waits: it gets the store.
+    let waiter = {
+        let path = path.clone();
+        std::thread::spawn(move || {
+            tokenstore::open_with(
+                &path,
+                OpenOptions::new().wait_for_lock(Duration::from_secs(10)),
+            )
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    drop(first);
+    let second = waiter.join().unwrap().expect("opened once released");
+    assert_eq!(second.kind(), "sled");
+}

@@ -430,3 +430,27 @@ fn a_duplicated_unique_value_is_reported() {
     assert_eq!(duplicated.len(), 4, "{report}");
     assert!(duplicated.iter().all(|(_, ids)| ids == &["1", "2"]));
 }
+
+#[test]
+fn wait_for_lock_opens_once_the_other_handle_closes() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokens");
+    let first = SledStore::open(&path).unwrap();
+    // Without waiting: fails at once.
+    let started = Instant::now();
+    assert!(matches!(
+        SledStore::open(&path),
+        Err(tokenstore::Error::Locked { .. })
+    ));
+    assert!(started.elapsed() < Duration::from_secs(2));
+
+    let closer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        drop(first);
+    });
+    let waiting = tokenstore::Options::default().wait_for_lock(Duration::from_secs(20));
+    let second = SledStore::open_with(&path, waiting).expect("opens once the first closes");
+    closer.join().unwrap();
+    assert!(second.is_empty());
+}

@@ -102,6 +102,7 @@ pub struct Options {
     cache_capacity: u64,
     record_cache: u64,
     encryption: Option<Key>,
+    lock_wait: Duration,
 }
 
 impl Default for Options {
@@ -113,6 +114,7 @@ impl Default for Options {
             cache_capacity: 256 << 20,
             record_cache: 64 << 20,
             encryption: None,
+            lock_wait: Duration::ZERO,
         }
     }
 }
@@ -177,6 +179,40 @@ impl Options {
     pub fn encryption(mut self, key: Key) -> Self {
         self.encryption = Some(key);
         self
+    }
+
+    /// When the store is open in another process, waits up to `wait` for it
+    /// to be closed (polling with a growing pause, at most 100 ms) instead
+    /// of failing at once; [`Error::Locked`] after that. The default,
+    /// `Duration::ZERO`, fails fast. For scripts that run short `tokenstore`
+    /// commands side by side: each waits its turn.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use tokenstore::{Error, Options, SledStore};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let path = dir.path().join("tokens");
+    /// let first = SledStore::open(&path)?;
+    /// // Fails fast by default...
+    /// assert!(matches!(SledStore::open(&path), Err(Error::Locked { .. })));
+    /// // ...or waits, here in vain: the first handle stays open.
+    /// let started = Instant::now();
+    /// let waiting = Options::default().wait_for_lock(Duration::from_millis(300));
+    /// assert!(matches!(SledStore::open_with(&path, waiting), Err(Error::Locked { .. })));
+    /// assert!(started.elapsed() >= Duration::from_millis(300));
+    /// # drop(first);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn wait_for_lock(mut self, wait: Duration) -> Self {
+        self.lock_wait = wait;
+        self
+    }
+
+    /// How long `open` waits for another process to close the store.
+    pub fn lock_wait(&self) -> Duration {
+        self.lock_wait
     }
 
     /// The master key, when the store is to be encrypted.
@@ -318,7 +354,7 @@ impl SledStore {
     pub fn open_with(path: impl AsRef<Path>, options: Options) -> Result<SledStore> {
         let path = path.as_ref().to_path_buf();
         create_private_dir(&path)?;
-        let lock = lock_directory(&path)?;
+        let lock = lock_directory(&path, options.lock_wait)?;
 
         let generation = layout::current_generation(&path)?;
         layout::remove_stale(&path, generation)?;
@@ -783,7 +819,9 @@ fn open_sled(config: &sled::Config, path: &Path) -> Result<sled::Db> {
     }
 }
 
-fn lock_directory(path: &Path) -> Result<File> {
+/// Takes the store directory's lock file, waiting up to `wait` for another
+/// process to release it.
+fn lock_directory(path: &Path, wait: Duration) -> Result<File> {
     let lock_path = path.join(LOCK_FILE);
     let mut open = OpenOptions::new();
     open.create(true).truncate(false).write(true);
@@ -795,12 +833,23 @@ fn lock_directory(path: &Path) -> Result<File> {
             format!("cannot open the lock file {}: {e}", lock_path.display()),
         ))
     })?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(TryLockError::WouldBlock) => Err(Error::Locked {
-            path: path.to_path_buf(),
-        }),
-        Err(TryLockError::Error(e)) => Err(Error::Io(e)),
+    let started = std::time::Instant::now();
+    let mut pause = Duration::from_millis(2);
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(TryLockError::WouldBlock) => {
+                let waited = started.elapsed();
+                if waited >= wait {
+                    return Err(Error::Locked {
+                        path: path.to_path_buf(),
+                    });
+                }
+                std::thread::sleep(pause.min(wait - waited));
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
+            Err(TryLockError::Error(e)) => return Err(Error::Io(e)),
+        }
     }
 }
 

@@ -7,11 +7,14 @@
 
 mod export;
 mod import;
+#[cfg(feature = "oauth")]
+mod oauth;
 mod render;
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
@@ -53,6 +56,11 @@ struct Cli {
     /// the TOKENSTORE_KEY environment variable is used, if set.
     #[arg(long, global = true, value_name = "PATH")]
     key_file: Option<PathBuf>,
+
+    /// When another tokenstore process has the store open, wait up to SECS
+    /// for it to finish instead of failing (0: fail at once).
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 10.0)]
+    lock_timeout: f64,
 
     #[command(subcommand)]
     command: Command,
@@ -184,6 +192,31 @@ enum Command {
         #[arg(long)]
         yes: bool,
     },
+    /// Log a user in: exchange a grant code at Zoho's accounts server and
+    /// save the tokens under --user (creates the store). Prints the record's
+    /// id and user, never a secret.
+    ///
+    /// A secret given as `-` is read from stdin, one line per `-`, in the
+    /// order --client-secret, --grant-token.
+    #[cfg(feature = "oauth")]
+    #[command(after_help = "Example:\n  \
+        tokenstore login --user ana@example.com --client-id 1000.X --client-secret - --grant-token - --dc eu < secrets.txt")]
+    Login(oauth::LoginArgs),
+    /// Print a valid access token alone on stdout, refreshing it first if it
+    /// expires within 5 s (or --min-valid). The one command that prints a
+    /// secret: for scripts.
+    #[cfg(feature = "oauth")]
+    #[command(after_help = "Example:\n  \
+        curl -H \"Authorization: Zoho-oauthtoken $(tokenstore token --user ana@example.com)\" \
+        https://www.zohoapis.com/crm/v8/users")]
+    Token(oauth::TokenArgs),
+    /// Refresh a record's access token now (prints its expiry, not the token).
+    #[cfg(feature = "oauth")]
+    Refresh(oauth::RefreshArgs),
+    /// Revoke a record's refresh token at the accounts server, then delete
+    /// the record.
+    #[cfg(feature = "oauth")]
+    Revoke(oauth::RevokeArgs),
 }
 
 #[derive(Args)]
@@ -262,8 +295,33 @@ fn main() -> ExitCode {
 fn run(cli: &Cli) -> CliResult {
     let out = Output { json: cli.json };
     let key = || current_key(cli.key_file.as_deref());
+    let lock_wait = Duration::try_from_secs_f64(cli.lock_timeout)
+        .map_err(|_| CliError::input("--lock-timeout must be a number of seconds, 0 or more"))?;
+    let open = |spec: &str, create: bool, key: Option<Key>| open(spec, create, key, lock_wait);
     match &cli.command {
         Command::Import(args) => import::run(&*open(&cli.db, true, key()?)?, args, out),
+        #[cfg(feature = "oauth")]
+        Command::Login(args) => {
+            oauth::login(std::sync::Arc::new(open(&cli.db, true, key()?)?), args, out)
+        }
+        #[cfg(feature = "oauth")]
+        Command::Token(args) => oauth::token(
+            std::sync::Arc::new(open(&cli.db, false, key()?)?),
+            args,
+            out,
+        ),
+        #[cfg(feature = "oauth")]
+        Command::Refresh(args) => oauth::refresh(
+            std::sync::Arc::new(open(&cli.db, false, key()?)?),
+            args,
+            out,
+        ),
+        #[cfg(feature = "oauth")]
+        Command::Revoke(args) => oauth::revoke(
+            std::sync::Arc::new(open(&cli.db, false, key()?)?),
+            args,
+            out,
+        ),
         Command::Keygen { output } => keygen(output.as_deref()),
         Command::Copy(args) => {
             let from_key = match args.from_key_file.as_deref() {
@@ -331,6 +389,13 @@ fn run(cli: &Cli) -> CliResult {
                 | Command::Encrypt { .. }
                 | Command::Rekey { .. }
                 | Command::Decrypt { .. } => unreachable!("handled above"),
+                #[cfg(feature = "oauth")]
+                Command::Login(_)
+                | Command::Token(_)
+                | Command::Refresh(_)
+                | Command::Revoke(_) => {
+                    unreachable!("handled above")
+                }
             }
         }
     }
@@ -356,17 +421,18 @@ impl Output {
     }
 }
 
-/// Opens the store `spec` names (encrypted when a key is given); only
-/// `import`, `copy` (its target) and `login` may create an embedded one.
-fn open(spec: &str, create: bool, key: Option<Key>) -> CliResult<AnyStore> {
+/// Opens the store `spec` names (encrypted when a key is given), waiting up
+/// to `lock_wait` for another process to close an embedded one; only
+/// `import`, `copy` (its target) and `login` may create an embedded store.
+fn open(spec: &str, create: bool, key: Option<Key>, lock_wait: Duration) -> CliResult<AnyStore> {
     if StoreKind::of(spec) == StoreKind::Sled && !create && !Path::new(spec).exists() {
         return Err(CliError::input(format!(
-            "no token store at {spec}; pass --db DIR|URL or set TOKENSTORE_DB (`tokenstore import` creates one)"
+            "no token store at {spec}; pass --db DIR|URL or set TOKENSTORE_DB (`tokenstore import` or `tokenstore login` creates one)"
         )));
     }
     Ok(tokenstore::open_with(
         spec,
-        OpenOptions::new().maybe_key(key),
+        OpenOptions::new().maybe_key(key).wait_for_lock(lock_wait),
     )?)
 }
 
