@@ -1,8 +1,12 @@
 //! Every `tokenstore` command against a `postgres://` store, and `copy`
 //! between the embedded store and PostgreSQL both ways. Needs a server:
 //! run tests/postgres/run.sh (without `TOKENSTORE_TEST_PG_URL` every test
-//! prints SKIPPED).
+//! prints SKIPPED). With the `oauth` feature: eight processes on one
+//! expired token in a shared database make one refresh request.
 
+#[cfg(feature = "oauth")]
+#[path = "support/fake_zoho.rs"]
+mod fake_zoho;
 #[path = "support/postgres.rs"]
 mod postgres_db;
 
@@ -387,4 +391,63 @@ fn copy_sled_to_postgres_and_back_keeps_records_ids_and_counter() {
     .unwrap();
     assert_eq!(sorted(opened.get_tokens().unwrap()), original);
     assert_eq!(opened.last_issued_id().unwrap(), 4);
+}
+
+/// Unlike the embedded store, which one process holds at a time, the
+/// shared store lets all eight run at once: only `with_refresh_lock` (the
+/// server's advisory lock on the record) keeps them to one request.
+#[cfg(feature = "oauth")]
+#[test]
+fn eight_processes_on_one_expired_token_make_one_refresh() {
+    let Some(db) = TestDb::new("cli eight refreshers") else {
+        return;
+    };
+    let server = fake_zoho::FakeZoho::start();
+    server.set_delay(std::time::Duration::from_millis(200));
+    let store = PostgresStore::connect(&db.url).unwrap();
+    let mut token = OAuthToken::new()
+        .with_user_name("ana@example.com")
+        .with_client_id("1000.CLIENTID")
+        .with_client_secret(format!("client-secret-{MARK}"))
+        .with_refresh_token(format!("1000.refresh-{MARK}"))
+        .with_access_token(format!("1000.access-{MARK}"))
+        .with_expiry_time(tokenstore::now_ms() - 1);
+    store.save_token(&mut token).unwrap();
+    let bin = assert_cmd::cargo::cargo_bin!("tokenstore");
+    let children: Vec<_> = (0..8)
+        .map(|_| {
+            std::process::Command::new(bin)
+                .env_remove("TOKENSTORE_KEY")
+                .env("TOKENSTORE_ACCOUNTS_URL", server.url())
+                .args(["--db", &url(&db), "token", "--user", "ana@example.com"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outputs: Vec<std::process::Output> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    eprintln!(
+        "FIGURES 8 concurrent `tokenstore token` processes on postgres://, 1 expired token: \
+         {} refresh request(s)",
+        server.refreshes()
+    );
+    for output in &outputs {
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        assert!(!text(&output.stderr).contains(PASSWORD));
+    }
+    assert_eq!(server.refreshes(), 1);
+    let stored = store.find_token_by_id("1").unwrap().unwrap();
+    let access = stored.access_token.unwrap();
+    assert_ne!(access, format!("1000.access-{MARK}"), "refreshed");
+    for output in &outputs {
+        assert_eq!(
+            text(&output.stdout).trim(),
+            access,
+            "all print the new token"
+        );
+    }
 }
