@@ -89,7 +89,8 @@ pub enum Error {
         path.display()
     )]
     WrongKey {
-        /// The database directory.
+        /// The database directory (for a PostgreSQL store, its URL without
+        /// the password).
         path: PathBuf,
     },
 
@@ -99,7 +100,8 @@ pub enum Error {
         path.display()
     )]
     KeyRequired {
-        /// The database directory.
+        /// The database directory (for a PostgreSQL store, its URL without
+        /// the password).
         path: PathBuf,
     },
 
@@ -109,7 +111,8 @@ pub enum Error {
         path.display()
     )]
     NotEncrypted {
-        /// The database directory.
+        /// The database directory (for a PostgreSQL store, its URL without
+        /// the password).
         path: PathBuf,
     },
 
@@ -131,6 +134,54 @@ pub enum Error {
     #[error("invalid key: {reason}")]
     InvalidKey {
         /// Why the key was refused.
+        reason: String,
+    },
+
+    /// The database server of a shared store (PostgreSQL) cannot be reached,
+    /// or the connection to it broke, or it did not answer in time.
+    ///
+    /// Unless `maybe_committed` is true nothing was written. When it is true
+    /// the connection broke while the server was committing: the write may
+    /// or may not have landed, so read the record back before repeating it.
+    /// The store reconnects by itself on the next call.
+    #[error(
+        "the token store's database server is unavailable while {what}: {detail}; {}",
+        if *maybe_committed {
+            "the connection broke during the commit, so the write may or may not have landed: \
+             read the record back before repeating it"
+        } else {
+            "nothing was written; check that the server is running and reachable \
+             (the next call reconnects)"
+        }
+    )]
+    Unavailable {
+        /// What the store was doing.
+        what: String,
+        /// What went wrong (never a secret: no password, no token value).
+        detail: String,
+        /// True when the connection broke during a commit.
+        maybe_committed: bool,
+    },
+
+    /// The database server of a shared store refused an operation for a
+    /// reason other than being unavailable (for example missing privileges).
+    /// Nothing was written.
+    #[error(
+        "the database server refused the operation (SQLSTATE {code}): {detail}; \
+         check the database user's privileges and the server's log"
+    )]
+    Database {
+        /// The SQLSTATE error code.
+        code: String,
+        /// The server's message (never holds a token value).
+        detail: String,
+    },
+
+    /// A database URL (`postgres://…`) that cannot be used. The message
+    /// never repeats a password.
+    #[error("invalid database URL: {reason}")]
+    InvalidUrl {
+        /// Why the URL was refused.
         reason: String,
     },
 
@@ -296,6 +347,22 @@ impl Error {
                 operation: operation.clone(),
                 backend,
                 instead: instead.clone(),
+            },
+            Error::Unavailable {
+                what,
+                detail,
+                maybe_committed,
+            } => Error::Unavailable {
+                what: what.clone(),
+                detail: detail.clone(),
+                maybe_committed: *maybe_committed,
+            },
+            Error::Database { code, detail } => Error::Database {
+                code: code.clone(),
+                detail: detail.clone(),
+            },
+            Error::InvalidUrl { reason } => Error::InvalidUrl {
+                reason: reason.clone(),
             },
             Error::NotFound { what } => Error::NotFound { what: what.clone() },
             Error::NotRefreshable { id, missing } => Error::NotRefreshable {

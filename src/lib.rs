@@ -3,8 +3,10 @@
 //! queries, atomic upserts, no duplicate rows, no cross-user mix-ups, and
 //! secrets that are never printed.
 //!
-//! Two backends implement [`TokenStore`]: [`SledStore`], durable on disk, and
-//! [`MemoryStore`], in process memory.
+//! Backends implementing [`TokenStore`]: [`SledStore`], durable on disk and
+//! owned by one process; `PostgresStore` (cargo feature `postgres`), the same
+//! contract on a PostgreSQL database that many processes share; and
+//! [`MemoryStore`], in process memory. [`open`] picks one from a string.
 //!
 //! ```
 //! use tokenstore::{OAuthToken, SledStore, TokenStore};
@@ -34,11 +36,14 @@
 
 mod backend;
 mod batch;
+mod codec;
 mod error;
 mod key;
 mod memory;
 #[cfg(feature = "oauth")]
 pub mod oauth;
+#[cfg(feature = "postgres")]
+mod postgres_store;
 mod rules;
 mod sled_store;
 mod store;
@@ -49,6 +54,8 @@ pub use batch::Batch;
 pub use error::{Error, Result};
 pub use key::Key;
 pub use memory::MemoryStore;
+#[cfg(feature = "postgres")]
+pub use postgres_store::{PostgresOptions, PostgresStore};
 pub use rules::{lookup_key, LookupKey};
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
@@ -67,6 +74,8 @@ const _: () = {
     const fn assert_send_sync<T: Send + Sync + ?Sized>() {}
     assert_send_sync::<MemoryStore>();
     assert_send_sync::<SledStore>();
+    #[cfg(feature = "postgres")]
+    assert_send_sync::<PostgresStore>();
     assert_send_sync::<dyn TokenStore + Send + Sync>();
     assert_send_sync::<Error>();
     assert_send_sync::<AnyStore>();

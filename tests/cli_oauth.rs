@@ -344,7 +344,7 @@ fn eight_concurrent_processes_on_an_expired_token_make_one_refresh() {
 fn lock_timeout_zero_fails_fast_when_the_store_is_busy() {
     let f = Fixture::new();
     f.saved(now_ms() + 3_600_000);
-    let held = SledStore::open(&f.db).unwrap();
+    let held = f.open();
     let output = f
         .ts()
         .args(["--lock-timeout", "0", "token", "--user", USER])
@@ -353,4 +353,41 @@ fn lock_timeout_zero_fails_fast_when_the_store_is_busy() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("locked by another process"));
     drop(held);
+}
+
+#[test]
+fn accounts_url_beats_the_environment_which_beats_dc() {
+    let f = Fixture::new();
+    f.saved(now_ms() - 1);
+    // The environment's URL wins over --dc: the request reaches the fake
+    // server, never accounts.zoho.eu.
+    let output = f
+        .ts()
+        .args(["refresh", "--user", USER, "--dc", "eu"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(f.server.refreshes(), 1);
+
+    // --accounts-url wins over the environment (which points nowhere here).
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    let output = f
+        .ts()
+        .env("TOKENSTORE_ACCOUNTS_URL", &dead)
+        .args(["refresh", "--user", USER, "--accounts-url", f.server.url()])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(f.server.refreshes(), 2);
 }

@@ -527,6 +527,10 @@ fn a_record_names_its_data_center_by_api_domain() {
 struct RacedStore {
     inner: MemoryStore,
     locked: std::sync::Mutex<Vec<String>>,
+    /// How long the other process's token lives.
+    other_lifetime_ms: i64,
+    /// How long the other process holds the lock (first time only).
+    other_holds: Duration,
 }
 
 impl TokenStore for RacedStore {
@@ -553,12 +557,19 @@ impl TokenStore for RacedStore {
         id: &str,
         critical: &mut dyn FnMut() -> tokenstore::Result<()>,
     ) -> tokenstore::Result<()> {
-        self.locked.lock().unwrap().push(id.to_owned());
-        let mut other = OAuthToken::new()
-            .with_id(id)
-            .with_access_token("1000.access-from-the-other-process-S3CRET")
-            .with_expiry_time(now_ms() + 3_600_000);
-        self.inner.save_token(&mut other)?;
+        let first = {
+            let mut locked = self.locked.lock().unwrap();
+            locked.push(id.to_owned());
+            locked.len() == 1
+        };
+        if first {
+            std::thread::sleep(self.other_holds);
+            let mut other = OAuthToken::new()
+                .with_id(id)
+                .with_access_token("1000.access-from-the-other-process-S3CRET")
+                .with_expiry_time(now_ms() + self.other_lifetime_ms);
+            self.inner.save_token(&mut other)?;
+        }
         critical()
     }
 }
@@ -569,6 +580,8 @@ fn the_record_is_read_again_under_the_stores_refresh_lock() {
     let raced = Arc::new(RacedStore {
         inner: MemoryStore::new(),
         locked: std::sync::Mutex::new(Vec::new()),
+        other_lifetime_ms: 3_600_000,
+        other_holds: Duration::ZERO,
     });
     let store: Store = raced.clone();
     let record = saved(&store, USER, now_ms() - 1);
@@ -601,4 +614,103 @@ fn a_login_with_an_empty_field_is_refused_before_any_request() {
     }
     assert_eq!(server.requests(), 0);
     assert!(store.get_tokens().unwrap().is_empty());
+}
+
+#[test]
+fn a_waiter_needing_a_longer_margin_than_its_flight_got_flies_again() {
+    let server = FakeZoho::start();
+    // Another process refreshes while holding the lock for 300 ms, and its
+    // token lives 30 s: enough for the 5 s margin, not for 60 s.
+    let raced = Arc::new(RacedStore {
+        inner: MemoryStore::new(),
+        locked: std::sync::Mutex::new(Vec::new()),
+        other_lifetime_ms: 30_000,
+        other_holds: Duration::from_millis(300),
+    });
+    let store: Store = raced.clone();
+    saved(&store, USER, now_ms() - 1);
+    let client = client(&store, &server);
+    let query = OAuthToken::new().with_user_name(USER);
+    let (short, long) = std::thread::scope(|s| {
+        let short = s.spawn(|| client.access_token(&query).unwrap());
+        std::thread::sleep(Duration::from_millis(100));
+        let long = s.spawn(|| {
+            client
+                .access_token_valid_for(&query, Duration::from_secs(60))
+                .unwrap()
+        });
+        (short.join().unwrap(), long.join().unwrap())
+    });
+    assert_eq!(short.secret(), "1000.access-from-the-other-process-S3CRET");
+    assert_eq!(server.refreshes(), 1, "the 60 s caller refreshed once");
+    assert!(long.expiry_time().unwrap() > now_ms() + 60_000);
+}
+
+fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "waited in vain for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn refresh_ahead_returns_at_once_and_refreshes_once_behind() {
+    let server = FakeZoho::start();
+    server.set_delay(Duration::from_millis(200));
+    let (_dir, store) = sled();
+    let config = Config::default()
+        .accounts_url(server.url())
+        .refresh_ahead(Duration::from_secs(120));
+    let client = Arc::new(OAuthClient::with_config(Arc::clone(&store), config).unwrap());
+    let old = saved(&store, USER, now_ms() + 60_000);
+
+    // 8 callers: the still-valid token at once, one refresh behind them.
+    let tokens: Vec<AccessToken> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| s.spawn(|| client.access_token_for_user(USER).unwrap()))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(tokens
+        .iter()
+        .all(|t| Some(t.secret()) == old.access_token.as_deref()));
+    wait_until("the background refresh", || {
+        store
+            .find_token_by_id(old.id.as_deref().unwrap())
+            .unwrap()
+            .unwrap()
+            .access_token
+            != old.access_token
+    });
+    let fresh = client.access_token_for_user(USER).unwrap();
+    assert_ne!(Some(fresh.secret()), old.access_token.as_deref());
+    assert!(fresh.expiry_time().unwrap() > now_ms() + 3_000_000);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(server.refreshes(), 1);
+}
+
+#[test]
+fn a_failed_refresh_ahead_changes_nothing_and_is_not_retried_in_a_loop() {
+    let server = FakeZoho::start();
+    server.set_behaviour(Behaviour::RateLimit);
+    let (_dir, store) = sled();
+    let config = Config::default()
+        .accounts_url(server.url())
+        .refresh_ahead(Duration::from_secs(120));
+    let client = OAuthClient::with_config(Arc::clone(&store), config).unwrap();
+    let old = saved(&store, USER, now_ms() + 60_000);
+    let before = sorted(&store);
+    for _ in 0..20 {
+        let token = client.access_token_for_user(USER).unwrap();
+        assert_eq!(Some(token.secret()), old.access_token.as_deref());
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    wait_until("the one background attempt", || server.refreshes() >= 1);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(server.refreshes(), 1, "backed off after the failure");
+    assert_eq!(sorted(&store), before);
 }

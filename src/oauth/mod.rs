@@ -34,9 +34,12 @@ mod datacenter;
 mod refresher;
 mod response;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 pub use datacenter::DataCenter;
 
@@ -55,6 +58,10 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_ANSWER_BYTES: u64 = 64 * 1024;
 /// The token endpoint, under the accounts server's base URL.
 const TOKEN_PATH: &str = "/oauth/v2/token";
+/// After a background refresh failed, how long a record is left alone by
+/// refresh-ahead (callers still refresh in the foreground once it is due):
+/// never retry in a loop, least of all when rate limited.
+const BACKGROUND_BACKOFF: Duration = Duration::from_secs(60);
 /// The revoke endpoint, under the accounts server's base URL.
 const REVOKE_PATH: &str = "/oauth/v2/token/revoke";
 
@@ -80,6 +87,7 @@ pub struct Config {
     accounts_url: Option<String>,
     data_center: Option<DataCenter>,
     margin_ms: i64,
+    ahead_ms: Option<i64>,
     connect_timeout: Duration,
     timeout: Duration,
 }
@@ -92,6 +100,7 @@ impl Default for Config {
             accounts_url: None,
             data_center: None,
             margin_ms: DEFAULT_EXPIRY_MARGIN_MS,
+            ahead_ms: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             timeout: DEFAULT_TIMEOUT,
         }
@@ -120,6 +129,23 @@ impl Config {
     #[must_use]
     pub fn expiry_margin(mut self, margin: Duration) -> Self {
         self.margin_ms = i64::try_from(margin.as_millis()).unwrap_or(i64::MAX);
+        self
+    }
+
+    /// Refresh ahead: a token that is still valid past the margin but
+    /// expires within `ahead` is returned at once, and refreshed once in a
+    /// background thread, so callers never wait on the network while their
+    /// token is still good. Off by default. A background refresh that fails
+    /// changes nothing and is not retried for a minute (the foreground
+    /// refresh still happens once the token is within the margin).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let config = tokenstore::oauth::Config::default().refresh_ahead(Duration::from_secs(300));
+    /// ```
+    #[must_use]
+    pub fn refresh_ahead(mut self, ahead: Duration) -> Self {
+        self.ahead_ms = Some(i64::try_from(ahead.as_millis()).unwrap_or(i64::MAX));
         self
     }
 
@@ -353,7 +379,9 @@ pub struct OAuthClient {
     store: Arc<dyn TokenStore + Send + Sync>,
     config: Config,
     agent: ureq::Agent,
-    flights: Flights<(AccessToken, bool)>,
+    flights: Arc<Flights<(AccessToken, bool)>>,
+    /// Records whose background refresh failed, and when.
+    backoff: Arc<Mutex<HashMap<String, Instant>>>,
 }
 
 impl fmt::Debug for OAuthClient {
@@ -398,7 +426,8 @@ impl OAuthClient {
             store,
             config,
             agent,
-            flights: Flights::default(),
+            flights: Arc::default(),
+            backoff: Arc::default(),
         })
     }
 
@@ -555,23 +584,77 @@ impl OAuthClient {
     fn get(&self, query: &OAuthToken, margin_ms: i64, force: bool) -> Result<AccessToken> {
         loop {
             let record = self.locate(query)?;
+            let id = record.id.clone().unwrap_or_default();
             if !force && !needs_refresh(&record, margin_ms) {
+                if let Some(ahead_ms) = self.config.ahead_ms {
+                    if needs_refresh(&record, ahead_ms) {
+                        self.refresh_behind(&id, ahead_ms);
+                    }
+                }
                 return AccessToken::from_record(&record);
             }
-            let id = record.id.clone().unwrap_or_default();
             match self
                 .flights
                 .run(&id, || self.refresh_record(&id, margin_ms, force))
             {
                 Joined::Led(outcome) => return outcome.map(|(token, _)| token),
-                Joined::Waited(Ok((_, false))) if force => {
-                    // Joined a flight that found the token valid and kept
-                    // it; a refresh was asked for, so fly again.
+                Joined::Waited(Ok((token, false)))
+                    if force
+                        || token
+                            .expiry_time
+                            .is_some_and(|e| e.saturating_sub(now_ms()) < margin_ms) =>
+                {
+                    // Joined a flight that found the token valid for its own
+                    // margin and kept it, but this caller asked for a
+                    // refresh or a longer margin: fly again. (A token the
+                    // flight did refresh is taken as it is, so a server
+                    // granting less than the margin cannot make this loop.)
                     continue;
                 }
                 Joined::Waited(outcome) => return outcome.map(|(token, _)| token),
             }
         }
+    }
+
+    /// Starts a background refresh of `id` unless one is in the air or the
+    /// last one failed less than [`BACKGROUND_BACKOFF`] ago.
+    fn refresh_behind(&self, id: &str, ahead_ms: i64) {
+        if self.flights.is_running(id) {
+            return;
+        }
+        {
+            let mut backoff = self.backoff.lock();
+            if backoff
+                .get(id)
+                .is_some_and(|failed| failed.elapsed() < BACKGROUND_BACKOFF)
+            {
+                return;
+            }
+            backoff.remove(id);
+        }
+        let behind = OAuthClient {
+            store: Arc::clone(&self.store),
+            config: self.config.clone(),
+            agent: self.agent.clone(),
+            flights: Arc::clone(&self.flights),
+            backoff: Arc::clone(&self.backoff),
+        };
+        let id = id.to_owned();
+        let spawned = std::thread::Builder::new()
+            .name("tokenstore-refresh-ahead".into())
+            .spawn(move || {
+                let outcome = match behind
+                    .flights
+                    .run(&id, || behind.refresh_record(&id, ahead_ms, false))
+                {
+                    Joined::Led(outcome) | Joined::Waited(outcome) => outcome,
+                };
+                if outcome.is_err() {
+                    behind.backoff.lock().insert(id, Instant::now());
+                }
+            });
+        // No thread to spare: the foreground refresh will do it when due.
+        drop(spawned);
     }
 
     /// The leader's work: under the store's refresh lock, re-read the record

@@ -81,6 +81,11 @@ impl<T: Clone> Flights<T> {
         Joined::Led(result)
     }
 
+    /// Whether a flight for `id` is in the air.
+    pub fn is_running(&self, id: &str) -> bool {
+        self.running.lock().contains_key(id)
+    }
+
     /// How many flights are running (for tests of the map's size).
     #[cfg(test)]
     fn running(&self) -> usize {

@@ -248,6 +248,24 @@ mod tests {
         assert!(!err.to_string().contains("1000.secret"), "{err}");
     }
 
+    #[test]
+    fn no_error_quotes_the_answer() {
+        let secret = "1000.abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789";
+        for (status, body) in [
+            (200, format!("<html>{secret}</html>")),
+            (500, format!("oops {secret}")),
+            (200, format!(r#"{{"error":"{secret}"}}"#)),
+            (400, format!(r#"{{"error":{{"token":"{secret}"}}}}"#)),
+            (200, format!(r#"{{"access_token":"{secret}"}}"#)),
+        ] {
+            let Err(err) = parse_token(status, body.as_bytes(), ACCOUNTS, Exchange::RefreshToken)
+            else {
+                panic!("{body} is refused");
+            };
+            assert!(!format!("{err} {err:?}").contains(secret), "{err}");
+        }
+    }
+
     proptest! {
         #[test]
         fn any_bytes_give_a_value_never_a_panic(status in 0u16..600, body in proptest::collection::vec(any::<u8>(), 0..256)) {

@@ -3,7 +3,8 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use super::{codec, storage, SledStore};
+use super::{storage, SledStore};
+use crate::codec;
 use crate::error::Result;
 use crate::token::{IndexedField, OAuthToken};
 

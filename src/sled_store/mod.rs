@@ -12,7 +12,6 @@
 mod batch;
 mod cache;
 mod check;
-mod codec;
 mod combine;
 mod layout;
 mod rekey;
@@ -28,12 +27,12 @@ use sled::{Batch as SledBatch, Transactional, Tree};
 
 pub use check::{CheckReport, Problem};
 
+use crate::codec::{self, Sealing};
 use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::store::{self, StoreView, TokenStore};
 use crate::token::{IndexedField, OAuthToken};
 use cache::RecordCache;
-use codec::Sealing;
 
 const RECORDS_TREE: &str = "records";
 const META_TREE: &str = "meta";
@@ -46,7 +45,7 @@ const KEY_CHECK_KEY: &[u8] = b"key_check";
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing {
-    pub use super::codec::{decode_ids, decode_record, encode_record};
+    pub use crate::codec::{decode_ids, decode_record, encode_record};
 }
 
 fn index_tree_name(field: IndexedField) -> String {

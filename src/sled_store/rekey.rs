@@ -6,11 +6,11 @@ use std::collections::BTreeMap;
 
 use sled::Batch as SledBatch;
 
-use super::codec::{self, Sealing, DIGEST_LEN};
 use super::{
     layout, secure_permissions, storage, Engine, SledStore, FORMAT_VERSION_KEY, KEY_CHECK_KEY,
     LAST_ISSUED_KEY,
 };
+use crate::codec::{self, Sealing, DIGEST_LEN};
 use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::token::IndexedField;

@@ -2,6 +2,9 @@
 //! `&dyn TokenStore` and run against every backend.
 
 mod cases;
+#[cfg(feature = "postgres")]
+#[path = "../support/postgres.rs"]
+mod postgres_db;
 #[path = "../support/tokens.rs"]
 mod tokens;
 
@@ -13,6 +16,10 @@ use tokenstore::{MemoryStore, Options, SledStore, TokenStore};
 pub struct Fixture {
     store: Box<dyn TokenStore + Send + Sync>,
     _dir: Option<tempfile::TempDir>,
+    /// Declared after the store, so the store's connections close before
+    /// the database is dropped.
+    #[cfg(feature = "postgres")]
+    _db: Option<postgres_db::TestDb>,
 }
 
 impl Deref for Fixture {
@@ -26,6 +33,8 @@ fn memory() -> Fixture {
     Fixture {
         store: Box::new(MemoryStore::new()),
         _dir: None,
+        #[cfg(feature = "postgres")]
+        _db: None,
     }
 }
 
@@ -35,6 +44,8 @@ fn sled_with(options: Options) -> Fixture {
     Fixture {
         store: Box::new(store),
         _dir: Some(dir),
+        #[cfg(feature = "postgres")]
+        _db: None,
     }
 }
 
@@ -56,6 +67,30 @@ fn sled_uncached() -> Fixture {
     sled_with(Options::default().record_cache(0))
 }
 
+/// A `PostgresStore` on a database of its own, or `None` (SKIPPED) without
+/// a test server.
+#[cfg(feature = "postgres")]
+fn postgres_with(test: &str, options: tokenstore::PostgresOptions) -> Option<Fixture> {
+    let db = postgres_db::TestDb::new(test)?;
+    let store = tokenstore::PostgresStore::connect_with(&db.url, options).expect("connect");
+    Some(Fixture {
+        store: Box::new(store),
+        _dir: None,
+        _db: Some(db),
+    })
+}
+
+#[cfg(feature = "postgres")]
+fn postgres(test: &str) -> Option<Fixture> {
+    postgres_with(test, tokenstore::PostgresOptions::default())
+}
+
+#[cfg(feature = "postgres")]
+fn postgres_encrypted(test: &str) -> Option<Fixture> {
+    let key = tokenstore::Key::generate().expect("a random key");
+    postgres_with(test, tokenstore::PostgresOptions::default().encryption(key))
+}
+
 /// The embedded store as `tokenstore::open` hands it out: behind `AnyStore`.
 fn opened_sled() -> Fixture {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -64,7 +99,39 @@ fn opened_sled() -> Fixture {
     Fixture {
         store: Box::new(store),
         _dir: Some(dir),
+        #[cfg(feature = "postgres")]
+        _db: None,
     }
+}
+
+/// PostgreSQL as `tokenstore::open("postgres://…")` hands it out.
+#[cfg(feature = "postgres")]
+fn opened_postgres(test: &str) -> Option<Fixture> {
+    let db = postgres_db::TestDb::new(test)?;
+    let store = tokenstore::open(&db.url).expect("open");
+    assert_eq!(store.kind(), "postgres");
+    Some(Fixture {
+        store: Box::new(store),
+        _dir: None,
+        _db: Some(db),
+    })
+}
+
+/// Instantiates every case of `cases` for one backend that may be skipped.
+#[cfg(feature = "postgres")]
+macro_rules! conformance_optional {
+    ($backend:ident, $fixture:path, [$($case:ident),* $(,)?]) => {
+        mod $backend {
+            $(
+                #[test]
+                fn $case() {
+                    let name = concat!(stringify!($backend), "::", stringify!($case));
+                    let Some(fixture) = $fixture(name) else { return };
+                    crate::cases::$case(&*fixture);
+                }
+            )*
+        }
+    };
 }
 
 /// Instantiates every case of `cases` for one backend.
@@ -89,6 +156,12 @@ macro_rules! all_backends {
         conformance!(sled_buffered, crate::sled_buffered, [$($case),*]);
         conformance!(sled_encrypted, crate::sled_encrypted, [$($case),*]);
         conformance!(sled_uncached, crate::sled_uncached, [$($case),*]);
+        #[cfg(feature = "postgres")]
+        conformance_optional!(postgres, crate::postgres, [$($case),*]);
+        #[cfg(feature = "postgres")]
+        conformance_optional!(postgres_encrypted, crate::postgres_encrypted, [$($case),*]);
+        #[cfg(feature = "postgres")]
+        conformance_optional!(opened_postgres, crate::opened_postgres, [$($case),*]);
         conformance!(opened_sled, crate::opened_sled, [$($case),*]);
     };
 }

@@ -1,4 +1,4 @@
-//! The on-disk encoding: the one place bytes are produced and read.
+//! The record encoding shared by every backend: the one place bytes are produced and read.
 //!
 //! - record value, plain store: `[1] ++ bincode(OAuthToken)` (standard
 //!   config: varint integers, no field names). The id is encoded too and

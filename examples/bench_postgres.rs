@@ -1,0 +1,343 @@
+//! PostgresStore in numbers, beside the Zoho DBStore's approach on the same
+//! server and SQLite (indexed, WAL) on local disk: p50/p99 per lookup rule
+//! and durable saves per second with 1 and 8 writers.
+//!
+//! ```text
+//! cargo run --release --features postgres --example bench_postgres -- \
+//!     --url postgres://postgres@127.0.0.1:5432/bench [--tokens 10000] [--lookups 2000] [--saves 400]
+//! ```
+//!
+//! The database named by `--url` is emptied of the tables it uses
+//! (`tokenstore_*`, `oauthtoken`). The DBStore approach is Zoho's table
+//! (`id` the only key: no unique index on the user or the tokens) with its
+//! save: UPDATE by user name, and when no row changed, INSERT with
+//! `max(id) + 1`. Both PostgreSQL engines commit durably (the server's
+//! defaults: `fsync` and `synchronous_commit` on).
+
+#[path = "../benches/engines/mod.rs"]
+mod engines;
+
+use std::time::{Duration, Instant};
+
+use engines::{token, Engine, Lookup, Rng, Sqlite};
+use postgres::{Client, NoTls};
+use tokenstore::{OAuthToken, PostgresStore, TokenStore};
+
+struct Args {
+    url: String,
+    tokens: u64,
+    lookups: usize,
+    saves: usize,
+}
+
+fn parse_args() -> Args {
+    let mut args = Args {
+        url: String::new(),
+        tokens: 10_000,
+        lookups: 2_000,
+        saves: 400,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().unwrap_or_default();
+        match flag.as_str() {
+            "--url" => args.url = value,
+            "--tokens" => args.tokens = value.parse().expect("--tokens N"),
+            "--lookups" => args.lookups = value.parse().expect("--lookups N"),
+            "--saves" => args.saves = value.parse().expect("--saves N"),
+            other => panic!("unknown flag {other}"),
+        }
+    }
+    assert!(!args.url.is_empty(), "--url postgres://... is required");
+    args
+}
+
+/// PostgresStore through the same `Engine` interface as the other peers.
+struct Ours(PostgresStore);
+
+impl Engine for Ours {
+    fn find(&self, query: &OAuthToken) -> Option<OAuthToken> {
+        match query.id.as_deref() {
+            Some(id) if query.user_name.is_none() => self.0.find_token_by_id(id).unwrap(),
+            _ => self.0.find_token(query).unwrap(),
+        }
+    }
+
+    fn save(&self, token: &OAuthToken) {
+        self.0.save_token(&mut token.clone()).unwrap();
+    }
+
+    fn load(&self, range: std::ops::Range<u64>) {
+        let start = range.start;
+        let end = range.end;
+        let mut n = start;
+        while n < end {
+            let stop = (n + 1_000).min(end);
+            self.0
+                .batch(|batch| {
+                    for k in n..stop {
+                        batch.save_token(&mut token(k))?;
+                    }
+                    Ok::<_, tokenstore::Error>(())
+                })
+                .unwrap();
+            n = stop;
+        }
+    }
+
+    fn get_all(&self) -> usize {
+        self.0.get_tokens().unwrap().len()
+    }
+}
+
+/// The Zoho DBStore's approach on PostgreSQL: a connection per caller at a
+/// time (kept in a list, not in thread-locals, whose destructors run after
+/// tokio's own and cannot drop a client).
+struct DbStore {
+    url: String,
+    idle: std::sync::Mutex<Vec<Client>>,
+}
+
+const DBSTORE_TABLE: &str = "
+DROP TABLE IF EXISTS oauthtoken;
+CREATE TABLE oauthtoken (
+    id varchar(10) PRIMARY KEY, user_name varchar(255), client_id varchar(255),
+    client_secret varchar(255), refresh_token varchar(255), access_token varchar(255),
+    grant_token varchar(255), expiry_time varchar(20), redirect_url varchar(255),
+    api_domain varchar(255)
+);";
+
+impl DbStore {
+    fn with<T>(&self, f: impl FnOnce(&mut Client) -> T) -> T {
+        let idle = self.idle.lock().unwrap().pop();
+        let mut client =
+            idle.unwrap_or_else(|| Client::connect(&self.url, NoTls).expect("connect"));
+        let out = f(&mut client);
+        self.idle.lock().unwrap().push(client);
+        out
+    }
+}
+
+fn row_token(row: &postgres::Row) -> OAuthToken {
+    OAuthToken {
+        id: row.get(0),
+        user_name: row.get(1),
+        client_id: row.get(2),
+        client_secret: row.get(3),
+        refresh_token: row.get(4),
+        access_token: row.get(5),
+        grant_token: row.get(6),
+        expiry_time: row.get::<_, Option<String>>(7).and_then(|t| t.parse().ok()),
+        redirect_url: row.get(8),
+        api_domain: row.get(9),
+    }
+}
+
+impl Engine for DbStore {
+    fn find(&self, query: &OAuthToken) -> Option<OAuthToken> {
+        let (sql, value) = if let Some(user) = &query.user_name {
+            ("SELECT * FROM oauthtoken WHERE user_name = $1", user)
+        } else if let (Some(access), None) = (&query.access_token, &query.client_id) {
+            ("SELECT * FROM oauthtoken WHERE access_token = $1", access)
+        } else if let Some(grant) = &query.grant_token {
+            ("SELECT * FROM oauthtoken WHERE grant_token = $1", grant)
+        } else if let Some(refresh) = &query.refresh_token {
+            ("SELECT * FROM oauthtoken WHERE refresh_token = $1", refresh)
+        } else {
+            (
+                "SELECT * FROM oauthtoken WHERE id = $1",
+                query.id.as_ref().unwrap(),
+            )
+        };
+        self.with(|client| client.query_opt(sql, &[value]).unwrap())
+            .map(|row| row_token(&row))
+    }
+
+    fn save(&self, token: &OAuthToken) {
+        let expiry = token.expiry_time.map(|t| t.to_string());
+        self.with(|client| {
+            let updated = client
+                .execute(
+                    "UPDATE oauthtoken SET client_id = $2, client_secret = $3, refresh_token = $4, \
+                     access_token = $5, grant_token = $6, expiry_time = $7, redirect_url = $8, \
+                     api_domain = $9 WHERE user_name = $1",
+                    &[
+                        &token.user_name,
+                        &token.client_id,
+                        &token.client_secret,
+                        &token.refresh_token,
+                        &token.access_token,
+                        &token.grant_token,
+                        &expiry,
+                        &token.redirect_url,
+                        &token.api_domain,
+                    ],
+                )
+                .unwrap();
+            if updated == 0 {
+                client
+                    .execute(
+                        "INSERT INTO oauthtoken SELECT coalesce(max(id::bigint), 0) + 1, $1, $2, $3, \
+                         $4, $5, $6, $7, $8, $9 FROM oauthtoken",
+                        &[
+                            &token.user_name,
+                            &token.client_id,
+                            &token.client_secret,
+                            &token.refresh_token,
+                            &token.access_token,
+                            &token.grant_token,
+                            &expiry,
+                            &token.redirect_url,
+                            &token.api_domain,
+                        ],
+                    )
+                    .unwrap();
+            }
+        });
+    }
+
+    fn load(&self, range: std::ops::Range<u64>) {
+        self.with(|client| {
+            let mut tx = client.transaction().unwrap();
+            for n in range {
+                let t = token(n);
+                tx.execute(
+                    "INSERT INTO oauthtoken VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                    &[
+                        &t.id,
+                        &t.user_name,
+                        &t.client_id,
+                        &t.client_secret,
+                        &t.refresh_token,
+                        &t.access_token,
+                        &t.grant_token,
+                        &t.expiry_time.map(|e| e.to_string()),
+                        &t.redirect_url,
+                        &t.api_domain,
+                    ],
+                )
+                .unwrap();
+            }
+            tx.commit().unwrap();
+        });
+    }
+
+    fn get_all(&self) -> usize {
+        self.with(|client| client.query("SELECT * FROM oauthtoken", &[]).unwrap().len())
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    let at = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[at].as_secs_f64() * 1e6
+}
+
+/// Durable saves per second with `writers` threads, each rotating the
+/// access token of its own users.
+fn saves_per_second(engine: &dyn Engine, tokens: u64, writers: u64, saves: usize) -> f64 {
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for w in 0..writers {
+            scope.spawn(move || {
+                let mut rng = Rng(0x9E37_79B9 + w);
+                for s in 0..saves / writers as usize {
+                    let n = (rng.below(tokens / writers) * writers) + w;
+                    let mut t = token(n);
+                    t.access_token = Some(format!("1000.rotated-{writers}-{w}-{s}"));
+                    engine.save(&t);
+                }
+            });
+        }
+    });
+    (saves / writers as usize * writers as usize) as f64 / started.elapsed().as_secs_f64()
+}
+
+/// New users (no id: the counter issues one) per second.
+fn new_users_per_second(engine: &dyn Engine, writers: u64, saves: usize) -> f64 {
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for w in 0..writers {
+            scope.spawn(move || {
+                for s in 0..saves / writers as usize {
+                    let mut t = token(10_000_000 + writers * 100_000 + w * 10_000 + s as u64);
+                    t.id = None;
+                    engine.save(&t);
+                }
+            });
+        }
+    });
+    (saves / writers as usize * writers as usize) as f64 / started.elapsed().as_secs_f64()
+}
+
+fn measure(name: &str, engine: &dyn Engine, args: &Args) {
+    let started = Instant::now();
+    engine.load(0..args.tokens);
+    let load = started.elapsed();
+    let mut row = format!("| {name} | {:.1} s |", load.as_secs_f64());
+    let mut rng = Rng(0x2545_F491);
+    for lookup in [
+        Lookup::ById,
+        Lookup::User,
+        Lookup::Access,
+        Lookup::Refresh,
+        Lookup::Grant,
+    ] {
+        let mut times = Vec::with_capacity(args.lookups);
+        for _ in 0..args.lookups {
+            let n = rng.below(args.tokens);
+            let query = lookup.query(n);
+            let t = Instant::now();
+            let found = engine.find(&query);
+            times.push(t.elapsed());
+            assert!(found.is_some(), "{name}: {lookup:?} {n} missing");
+        }
+        times.sort();
+        row += &format!(
+            " {:.0} / {:.0} |",
+            percentile(&times, 0.5),
+            percentile(&times, 0.99)
+        );
+    }
+    for writers in [1, 8] {
+        row += &format!(
+            " {:.0} |",
+            saves_per_second(engine, args.tokens, writers, args.saves)
+        );
+    }
+    println!("{row}");
+}
+
+fn main() {
+    let args = parse_args();
+    let mut admin = Client::connect(&args.url, NoTls).expect("connect to --url");
+    admin
+        .batch_execute("DROP TABLE IF EXISTS tokenstore_records, tokenstore_meta")
+        .unwrap();
+    admin.batch_execute(DBSTORE_TABLE).unwrap();
+    println!(
+        "{} tokens, {} lookups per rule (µs p50 / p99), {} durable saves per writer count\n",
+        args.tokens, args.lookups, args.saves
+    );
+    println!("| engine | load | by id | by user_name | by access_token | by refresh_token | by grant_token | saves/s, 1 writer | saves/s, 8 writers |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let ours = Ours(PostgresStore::connect(&args.url).unwrap());
+    measure("PostgresStore (loopback)", &ours, &args);
+    println!(
+        "\nPostgresStore, new users (the counter issues each id): {:.0} saves/s with 1 writer, \
+         {:.0} with 8\n",
+        new_users_per_second(&ours, 1, args.saves),
+        new_users_per_second(&ours, 8, args.saves)
+    );
+    drop(ours);
+    if std::env::var("BENCH_POSTGRES_ONLY_OURS").is_ok() {
+        return;
+    }
+    let dbstore = DbStore {
+        url: args.url.clone(),
+        idle: std::sync::Mutex::new(Vec::new()),
+    };
+    measure("Zoho DBStore approach, same server", &dbstore, &args);
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = Sqlite::open(dir.path());
+    measure("SQLite (indexed, WAL, local disk)", &sqlite, &args);
+}

@@ -1,0 +1,910 @@
+//! `PostgresStore` beyond the conformance suite: many processes on one
+//! database, clients killed mid-transaction, the server restarted mid-run,
+//! what reaches the server with a key, the refresh lock, failures and
+//! `check()`. Needs a server: run tests/postgres/run.sh (without
+//! `TOKENSTORE_TEST_PG_URL` every test prints SKIPPED).
+//!
+//! The multi-process tests re-execute this binary as a child (the ignored
+//! test `child_process`, selected by `TOKENSTORE_PG_CHILD`).
+
+#[path = "support/postgres.rs"]
+mod postgres_db;
+#[path = "support/tokens.rs"]
+mod tokens;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use postgres_db::TestDb;
+use tokenstore::{
+    Error, IndexedField, Key, OAuthToken, PostgresOptions, PostgresStore, Problem, TokenStore,
+};
+
+const CHILD_VAR: &str = "TOKENSTORE_PG_CHILD";
+const MARK: &str = "@@ ";
+
+fn connect(db: &TestDb) -> PostgresStore {
+    PostgresStore::connect(&db.url).expect("connect")
+}
+
+fn spawn_child(role: &str, url: &str, env: &[(&str, String)]) -> Child {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
+        .args([
+            "--ignored",
+            "--exact",
+            "child_process",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_VAR, role)
+        .env("CHILD_URL", url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command.spawn().expect("spawn the child")
+}
+
+/// Runs as a child process of the tests below; does nothing otherwise.
+#[test]
+#[ignore = "a child process of the multi-process tests, started by them"]
+fn child_process() {
+    let Ok(role) = std::env::var(CHILD_VAR) else {
+        return;
+    };
+    let url = std::env::var("CHILD_URL").unwrap();
+    match role.as_str() {
+        "worker" => worker(&url),
+        "batcher" => batcher(&url),
+        other => panic!("unknown child role {other}"),
+    }
+}
+
+// ---- 8 processes × 200 operations on 32 shared users ----
+
+const PROCESSES: usize = 8;
+const OPS: usize = 200;
+const SHARED: usize = 32;
+
+fn shared_user(k: usize) -> String {
+    format!("shared{k}@example.com")
+}
+
+fn own_user(process: usize, k: usize) -> String {
+    format!("p{process}-own{k}@example.com")
+}
+
+/// One child: waits for the common start, then 200 operations, logging each
+/// acknowledged one to its log file (one line, written before the next op).
+fn worker(url: &str) {
+    let process: usize = std::env::var("CHILD_P").unwrap().parse().unwrap();
+    let start_at: i64 = std::env::var("CHILD_START_AT").unwrap().parse().unwrap();
+    let mut log = std::fs::File::create(std::env::var("CHILD_LOG").unwrap()).unwrap();
+    let store = PostgresStore::connect(url).unwrap();
+    while tokenstore::now_ms() < start_at {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let save_shared = |k: usize, i: usize, log: &mut std::fs::File| {
+        let refresh = format!("1000.refresh-s{k}-p{process}-{i}");
+        let mut token = OAuthToken::new()
+            .with_user_name(shared_user(k))
+            .with_client_id("1000.CLIENT")
+            .with_refresh_token(refresh.clone())
+            .with_access_token(format!("1000.access-s{k}-p{process}-{i}"));
+        store.save_token(&mut token).unwrap();
+        writeln!(log, "shared {k} {refresh}").unwrap();
+    };
+    for i in 0..OPS {
+        if i < SHARED {
+            // Every process saves the same new users at the same moment.
+            save_shared(i, i, &mut log);
+        } else if i % 10 == 9 {
+            let k = (i * 7 + process) % SHARED;
+            let query = OAuthToken::new().with_user_name(shared_user(k));
+            if let Some(found) = store.find_token(&query).unwrap() {
+                store.delete_token(found.id.as_deref().unwrap()).unwrap();
+            }
+            writeln!(log, "delshared {k}").unwrap();
+        } else if i % 4 == 0 {
+            let k = (i / 4) % 8;
+            let user = own_user(process, k);
+            if i % 3 == 0 {
+                let query = OAuthToken::new().with_user_name(user);
+                if let Some(found) = store.find_token(&query).unwrap() {
+                    assert!(store.delete_token(found.id.as_deref().unwrap()).unwrap());
+                }
+                writeln!(log, "delown {k}").unwrap();
+            } else {
+                let access = format!("1000.access-o{process}-{k}-{i}");
+                let mut token = OAuthToken::new()
+                    .with_user_name(user)
+                    .with_access_token(access.clone());
+                store.save_token(&mut token).unwrap();
+                writeln!(log, "own {k} {access}").unwrap();
+            }
+        } else {
+            save_shared((i * 5 + process) % SHARED, i, &mut log);
+        }
+    }
+}
+
+#[test]
+fn eight_processes_share_one_database() {
+    let Some(db) = TestDb::new("eight_processes_share_one_database") else {
+        return;
+    };
+    let store = connect(&db);
+    let logs = tempfile::tempdir().unwrap();
+    let start_at = tokenstore::now_ms() + 3_000;
+    let children: Vec<Child> = (0..PROCESSES)
+        .map(|p| {
+            spawn_child(
+                "worker",
+                &db.url,
+                &[
+                    ("CHILD_P", p.to_string()),
+                    ("CHILD_START_AT", start_at.to_string()),
+                    (
+                        "CHILD_LOG",
+                        logs.path().join(p.to_string()).display().to_string(),
+                    ),
+                ],
+            )
+        })
+        .collect();
+    for mut child in children {
+        let status = child.wait().unwrap();
+        assert!(status.success(), "a worker failed: {status}");
+    }
+
+    let mut acknowledged = 0;
+    let mut shared_refresh: HashMap<usize, HashSet<String>> = HashMap::new();
+    let mut own_expected: BTreeMap<(usize, usize), Option<String>> = BTreeMap::new();
+    for p in 0..PROCESSES {
+        let log = std::fs::read_to_string(logs.path().join(p.to_string())).unwrap();
+        assert_eq!(
+            log.lines().count(),
+            OPS,
+            "process {p} acknowledged every op"
+        );
+        for line in log.lines() {
+            acknowledged += 1;
+            let parts: Vec<&str> = line.split(' ').collect();
+            let k: usize = parts[1].parse().unwrap();
+            match parts[0] {
+                "shared" => {
+                    shared_refresh
+                        .entry(k)
+                        .or_default()
+                        .insert(parts[2].to_owned());
+                }
+                "own" => {
+                    own_expected.insert((p, k), Some(parts[2].to_owned()));
+                }
+                "delown" => {
+                    own_expected.insert((p, k), None);
+                }
+                "delshared" => {}
+                other => panic!("unknown log line {other}"),
+            }
+        }
+    }
+
+    let tokens = store.get_tokens().unwrap();
+    let mut by_user: HashMap<String, Vec<OAuthToken>> = HashMap::new();
+    for token in &tokens {
+        by_user
+            .entry(token.user_name.clone().unwrap())
+            .or_default()
+            .push(token.clone());
+    }
+    let mut lost = 0;
+    for (user, records) in &by_user {
+        assert_eq!(records.len(), 1, "one record per user: {user}");
+    }
+    for k in 0..SHARED {
+        if let Some(records) = by_user.get(&shared_user(k)) {
+            let refresh = records[0].refresh_token.clone().unwrap();
+            if !shared_refresh[&k].contains(&refresh) {
+                lost += 1;
+            }
+        }
+    }
+    for ((p, k), expected) in &own_expected {
+        let found = by_user
+            .get(&own_user(*p, *k))
+            .and_then(|r| r[0].access_token.clone());
+        if &found != expected {
+            lost += 1;
+        }
+    }
+    let report = store.check().unwrap();
+    assert!(report.is_ok(), "{report}");
+    let last = store.last_issued_id().unwrap();
+    let ids: HashSet<&str> = tokens.iter().map(|t| t.id.as_deref().unwrap()).collect();
+    assert_eq!(ids.len(), tokens.len());
+    assert!(tokens
+        .iter()
+        .all(|t| t.id.as_deref().unwrap().parse::<u64>().unwrap() <= last));
+    eprintln!(
+        "FIGURES eight processes: {} records, {acknowledged} acknowledged writes, {lost} lost, \
+         id counter at {last}",
+        tokens.len()
+    );
+    assert_eq!(lost, 0);
+}
+
+// ---- a client killed mid-transaction ----
+
+const BATCH: usize = 10;
+
+fn batch_user(round: usize, n: usize, j: usize) -> String {
+    format!("r{round}-b{n}-{j}@example.com")
+}
+
+/// Saves batches of ten new users, each followed by one single save, and
+/// prints `ack N` after batch N committed, until it is killed.
+fn batcher(url: &str) {
+    let round: usize = std::env::var("CHILD_ROUND").unwrap().parse().unwrap();
+    let store = PostgresStore::connect(url).unwrap();
+    let mut out = std::io::stdout();
+    for n in 0.. {
+        store
+            .batch(|batch| {
+                for j in 0..BATCH {
+                    let mut token = OAuthToken::new()
+                        .with_user_name(batch_user(round, n, j))
+                        .with_refresh_token(format!("1000.refresh-{round}-{n}-{j}"));
+                    batch.save_token(&mut token)?;
+                }
+                Ok::<_, Error>(())
+            })
+            .unwrap();
+        let mut single = OAuthToken::new()
+            .with_user_name(format!("r{round}-single{n}@example.com"))
+            .with_access_token(format!("1000.access-{round}-{n}"));
+        store.save_token(&mut single).unwrap();
+        writeln!(out, "{MARK}ack {n}").unwrap();
+        out.flush().unwrap();
+    }
+}
+
+#[test]
+fn a_client_killed_mid_transaction_leaves_nothing_half_applied() {
+    let Some(db) = TestDb::new("a_client_killed_mid_transaction_leaves_nothing_half_applied")
+    else {
+        return;
+    };
+    let store = connect(&db);
+    let mut rounds_with_partial_work = 0;
+    for round in 0..4 {
+        let mut child = spawn_child("batcher", &db.url, &[("CHILD_ROUND", round.to_string())]);
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut acked = None;
+        while acked.is_none_or(|n: usize| n < 2 + round) {
+            let line = lines.next().expect("the child acknowledges").unwrap();
+            if let Some(n) = line.split(MARK).nth(1) {
+                acked = Some(n.trim_start_matches("ack ").parse().unwrap());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(7 * round as u64));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let acked = acked.unwrap();
+
+        let report = store.check().unwrap();
+        assert!(report.is_ok(), "{report}");
+        let users: HashSet<String> = store
+            .get_tokens()
+            .unwrap()
+            .into_iter()
+            .map(|t| t.user_name.unwrap())
+            .collect();
+        for n in 0..=acked + 2 {
+            let present = (0..BATCH)
+                .filter(|j| users.contains(&batch_user(round, n, *j)))
+                .count();
+            assert!(present == 0 || present == BATCH, "batch {n}: {present}");
+            if n <= acked {
+                assert_eq!(present, BATCH, "acknowledged batch {n} is present");
+            } else if present > 0 {
+                rounds_with_partial_work += 1;
+            }
+        }
+        // The killed client's lock is gone: the next write goes through.
+        let started = Instant::now();
+        let mut token = OAuthToken::new()
+            .with_user_name(format!("after-kill-{round}"))
+            .with_access_token(format!("1000.after-{round}"));
+        store.save_token(&mut token).unwrap();
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let last = store.last_issued_id().unwrap();
+        assert!(store.get_tokens().unwrap().iter().all(|t| t
+            .id
+            .as_deref()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            <= last));
+    }
+    eprintln!(
+        "FIGURES kill: batches committed after the last ack seen: {rounds_with_partial_work}"
+    );
+}
+
+// ---- the server restarted mid-run ----
+
+#[test]
+fn the_server_restarted_mid_run_gives_clear_errors_then_work_resumes() {
+    let Some(db) = TestDb::new("the_server_restarted_mid_run") else {
+        return;
+    };
+    let Ok(restart) = std::env::var("TOKENSTORE_TEST_PG_RESTART") else {
+        let message =
+            "SKIPPED the_server_restarted_mid_run: TOKENSTORE_TEST_PG_RESTART is not set \
+                       (tests/postgres/run.sh sets it)";
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "{message}");
+        eprintln!("{message}");
+        return;
+    };
+    let options = PostgresOptions::default()
+        .connect_timeout(Duration::from_secs(2))
+        .pool_wait(Duration::from_secs(2));
+    let store = PostgresStore::connect_with(&db.url, options).unwrap();
+    let restarted = AtomicBool::new(false);
+    let after_restart = AtomicUsize::new(0);
+    // (key, access) of every acknowledged save; keys whose save surely failed;
+    // keys whose outcome is unknown.
+    let acked = Mutex::new(Vec::new());
+    let failed = Mutex::new(Vec::new());
+    let unknown = Mutex::new(Vec::new());
+    let errors = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for t in 0..4 {
+            let (store, restarted, after_restart) = (&store, &restarted, &after_restart);
+            let (acked, failed, unknown, errors) = (&acked, &failed, &unknown, &errors);
+            scope.spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(60);
+                for k in 0.. {
+                    if after_restart.load(Ordering::SeqCst) >= 200 || Instant::now() > deadline {
+                        break;
+                    }
+                    let user = format!("t{t}-{k}@example.com");
+                    let mut token = OAuthToken::new()
+                        .with_user_name(user.clone())
+                        .with_access_token(format!("1000.access-{t}-{k}"));
+                    match store.save_token(&mut token) {
+                        Ok(()) => {
+                            acked.lock().unwrap().push(user);
+                            if restarted.load(Ordering::SeqCst) {
+                                after_restart.fetch_add(1, Ordering::SeqCst);
+                            }
+                        }
+                        Err(
+                            e @ Error::Unavailable {
+                                maybe_committed, ..
+                            },
+                        ) => {
+                            let shown = e.to_string();
+                            assert!(shown.contains("unavailable"), "{shown}");
+                            assert!(!shown.contains("1000.access"), "{shown}");
+                            if maybe_committed {
+                                unknown.lock().unwrap().push(user);
+                            } else {
+                                failed.lock().unwrap().push(user);
+                            }
+                            errors.lock().unwrap().push(true);
+                            std::thread::sleep(Duration::from_millis(50));
+                        }
+                        Err(other) => panic!("not a clear error: {other:?} ({other})"),
+                    }
+                }
+            });
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        let status = Command::new("sh")
+            .args(["-c", &restart])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "restart: {status}");
+        restarted.store(true, Ordering::SeqCst);
+    });
+    assert!(
+        after_restart.load(Ordering::SeqCst) >= 200,
+        "work resumed after the restart"
+    );
+    let stored: HashSet<String> = store
+        .get_tokens()
+        .unwrap()
+        .into_iter()
+        .map(|t| t.user_name.unwrap())
+        .collect();
+    let acked = acked.into_inner().unwrap();
+    let lost = acked.iter().filter(|u| !stored.contains(*u)).count();
+    eprintln!(
+        "FIGURES restart: {} acknowledged, {lost} lost, {} errors ({} surely not written, \
+         {} outcome unknown)",
+        acked.len(),
+        errors.lock().unwrap().len(),
+        failed.lock().unwrap().len(),
+        unknown.lock().unwrap().len()
+    );
+    assert_eq!(lost, 0);
+    let failed = failed.into_inner().unwrap();
+    assert!(
+        failed.iter().all(|u| !stored.contains(u)),
+        "a save that failed without maybe_committed wrote nothing"
+    );
+    let report = store.check().unwrap();
+    assert!(report.is_ok(), "{report}");
+}
+
+// ---- with a key, nothing readable reaches the server ----
+
+fn markers(tag: &str) -> Vec<String> {
+    vec![
+        format!("ana-{tag}@example.com"),
+        format!("client-secret-{tag}"),
+        format!("1000.refresh-{tag}"),
+        format!("1000.access-{tag}"),
+        format!("1000.grant-{tag}"),
+    ]
+}
+
+fn encodings(marker: &str) -> Vec<String> {
+    let hex: String = marker.bytes().map(|b| format!("{b:02x}")).collect();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(marker);
+    // base64 of the marker at each of the three alignments, minus the edges.
+    let mut forms = vec![marker.to_owned(), hex];
+    forms.push(b64[..b64.len().saturating_sub(4)].to_owned());
+    for skip in 1..3 {
+        let shifted = base64::engine::general_purpose::STANDARD.encode(&marker[skip..]);
+        forms.push(shifted[4..shifted.len().saturating_sub(4)].to_owned());
+    }
+    forms
+}
+
+fn dump(db: &TestDb) -> String {
+    let pg_dump = std::env::var("TOKENSTORE_TEST_PG_DUMP").unwrap_or_else(|_| "pg_dump".to_owned());
+    let out = Command::new(pg_dump)
+        .arg(format!("--dbname={}", db.url))
+        .output()
+        .expect("run pg_dump");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn save_marked(store: &PostgresStore, tag: &str) {
+    let mut token = tokens::zoho(&format!("ana-{tag}@example.com"), tag);
+    store.save_token(&mut token).unwrap();
+}
+
+#[test]
+fn with_a_key_a_dump_holds_no_marker_in_any_encoding() {
+    let Some(plain_db) = TestDb::new("dump plain") else {
+        return;
+    };
+    let Some(sealed_db) = TestDb::new("dump sealed") else {
+        return;
+    };
+    // The control: a plain store's dump shows its values, so the scan works.
+    save_marked(&connect(&plain_db), "PLAINMARK");
+    let plain = dump(&plain_db).to_lowercase();
+    for marker in markers("PLAINMARK") {
+        let hex: String = marker.bytes().map(|b| format!("{b:02x}")).collect();
+        assert!(plain.contains(&hex), "the control finds {marker}");
+    }
+
+    let key = Key::generate().unwrap();
+    let store =
+        PostgresStore::connect_with(&sealed_db.url, PostgresOptions::default().encryption(key))
+            .unwrap();
+    save_marked(&store, "SEALMARK");
+    let mut scanned = scan_for_markers(&dump(&sealed_db), &markers("SEALMARK"));
+    // An update (a refresh) seals again.
+    let mut update = OAuthToken::new()
+        .with_user_name("ana-SEALMARK@example.com")
+        .with_access_token("1000.access-SEALMARK2");
+    store.save_token(&mut update).unwrap();
+    let mut all = markers("SEALMARK");
+    all.push("1000.access-SEALMARK2".to_owned());
+    scanned += scan_for_markers(&dump(&sealed_db), &all);
+    assert!(scanned >= 50);
+}
+
+/// Asserts that no marker shows in `dump` in any encoding; returns how
+/// many forms were looked for.
+fn scan_for_markers(dump: &str, markers: &[String]) -> usize {
+    assert!(
+        dump.contains("tokenstore_records"),
+        "the dump has the table"
+    );
+    let lower = dump.to_lowercase();
+    let mut scanned = 0;
+    for marker in markers {
+        for form in encodings(marker) {
+            scanned += 1;
+            assert!(
+                !dump.contains(&form) && !lower.contains(&form.to_lowercase()),
+                "{marker} reached the server as {form}"
+            );
+        }
+    }
+    scanned
+}
+
+// ---- the refresh lock ----
+
+#[test]
+fn refresh_locks_exclude_across_connections_for_one_id_only() {
+    let Some(db) = TestDb::new("refresh_locks") else {
+        return;
+    };
+    // One store per thread: separate connections, as separate processes have.
+    let stores: Vec<PostgresStore> = (0..6).map(|_| connect(&db)).collect();
+    let inside = AtomicUsize::new(0);
+    let overlaps = AtomicUsize::new(0);
+    let entered = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for store in &stores {
+            let (inside, overlaps, entered) = (&inside, &overlaps, &entered);
+            scope.spawn(move || {
+                for _ in 0..3 {
+                    store
+                        .with_refresh_lock("42", &mut || {
+                            if inside.fetch_add(1, Ordering::SeqCst) != 0 {
+                                overlaps.fetch_add(1, Ordering::SeqCst);
+                            }
+                            entered.fetch_add(1, Ordering::SeqCst);
+                            std::thread::sleep(Duration::from_millis(20));
+                            inside.fetch_sub(1, Ordering::SeqCst);
+                            Ok(())
+                        })
+                        .unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(entered.load(Ordering::SeqCst), 18);
+    assert_eq!(overlaps.load(Ordering::SeqCst), 0, "one id, one holder");
+
+    // Different ids: all six are inside at the same time.
+    let inside = AtomicUsize::new(0);
+    let arrived = AtomicUsize::new(0);
+    let most = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for (n, store) in stores.iter().enumerate() {
+            let (inside, arrived, most) = (&inside, &arrived, &most);
+            scope.spawn(move || {
+                store
+                    .with_refresh_lock(&format!("id-{n}"), &mut || {
+                        inside.fetch_add(1, Ordering::SeqCst);
+                        arrived.fetch_add(1, Ordering::SeqCst);
+                        let deadline = Instant::now() + Duration::from_secs(5);
+                        while arrived.load(Ordering::SeqCst) < 6 && Instant::now() < deadline {
+                            std::thread::sleep(Duration::from_millis(2));
+                        }
+                        most.fetch_max(inside.load(Ordering::SeqCst), Ordering::SeqCst);
+                        inside.fetch_sub(1, Ordering::SeqCst);
+                        Ok(())
+                    })
+                    .unwrap();
+            });
+        }
+    });
+    assert_eq!(most.load(Ordering::SeqCst), 6, "different ids do not wait");
+
+    // The closure may use the store (a refresh saves), and its error comes back.
+    let store = &stores[0];
+    let err = store
+        .with_refresh_lock("7", &mut || {
+            let mut token = OAuthToken::new()
+                .with_id("7")
+                .with_access_token("1000.access-refreshed");
+            store.save_token(&mut token)?;
+            Err(Error::InvalidToken {
+                reason: "the refresh failed".into(),
+            })
+        })
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidToken { .. }));
+    assert!(store.find_token_by_id("7").unwrap().is_some());
+}
+
+// ---- async callers ----
+
+#[test]
+fn calls_from_inside_an_async_runtime_work_and_do_not_panic() {
+    let Some(db) = TestDb::new("async_runtime") else {
+        return;
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let store = PostgresStore::connect(&db.url).unwrap();
+        let mut token = OAuthToken::new()
+            .with_user_name("ana")
+            .with_access_token("1000.a");
+        store.save_token(&mut token).unwrap();
+        let query = OAuthToken::new().with_user_name("ana");
+        assert_eq!(store.find_token(&query).unwrap(), Some(token));
+        store.with_refresh_lock("1", &mut || Ok(())).unwrap();
+        assert!(store.check().unwrap().is_ok());
+        drop(store);
+    });
+}
+
+// ---- failures ----
+
+#[test]
+fn an_unreachable_server_is_a_prompt_clear_error_without_the_password() {
+    let Some(admin) = postgres_db::admin_url("unreachable") else {
+        return;
+    };
+    // A database that does not exist: the server's reason, at once.
+    let missing = postgres_db::with_dbname(&admin, "tokenstore_no_such_database").replacen(
+        "postgres://postgres@",
+        "postgres://postgres:pg-secret-password@",
+        1,
+    );
+    let started = Instant::now();
+    let err = PostgresStore::connect(&missing).unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "no pool retries"
+    );
+    let shown = format!("{err} {err:?}");
+    assert!(
+        matches!(&err, Error::Database { code, .. } if code == "3D000"),
+        "{shown}"
+    );
+    assert!(shown.contains("does not exist"), "{shown}");
+    assert!(!shown.contains("pg-secret-password"), "{shown}");
+
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let url = format!("postgres://app:pg-secret-password@127.0.0.1:{port}/tokens");
+    let options = PostgresOptions::default()
+        .connect_timeout(Duration::from_secs(1))
+        .pool_wait(Duration::from_secs(2));
+    let started = Instant::now();
+    let err = PostgresStore::connect_with(&url, options).unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(6), "bounded wait");
+    let shown = format!("{err} {err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::Unavailable {
+                maybe_committed: false,
+                ..
+            }
+        ),
+        "{shown}"
+    );
+    assert!(shown.contains("unavailable"), "{shown}");
+    assert!(!shown.contains("pg-secret-password"), "{shown}");
+    let err = PostgresStore::connect("postgres://app:pg-secret-password@/x?port=notaport")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("invalid database URL"), "{err}");
+    assert!(!err.contains("pg-secret-password"), "{err}");
+}
+
+#[test]
+fn keys_and_schema_versions_are_checked_on_connect() {
+    let Some(db) = TestDb::new("keys_and_versions") else {
+        return;
+    };
+    let key = Key::generate().unwrap();
+    let sealed = PostgresOptions::default().encryption(key.clone());
+    let store = PostgresStore::connect_with(&db.url, sealed.clone()).unwrap();
+    save_marked(&store, "K");
+    drop(store);
+    let wrong = PostgresOptions::default().encryption(Key::generate().unwrap());
+    let err = PostgresStore::connect_with(&db.url, wrong).unwrap_err();
+    assert!(matches!(err, Error::WrongKey { .. }), "{err}");
+    assert!(err.to_string().contains("127.0.0.1"), "{err}");
+    assert!(matches!(
+        PostgresStore::connect(&db.url),
+        Err(Error::KeyRequired { .. })
+    ));
+    let store = PostgresStore::connect_with(&db.url, sealed).unwrap();
+    assert_eq!(store.len().unwrap(), 1);
+    drop(store);
+
+    let Some(plain_db) = TestDb::new("plain") else {
+        return;
+    };
+    drop(connect(&plain_db));
+    let keyed = PostgresOptions::default().encryption(key);
+    assert!(matches!(
+        PostgresStore::connect_with(&plain_db.url, keyed),
+        Err(Error::NotEncrypted { .. })
+    ));
+    plain_db
+        .client()
+        .batch_execute("UPDATE tokenstore_meta SET schema_version = 2")
+        .unwrap();
+    match PostgresStore::connect(&plain_db.url) {
+        Err(Error::UnsupportedVersion { found: 2, .. }) => {}
+        other => panic!("expected UnsupportedVersion, got {other:?}"),
+    }
+}
+
+#[test]
+fn many_processes_connecting_at_once_create_the_schema_once() {
+    let Some(db) = TestDb::new("connect_at_once") else {
+        return;
+    };
+    std::thread::scope(|scope| {
+        for n in 0..8 {
+            let url = &db.url;
+            scope.spawn(move || {
+                let store = PostgresStore::connect(url).unwrap();
+                let mut token = OAuthToken::new()
+                    .with_user_name(format!("u{n}"))
+                    .with_access_token(format!("1000.a{n}"));
+                store.save_token(&mut token).unwrap();
+            });
+        }
+    });
+    let store = connect(&db);
+    assert_eq!(store.len().unwrap(), 8);
+    assert_eq!(store.last_issued_id().unwrap(), 8);
+}
+
+// ---- check(), and the unique constraints as the last line of defence ----
+
+#[test]
+fn check_reports_undecodable_records_and_wrong_digests() {
+    let Some(db) = TestDb::new("check") else {
+        return;
+    };
+    let store = connect(&db);
+    for n in 0..3 {
+        save_marked(&store, &format!("C{n}"));
+    }
+    let report = store.check().unwrap();
+    assert!(report.is_ok(), "{report}");
+    assert_eq!((report.records, report.index_entries), (3, 12));
+
+    let mut client = db.client();
+    client
+        .batch_execute("UPDATE tokenstore_records SET record = '\\x01ff' WHERE id = '1'")
+        .unwrap();
+    client
+        .batch_execute(
+            "UPDATE tokenstore_records SET access_token_digest = '\\x00112233' WHERE id = '2'",
+        )
+        .unwrap();
+    client
+        .batch_execute("UPDATE tokenstore_records SET grant_token_digest = NULL WHERE id = '3'")
+        .unwrap();
+    let report = store.check().unwrap();
+    let problems = report.problems;
+    assert!(
+        matches!(&problems[0], Problem::UndecodableRecord { id, .. } if id == "1"),
+        "{problems:?}"
+    );
+    assert!(problems.contains(&Problem::MissingIndexEntry {
+        id: "2".into(),
+        field: IndexedField::AccessToken
+    }));
+    assert!(problems.contains(&Problem::WrongIndexEntry {
+        field: IndexedField::AccessToken,
+        id: "2".into()
+    }));
+    assert!(problems.contains(&Problem::MissingIndexEntry {
+        id: "3".into(),
+        field: IndexedField::GrantToken
+    }));
+    assert_eq!(problems.len(), 4, "{problems:?}");
+    // A damaged record is an error when read, never a wrong answer.
+    assert!(matches!(
+        store.find_token_by_id("1"),
+        Err(Error::Corruption { .. })
+    ));
+}
+
+#[test]
+fn a_unique_violation_is_a_conflict_naming_the_holder_and_writes_nothing() {
+    let Some(db) = TestDb::new("unique_violation") else {
+        return;
+    };
+    let store = connect(&db);
+    save_marked(&store, "A");
+    // Damage: row 1 claims the digest of a value its record does not hold,
+    // so the planning cannot see the clash; only the constraint can.
+    let hash = blake3::hash(b"1000.access-X");
+    let digest = &hash.as_bytes()[..16];
+    db.client()
+        .execute(
+            "UPDATE tokenstore_records SET access_token_digest = $1 WHERE id = '1'",
+            &[&digest],
+        )
+        .unwrap();
+    let before = store.last_issued_id().unwrap();
+    let mut token = OAuthToken::new()
+        .with_user_name("bob")
+        .with_access_token("1000.access-X");
+    match store.save_token(&mut token) {
+        Err(Error::Conflict {
+            field: IndexedField::AccessToken,
+            id,
+        }) => assert_eq!(id, "1"),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(token.id, None, "the token is unchanged");
+    assert_eq!(store.len().unwrap(), 1);
+    assert_eq!(store.last_issued_id().unwrap(), before);
+}
+
+#[test]
+fn batches_apply_all_or_nothing() {
+    let Some(db) = TestDb::new("batches") else {
+        return;
+    };
+    let store = connect(&db);
+    save_marked(&store, "A");
+    // A value moves from one record to another inside one batch.
+    store
+        .batch(|batch| {
+            let mut a = OAuthToken::new()
+                .with_id("1")
+                .with_user_name("renamed@example.com")
+                .with_access_token("1000.access-renamed");
+            batch.save_token(&mut a)?;
+            let mut b = OAuthToken::new()
+                .with_user_name("ana-A@example.com")
+                .with_access_token("1000.access-new");
+            batch.save_token(&mut b)?;
+            assert_eq!(b.id.as_deref(), Some("2"));
+            Ok::<_, Error>(())
+        })
+        .unwrap();
+    assert_eq!(store.len().unwrap(), 2);
+    // A failing stage writes nothing.
+    let err = store
+        .batch(|batch| {
+            batch.save_token(
+                &mut OAuthToken::new()
+                    .with_user_name("c")
+                    .with_access_token("1000.c"),
+            )?;
+            batch.delete_token("1")?;
+            batch.save_token(&mut OAuthToken::new().with_user_name("d"))?;
+            Ok::<_, Error>(())
+        })
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidToken { .. }));
+    assert_eq!(store.len().unwrap(), 2);
+    assert_eq!(store.last_issued_id().unwrap(), 2);
+    assert!(store.find_token_by_id("1").unwrap().is_some());
+    // skip_ids_through keeps a copied counter.
+    store
+        .batch(|batch| {
+            batch.skip_ids_through(40);
+            Ok::<_, Error>(())
+        })
+        .unwrap();
+    let mut next = OAuthToken::new()
+        .with_user_name("e")
+        .with_access_token("1000.e");
+    store.save_token(&mut next).unwrap();
+    assert_eq!(next.id.as_deref(), Some("41"));
+}
