@@ -67,7 +67,7 @@ create_exception!(
     tokenstore,
     StorageError,
     Error,
-    "An I/O error from the file system or the storage engine."
+    "An I/O error from the file system or the storage engine, or a database server that is unreachable or refused a statement."
 );
 create_exception!(
     tokenstore,
@@ -131,7 +131,7 @@ fn to_py(err: tokenstore::Error) -> PyErr {
         | E::NotEncrypted { .. }
         | E::RekeyRequired { .. }
         | E::InvalidKey { .. } => EncryptionKeyError::new_err(message),
-        E::Io(_) => StorageError::new_err(message),
+        E::Io(_) | E::Unavailable { .. } | E::Database { .. } => StorageError::new_err(message),
         E::Unsupported { .. } => UnsupportedError::new_err(message),
         E::NotFound { .. } => NotFoundError::new_err(message),
         E::NotRefreshable { .. } => NotRefreshableError::new_err(message),
