@@ -321,8 +321,8 @@ def open(db: Union[str, "os.PathLike[str]"], key: Optional[Key] = None) -> Store
     * a directory: the embedded store, which belongs to one process at a
       time (the right choice for one process with any number of threads);
     * ``postgres://user:password@host/db``: the shared PostgreSQL store, for
-      several processes or machines (when the engine was built with it;
-      otherwise :class:`UnsupportedError` says so);
+      several processes or machines (the database must exist; the tables
+      are made on first use);
     * ``memory:``: a store in this process's memory, gone when closed.
 
     ``key`` encrypts the store: the base64 text (what ``tokenstore keygen``
