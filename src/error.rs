@@ -50,7 +50,7 @@ pub enum Error {
     },
 
     /// Stored bytes could not be decoded or contradict each other.
-    #[error("corruption{}: {detail}; run `SledStore::check` to list every problem, restore from a backup if it persists", match id { Some(id) => format!(" in record {id:?}"), None => String::new() })]
+    #[error("corruption{}: {detail}; run `tokenstore check` (or the store's `check()`) to list every problem, restore from a backup if it persists", match id { Some(id) => format!(" in record {id:?}"), None => String::new() })]
     Corruption {
         /// The id of the damaged record, when one is concerned.
         id: Option<String>,
