@@ -1,0 +1,520 @@
+//! `tokenstore._native`: the thin pyo3 layer between Python and the engine.
+//!
+//! It converts tokens (Python dicts ⇄ [`OAuthToken`]), maps errors to Python
+//! exceptions, and releases the GIL around every call into the engine. It
+//! decides nothing: the lookup rules, the upsert and the unique values are
+//! the engine's (`tokenstore::TokenStore`). The Pythonic surface (the `Token`
+//! dataclass, `tokenstore.open`, the Zoho SDK adapter) lives in
+//! `tokenstore/*.py`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+use pyo3::create_exception;
+use pyo3::exceptions::PyException;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyString};
+use tokenstore::oauth::{AccessToken, Config, Login, OAuthClient};
+use tokenstore::{AnyStore, Key, OAuthToken, OpenOptions, TokenStore};
+use zeroize::Zeroizing;
+
+type DynStore = dyn TokenStore + Send + Sync;
+
+create_exception!(
+    tokenstore,
+    Error,
+    PyException,
+    "Every error of a token store. Messages say what happened and what to do, and never hold a secret."
+);
+create_exception!(
+    tokenstore,
+    InvalidTokenError,
+    Error,
+    "The token cannot be stored as it is (it has no access, refresh or grant token, or a field is malformed)."
+);
+create_exception!(
+    tokenstore,
+    ConflictError,
+    Error,
+    "The save would give a unique value (user name, access, refresh or grant token) to a second record; nothing was written. `field` names the field, `holder_id` the record holding the value."
+);
+create_exception!(
+    tokenstore,
+    CorruptionError,
+    Error,
+    "Stored data could not be decoded or contradicts itself."
+);
+create_exception!(
+    tokenstore,
+    LockedError,
+    Error,
+    "The embedded store is open in another process (or through another handle). For several processes or workers, use a shared store (a postgres:// URL)."
+);
+create_exception!(
+    tokenstore,
+    UnsupportedVersionError,
+    Error,
+    "The store was written by an on-disk format this version cannot read."
+);
+create_exception!(
+    tokenstore,
+    EncryptionKeyError,
+    Error,
+    "The encryption key is missing, wrong, malformed, or given for a store that is not encrypted."
+);
+create_exception!(
+    tokenstore,
+    StorageError,
+    Error,
+    "An I/O error from the file system or the storage engine, or a database server that is unreachable or refused a statement."
+);
+create_exception!(
+    tokenstore,
+    UnsupportedError,
+    Error,
+    "The backend cannot do this (for example postgres:// in a build without PostgreSQL support); the message says what to do instead."
+);
+create_exception!(
+    tokenstore,
+    NotFoundError,
+    Error,
+    "No record matches what an access token was asked for; log the user in first."
+);
+create_exception!(
+    tokenstore,
+    NotRefreshableError,
+    Error,
+    "The record lacks the refresh token or client credentials a refresh needs."
+);
+create_exception!(
+    tokenstore,
+    OAuthError,
+    Error,
+    "The accounts server refused a request, could not be reached, or answered nonsense; the store is unchanged."
+);
+create_exception!(
+    tokenstore,
+    GrantRefusedError,
+    OAuthError,
+    "The accounts server refused the refresh token or grant code: the user must log in again."
+);
+create_exception!(tokenstore, ClosedError, Error, "The store was closed.");
+create_exception!(
+    tokenstore,
+    ForkedError,
+    Error,
+    "The store was opened in a parent process before os.fork(); a child must open its own store."
+);
+
+/// The Python exception for an engine error. The engine's messages never
+/// hold a secret, so they pass through as they are.
+fn to_py(err: tokenstore::Error) -> PyErr {
+    use tokenstore::Error as E;
+    let message = err.to_string();
+    match err {
+        E::InvalidToken { .. } => InvalidTokenError::new_err(message),
+        E::Conflict { field, id } => Python::attach(|py| {
+            let err = ConflictError::new_err(message);
+            let value = err.value(py);
+            // Attributes are a convenience; failing to set them must not
+            // hide the conflict itself.
+            let _ = value.setattr("field", field.name());
+            let _ = value.setattr("holder_id", id);
+            err
+        }),
+        E::Corruption { .. } => CorruptionError::new_err(message),
+        E::Locked { .. } => LockedError::new_err(message),
+        E::UnsupportedVersion { .. } => UnsupportedVersionError::new_err(message),
+        E::WrongKey { .. }
+        | E::KeyRequired { .. }
+        | E::NotEncrypted { .. }
+        | E::RekeyRequired { .. }
+        | E::InvalidKey { .. } => EncryptionKeyError::new_err(message),
+        E::Io(_) | E::Unavailable { .. } | E::Database { .. } => StorageError::new_err(message),
+        E::Unsupported { .. } => UnsupportedError::new_err(message),
+        E::NotFound { .. } => NotFoundError::new_err(message),
+        E::NotRefreshable { .. } => NotRefreshableError::new_err(message),
+        E::GrantRefused { .. } => GrantRefusedError::new_err(message),
+        E::InvalidClient { .. }
+        | E::RateLimited { .. }
+        | E::Network { .. }
+        | E::MalformedResponse { .. }
+        | E::InvalidAccountsUrl { .. } => OAuthError::new_err(message),
+        _ => Error::new_err(message),
+    }
+}
+
+/// Opens the store named by `db` through the engine's one entry point: a
+/// directory is the embedded store, `postgres://…` the shared backend (when
+/// the engine is built with it), `memory:` a store in memory.
+fn open_store(db: &str, key: Option<Key>) -> tokenstore::Result<AnyStore> {
+    tokenstore::open_with(db, OpenOptions::new().maybe_key(key))
+}
+
+/// A key given from Python: base64 text (the form of `TOKENSTORE_KEY`) or
+/// the 32 raw bytes.
+fn key_from_py(key: &Bound<'_, PyAny>) -> PyResult<Key> {
+    if key.is_instance_of::<PyString>() {
+        // Wiped once parsed: this is the secret itself.
+        let text = Zeroizing::new(key.extract::<String>()?);
+        return Key::from_base64(&text).map_err(to_py);
+    }
+    if let Ok(bytes) = key.cast::<PyBytes>() {
+        let raw: [u8; Key::LEN] = bytes.as_bytes().try_into().map_err(|_| {
+            EncryptionKeyError::new_err(format!(
+                "invalid key: a key is {} bytes, this one is {}",
+                Key::LEN,
+                bytes.as_bytes().len()
+            ))
+        })?;
+        return Ok(Key::from_bytes(raw));
+    }
+    Err(EncryptionKeyError::new_err(
+        "invalid key: give the base64 text (str) or the 32 raw bytes (bytes)",
+    ))
+}
+
+/// The fields of a token, in the order of `tokenstore.Token`.
+const STRING_FIELDS: [&str; 9] = [
+    "id",
+    "user_name",
+    "client_id",
+    "client_secret",
+    "refresh_token",
+    "access_token",
+    "grant_token",
+    "redirect_url",
+    "api_domain",
+];
+
+fn string_field<'a>(token: &'a mut OAuthToken, name: &str) -> &'a mut Option<String> {
+    match name {
+        "id" => &mut token.id,
+        "user_name" => &mut token.user_name,
+        "client_id" => &mut token.client_id,
+        "client_secret" => &mut token.client_secret,
+        "refresh_token" => &mut token.refresh_token,
+        "access_token" => &mut token.access_token,
+        "grant_token" => &mut token.grant_token,
+        "redirect_url" => &mut token.redirect_url,
+        "api_domain" => &mut token.api_domain,
+        _ => unreachable!("STRING_FIELDS lists only these"),
+    }
+}
+
+/// A token from a dict of its fields (missing keys and `None` are absent).
+fn token_from_py(fields: &Bound<'_, PyDict>) -> PyResult<OAuthToken> {
+    let mut token = OAuthToken::default();
+    for name in STRING_FIELDS {
+        if let Some(value) = fields.get_item(name)? {
+            if !value.is_none() {
+                let text: String = value.extract().map_err(|_| {
+                    InvalidTokenError::new_err(format!(
+                        "invalid token: {name} must be a str, not {}",
+                        value
+                            .get_type()
+                            .name()
+                            .map(|n| n.to_string())
+                            .unwrap_or_default()
+                    ))
+                })?;
+                *string_field(&mut token, name) = Some(text);
+            }
+        }
+    }
+    if let Some(value) = fields.get_item("expiry_time")? {
+        if !value.is_none() {
+            token.expiry_time = Some(value.extract().map_err(|_| {
+                InvalidTokenError::new_err(
+                    "invalid token: expiry_time must be an int (milliseconds since the Unix epoch)",
+                )
+            })?);
+        }
+    }
+    Ok(token)
+}
+
+fn token_to_py<'py>(py: Python<'py>, mut token: OAuthToken) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    for name in STRING_FIELDS {
+        dict.set_item(name, string_field(&mut token, name).take())?;
+    }
+    dict.set_item("expiry_time", token.expiry_time)?;
+    Ok(dict)
+}
+
+fn access_token_to_py<'py>(py: Python<'py>, token: &AccessToken) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    dict.set_item("access_token", token.secret())?;
+    dict.set_item("id", token.id())?;
+    dict.set_item("expiry_time", token.expiry_time())?;
+    dict.set_item("api_domain", token.api_domain())?;
+    Ok(dict)
+}
+
+/// One open store, shared by any number of Python threads.
+///
+/// Every call checks that it runs in the process that opened the store: a
+/// store inherited through `os.fork()` shares the parent's files and locks,
+/// and using it from the child could corrupt them.
+#[pyclass(frozen, module = "tokenstore._native")]
+struct NativeStore {
+    /// `None` once closed. The `Arc` lets a call run without holding the
+    /// lock, so `close()` never waits for a slow call.
+    store: RwLock<Option<Arc<DynStore>>>,
+    /// The process that opened the store.
+    pid: u32,
+    /// Where the store is, for messages: a directory, or a URL without its
+    /// password (the backend's `location`).
+    db: String,
+    /// Which backend: "sled", "postgres" or "memory".
+    kind: &'static str,
+    /// One OAuth client per accounts URL (`None`: Zoho's, from each
+    /// record's API domain). Single flight is per client, so every thread
+    /// asking through this store shares it.
+    clients: Mutex<Vec<(Option<String>, Arc<OAuthClient>)>>,
+}
+
+impl NativeStore {
+    /// The open store, if this process opened it.
+    fn open_handle(&self) -> PyResult<Arc<DynStore>> {
+        self.check_process()?;
+        self.store.read().clone().ok_or_else(|| {
+            ClosedError::new_err(format!(
+                "the token store at {} is closed; open it again",
+                self.db
+            ))
+        })
+    }
+
+    fn check_process(&self) -> PyResult<()> {
+        let here = std::process::id();
+        if here != self.pid {
+            return Err(ForkedError::new_err(format!(
+                "this token store ({}) was opened in process {} and is used in process {here}, \
+                 a child made by os.fork(); an embedded store cannot be shared across a fork. \
+                 Open the store in each worker after the fork (with gunicorn --preload: in a \
+                 post_fork hook), or use a shared store (a postgres:// URL) for several workers",
+                self.db, self.pid
+            )));
+        }
+        Ok(())
+    }
+
+    /// The OAuth client for `accounts_url`, made on first use.
+    fn client(&self, accounts_url: Option<String>) -> PyResult<Arc<OAuthClient>> {
+        let store = self.open_handle()?;
+        let mut clients = self.clients.lock();
+        if let Some((_, client)) = clients.iter().find(|(url, _)| *url == accounts_url) {
+            return Ok(client.clone());
+        }
+        let mut config = Config::default();
+        if let Some(url) = &accounts_url {
+            config = config.accounts_url(url.as_str());
+        }
+        let client = Arc::new(OAuthClient::with_config(store, config).map_err(to_py)?);
+        clients.push((accounts_url, client.clone()));
+        Ok(client)
+    }
+
+    /// Runs `op` on the store with the GIL released.
+    fn call<T: Send>(
+        &self,
+        py: Python<'_>,
+        op: impl FnOnce(&DynStore) -> tokenstore::Result<T> + Send,
+    ) -> PyResult<T> {
+        let store = self.open_handle()?;
+        py.detach(|| op(&*store)).map_err(to_py)
+    }
+}
+
+#[pymethods]
+impl NativeStore {
+    /// Opens `db` (a directory: the embedded store), encrypted with `key`
+    /// when given (base64 str or 32 bytes).
+    #[new]
+    #[pyo3(signature = (db, key=None))]
+    fn new(py: Python<'_>, db: String, key: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+        let key = key.map(key_from_py).transpose()?;
+        let store = py.detach(|| open_store(&db, key)).map_err(to_py)?;
+        Ok(NativeStore {
+            db: store.location(),
+            kind: store.kind(),
+            store: RwLock::new(Some(Arc::new(store))),
+            pid: std::process::id(),
+            clients: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The stored record the engine's lookup key of `query` designates.
+    fn find<'py>(
+        &self,
+        py: Python<'py>,
+        query: &Bound<'py, PyDict>,
+    ) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let query = token_from_py(query)?;
+        let found = self.call(py, |s| s.find_token(&query))?;
+        found.map(|t| token_to_py(py, t)).transpose()
+    }
+
+    /// The record with this id.
+    fn get<'py>(&self, py: Python<'py>, id: String) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let found = self.call(py, |s| s.find_token_by_id(&id))?;
+        found.map(|t| token_to_py(py, t)).transpose()
+    }
+
+    /// Upserts `token`; returns the record as now stored (id set).
+    fn save<'py>(
+        &self,
+        py: Python<'py>,
+        token: &Bound<'py, PyDict>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let mut token = token_from_py(token)?;
+        self.call(py, |s| s.save_token(&mut token))?;
+        token_to_py(py, token)
+    }
+
+    /// Removes the record `id`; whether it existed.
+    fn delete(&self, py: Python<'_>, id: String) -> PyResult<bool> {
+        self.call(py, |s| s.delete_token(&id))
+    }
+
+    /// Every record.
+    fn all<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        let tokens = self.call(py, |s| s.get_tokens())?;
+        tokens.into_iter().map(|t| token_to_py(py, t)).collect()
+    }
+
+    /// Removes every record; how many there were.
+    fn clear(&self, py: Python<'_>) -> PyResult<usize> {
+        self.call(py, |s| s.delete_tokens())
+    }
+
+    /// A valid access token for the record `query` finds: the stored one
+    /// when valid past the margin (the SDK's 5 s), else one refreshed at the
+    /// accounts server and saved first; one request however many threads
+    /// ask at once. `refresh=True` refreshes even a valid one;
+    /// `min_valid_ms` replaces the margin.
+    #[pyo3(signature = (query, accounts_url=None, refresh=false, min_valid_ms=None))]
+    fn access_token<'py>(
+        &self,
+        py: Python<'py>,
+        query: &Bound<'py, PyDict>,
+        accounts_url: Option<String>,
+        refresh: bool,
+        min_valid_ms: Option<u64>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let query = token_from_py(query)?;
+        let client = self.client(accounts_url)?;
+        let token = py
+            .detach(|| match (refresh, min_valid_ms) {
+                (true, _) => client.refresh(&query),
+                (false, Some(ms)) => {
+                    client.access_token_valid_for(&query, Duration::from_millis(ms))
+                }
+                (false, None) => client.access_token(&query),
+            })
+            .map_err(to_py)?;
+        access_token_to_py(py, &token)
+    }
+
+    /// Exchanges a grant code and saves the answer under `user_name`;
+    /// returns the record as stored.
+    #[pyo3(signature = (user_name, client_id, client_secret, grant_code, redirect_url=None, accounts_url=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn login<'py>(
+        &self,
+        py: Python<'py>,
+        user_name: String,
+        client_id: String,
+        client_secret: String,
+        grant_code: String,
+        redirect_url: Option<String>,
+        accounts_url: Option<String>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let mut login = Login::new(user_name, client_id, client_secret, grant_code);
+        if let Some(url) = redirect_url {
+            login = login.redirect_url(url);
+        }
+        let client = self.client(accounts_url)?;
+        let record = py.detach(|| client.login(&login)).map_err(to_py)?;
+        token_to_py(py, record)
+    }
+
+    /// Revokes the refresh token of record `id` at the accounts server, then
+    /// deletes the record; whether the server was asked.
+    #[pyo3(signature = (id, accounts_url=None))]
+    fn revoke(&self, py: Python<'_>, id: String, accounts_url: Option<String>) -> PyResult<bool> {
+        let client = self.client(accounts_url)?;
+        py.detach(|| client.revoke(&id)).map_err(to_py)
+    }
+
+    /// Closes the store (releases the directory's lock once running calls
+    /// finish). Closing twice is harmless.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        self.check_process()?;
+        let store = self.store.write().take();
+        // The clients hold the store too.
+        let clients = std::mem::take(&mut *self.clients.lock());
+        // Dropping a sled store flushes it: not under the GIL.
+        py.detach(move || drop((clients, store)));
+        Ok(())
+    }
+
+    /// Whether the store is closed.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.pid == std::process::id() && self.store.read().is_none()
+    }
+
+    /// Where the store is: its directory, or its URL without the password.
+    #[getter]
+    fn db(&self) -> &str {
+        &self.db
+    }
+
+    /// Which backend holds the store: "sled", "postgres" or "memory".
+    #[getter]
+    fn kind(&self) -> &'static str {
+        self.kind
+    }
+}
+
+impl Drop for NativeStore {
+    fn drop(&mut self) {
+        if std::process::id() != self.pid {
+            // A forked child's copy: dropping it would flush and unlock the
+            // parent's files from the wrong process. Leak it instead.
+            if let Some(store) = self.store.get_mut().take() {
+                std::mem::forget(store);
+            }
+        }
+    }
+}
+
+/// The native core of the `tokenstore` package.
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add_class::<NativeStore>()?;
+    m.add("Error", py.get_type::<Error>())?;
+    m.add("InvalidTokenError", py.get_type::<InvalidTokenError>())?;
+    m.add("ConflictError", py.get_type::<ConflictError>())?;
+    m.add("CorruptionError", py.get_type::<CorruptionError>())?;
+    m.add("LockedError", py.get_type::<LockedError>())?;
+    m.add(
+        "UnsupportedVersionError",
+        py.get_type::<UnsupportedVersionError>(),
+    )?;
+    m.add("EncryptionKeyError", py.get_type::<EncryptionKeyError>())?;
+    m.add("StorageError", py.get_type::<StorageError>())?;
+    m.add("UnsupportedError", py.get_type::<UnsupportedError>())?;
+    m.add("NotFoundError", py.get_type::<NotFoundError>())?;
+    m.add("NotRefreshableError", py.get_type::<NotRefreshableError>())?;
+    m.add("OAuthError", py.get_type::<OAuthError>())?;
+    m.add("GrantRefusedError", py.get_type::<GrantRefusedError>())?;
+    m.add("ClosedError", py.get_type::<ClosedError>())?;
+    m.add("ForkedError", py.get_type::<ForkedError>())?;
+    Ok(())
+}

@@ -1,0 +1,169 @@
+"""The plain API (``tokenstore.open``, ``Token``) without the Zoho SDK:
+hostile values stored as plain data, encryption at rest, errors."""
+
+from __future__ import annotations
+
+import base64
+import os
+
+import pytest
+
+import tokenstore
+from tokenstore import Token
+
+HOSTILE = [
+    "o'brien@example.com",
+    'say "hi"',
+    "'; DROP TABLE oauthtoken; --",
+    "\" OR 1=1 --",
+    "a,b\r\nc,d",  # breaks a CSV row
+    "ünïcödé ✓ 漢字 🔑",
+    "\x00nul\x00",
+    "x" * 65536,
+]
+
+
+def test_save_find_get_all_delete_clear(tmp_path):
+    with tokenstore.open(tmp_path / "db") as store:
+        saved = store.save(Token(user_name="ana", client_id="c", client_secret="s", refresh_token="1000.r", expiry_time=123))
+        assert saved.id == "1" and saved.expiry_time == 123
+        assert store.find(user_name="ana") == saved
+        assert store.find(refresh_token="1000.r", client_id="c", client_secret="s") == saved
+        assert store.find(id="1") == saved
+        assert store.get("1") == saved
+        assert store.get("2") is None
+        assert store.find(user_name="bob") is None
+        assert store.find() is None  # no rule holds: nothing, never "the first record"
+        # An update merges: absent fields keep their stored values.
+        updated = store.save(Token(id="1", access_token="1000.a"))
+        assert (updated.user_name, updated.refresh_token, updated.access_token) == ("ana", "1000.r", "1000.a")
+        store.save(Token(user_name="bob", refresh_token="1000.r2"))
+        assert sorted(t.id for t in store.all()) == ["1", "2"]
+        assert store.delete("1") is True and store.delete("1") is False
+        assert store.clear() == 1 and store.all() == []
+    assert store.closed
+    with pytest.raises(tokenstore.ClosedError):
+        store.all()
+    store.close()  # twice is harmless
+
+
+def test_save_returns_a_new_token_and_leaves_the_argument(tmp_path):
+    with tokenstore.open(tmp_path / "db") as store:
+        token = Token(user_name="ana", refresh_token="1000.r")
+        saved = store.save(token)
+        assert token.id is None and saved.id == "1"
+
+
+def test_errors_are_matchable_and_secret_free(tmp_path):
+    with tokenstore.open(tmp_path / "db") as store:
+        store.save(Token(user_name="ana", refresh_token="1000.secret-r"))
+        with pytest.raises(tokenstore.ConflictError) as raised:
+            store.save(Token(user_name="bob", refresh_token="1000.secret-r"))
+        assert raised.value.field == "refresh_token" and raised.value.holder_id == "1"
+        assert "1000.secret-r" not in str(raised.value)
+        with pytest.raises(tokenstore.InvalidTokenError):
+            store.save(Token(user_name="carl"))
+        with pytest.raises(tokenstore.InvalidTokenError):
+            store.save(Token(user_name="carl", refresh_token=42))  # type: ignore[arg-type]
+        assert issubclass(tokenstore.ConflictError, tokenstore.Error)
+        assert [t.user_name for t in store.all()] == ["ana"]
+
+
+def test_repr_redacts_secrets():
+    token = Token(id="1", user_name="ana", client_secret="cs-1", refresh_token="rt-1", access_token="at-1", grant_token="gt-1")
+    shown = repr(token) + str(token) + repr([token])
+    for secret in ("cs-1", "rt-1", "at-1", "gt-1"):
+        assert secret not in shown
+    assert "ana" in shown and "[redacted]" in shown
+
+
+@pytest.mark.parametrize("value", HOSTILE, ids=range(len(HOSTILE)))
+def test_hostile_values_are_plain_data(tmp_path, value):
+    with tokenstore.open(tmp_path / "db") as store:
+        other = store.save(Token(user_name="innocent", refresh_token="1000.innocent"))
+        saved = store.save(
+            Token(user_name=value, refresh_token=value + "-r", access_token=value + "-a", client_id=value, api_domain=value)
+        )
+        assert saved.id == "2"
+        assert store.find(user_name=value) == saved
+        assert store.find(access_token=value + "-a") == saved
+        assert store.find(refresh_token=value + "-r", client_id="c", client_secret="s") == saved
+        # Near misses find nothing: values compare byte for byte.
+        assert store.find(user_name=value[:-1]) is None
+        assert store.get("1") == other
+    with tokenstore.open(tmp_path / "db") as store:
+        assert store.get("2") == saved
+
+
+def test_encrypted_store_leaves_no_secret_on_disk(tmp_path):
+    key = base64.b64encode(os.urandom(32)).decode()
+    secrets = {
+        "user_name": "marker-user@example.com",
+        "client_secret": "marker-client-secret",
+        "refresh_token": "marker-refresh-token",
+        "access_token": "marker-access-token",
+        "grant_token": "marker-grant-token",
+        "api_domain": "https://marker-domain.example",
+    }
+    with tokenstore.open(tmp_path / "db", key=key) as store:
+        for i in range(50):
+            store.save(Token(**{k: f"{v}-{i}" for k, v in secrets.items()}))
+        assert store.find(user_name="marker-user@example.com-7").refresh_token == "marker-refresh-token-7"
+    scanned = 0
+    for root, _, files in os.walk(tmp_path / "db"):
+        for name in files:
+            data = open(os.path.join(root, name), "rb").read()
+            scanned += len(data)
+            for value in secrets.values():
+                for form in (value.encode(), value.encode("utf-16-le")):
+                    assert form not in data, f"{value!r} found in {name}"
+    assert scanned > 0
+    # Without the key, or with another key: a clear error, nothing decrypted.
+    with pytest.raises(tokenstore.EncryptionKeyError, match="encrypted"):
+        tokenstore.open(tmp_path / "db")
+    with pytest.raises(tokenstore.EncryptionKeyError, match="wrong key"):
+        tokenstore.open(tmp_path / "db", key=os.urandom(32))
+    with tokenstore.open(tmp_path / "db", key=base64.b64decode(key)) as store:
+        assert len(store.all()) == 50
+
+
+def test_the_plain_store_holds_the_marker_on_disk(tmp_path):
+    # The counter-check of the scan above: unencrypted, the marker is found.
+    with tokenstore.open(tmp_path / "db") as store:
+        store.save(Token(user_name="u", refresh_token="marker-refresh-token"))
+    found = False
+    for root, _, files in os.walk(tmp_path / "db"):
+        for name in files:
+            found |= b"marker-refresh-token" in open(os.path.join(root, name), "rb").read()
+    assert found
+
+
+def test_bad_keys_are_refused_without_echoing_them(tmp_path):
+    with pytest.raises(tokenstore.EncryptionKeyError) as raised:
+        tokenstore.open(tmp_path / "db", key="not-base64-key!!")
+    assert "not-base64-key" not in str(raised.value)
+    with pytest.raises(tokenstore.EncryptionKeyError, match="32 bytes"):
+        tokenstore.open(tmp_path / "db2", key=b"short")
+
+
+def test_one_string_names_the_backend(tmp_path):
+    with tokenstore.open(tmp_path / "db") as store:
+        assert (store.kind, store.db) == ("sled", str(tmp_path / "db"))
+    with tokenstore.open("memory:") as store:
+        assert store.kind == "memory"
+        assert store.save(Token(user_name="ana", refresh_token="r")).id == "1"
+        assert store.find(user_name="ana").refresh_token == "r"
+    with pytest.raises(tokenstore.UnsupportedError):
+        tokenstore.open("memory:", key=os.urandom(32))
+    # Without the PostgreSQL backend in the engine: UnsupportedError; with
+    # it, a connection error (nothing listens on port 1). Never a crash.
+    with pytest.raises(tokenstore.Error) as raised:
+        tokenstore.open("postgres://nobody:pw-secret-1@127.0.0.1:1/none")
+    assert "pw-secret-1" not in str(raised.value)
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    result = doctest.testmod(tokenstore)
+    assert result.attempted > 0 and result.failed == 0
