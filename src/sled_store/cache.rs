@@ -136,7 +136,9 @@ pub(crate) struct Snapshot(u64);
 impl RecordCache {
     /// A cache holding about `bytes` of records and index hints.
     pub fn new(bytes: u64) -> RecordCache {
-        // quick_cache sizes its tables from the expected item count.
+        // quick_cache grows its tables as entries come (the estimate only
+        // bounds its record of recently evicted keys), so a large bound costs
+        // nothing until it is used.
         let estimated_items = usize::try_from(bytes / 700).unwrap_or(usize::MAX).max(16);
         RecordCache {
             entries: Cache::with_weighter(estimated_items, bytes, Bytes),
@@ -198,6 +200,11 @@ impl RecordCache {
     /// How many bytes the cache may hold.
     pub fn capacity(&self) -> u64 {
         self.entries.capacity()
+    }
+
+    /// Changes the bound (evicting down to it).
+    pub fn set_capacity(&self, bytes: u64) {
+        self.entries.set_capacity(bytes);
     }
 
     /// How many bytes it holds now.
