@@ -35,7 +35,7 @@ use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::store::{self, StoreView, TokenStore};
 use crate::token::{IndexedField, OAuthToken};
-use cache::RecordCache;
+use cache::{Cached, RecordCache};
 use codec::Sealing;
 
 const RECORDS_TREE: &str = "records";
@@ -797,10 +797,11 @@ fn warm_records(
         let id = std::str::from_utf8(&key)
             .map_err(|_| Error::corruption(None, "a record key is not UTF-8"))?;
         let record = sealing.decode(id, &bytes)?;
-        cache.fill(seen, &record);
-        for field in IndexedField::ALL {
-            if let Some(value) = record.indexed(field) {
-                cache.remember_hint(field, value, id);
+        if let Some(cached) = cache.fill(seen, &record) {
+            for field in IndexedField::ALL {
+                if let Some(value) = record.indexed(field) {
+                    cache.remember_hint(field, value, &cached);
+                }
             }
         }
         read += 1;
@@ -1098,6 +1099,9 @@ fn secure_permissions(_dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// A record, and its entry in the record cache when it has one.
+type Entry = (OAuthToken, Option<Arc<Cached>>);
+
 impl SledStore {
     fn record_uncached(&self, id: &str) -> Result<Option<OAuthToken>> {
         match self.records.get(id.as_bytes()).map_err(storage)? {
@@ -1105,22 +1109,26 @@ impl SledStore {
             None => Ok(None),
         }
     }
+
+    /// The record `id`: from the cache, else read from sled (and cached).
+    fn record_entry(&self, id: &str) -> Result<Option<Entry>> {
+        let Some(cache) = &self.cache else {
+            return Ok(self.record_uncached(id)?.map(|record| (record, None)));
+        };
+        if let Some(cached) = cache.record(id) {
+            return Ok(Some((cached.record().clone(), Some(cached))));
+        }
+        let seen = cache.snapshot();
+        Ok(self.record_uncached(id)?.map(|record| {
+            let cached = cache.fill(seen, &record);
+            (record, cached)
+        }))
+    }
 }
 
 impl StoreView for SledStore {
     fn record(&self, id: &str) -> Result<Option<OAuthToken>> {
-        let Some(cache) = &self.cache else {
-            return self.record_uncached(id);
-        };
-        if let Some(record) = cache.record(id) {
-            return Ok(Some(record));
-        }
-        let seen = cache.snapshot();
-        let record = self.record_uncached(id)?;
-        if let Some(record) = &record {
-            cache.fill(seen, record);
-        }
-        Ok(record)
+        Ok(self.record_entry(id)?.map(|(record, _)| record))
     }
 
     fn contains(&self, id: &str) -> Result<bool> {
@@ -1128,12 +1136,10 @@ impl StoreView for SledStore {
     }
 
     fn record_with(&self, field: IndexedField, value: &str) -> Result<Option<OAuthToken>> {
-        // A hint is only a guess at the id: the record must hold the value.
-        if let Some(id) = self.cache.as_ref().and_then(|c| c.hint(field, value)) {
-            if let Some(record) = self.record(&id)? {
-                if record.indexed(field) == Some(value) {
-                    return Ok(Some(record));
-                }
+        // A hint is only a guess: the (current) record must hold the value.
+        if let Some(cached) = self.cache.as_ref().and_then(|c| c.hint(field, value)) {
+            if cached.record().indexed(field) == Some(value) {
+                return Ok(Some(cached.record().clone()));
             }
         }
         let Some(entry) = self
@@ -1146,10 +1152,10 @@ impl StoreView for SledStore {
         for id in codec::decode_ids(&entry)? {
             // The record is compared with the value: a digest collision, or a
             // reader racing a writer, never yields a record without it.
-            if let Some(record) = self.record(&id)? {
+            if let Some((record, cached)) = self.record_entry(&id)? {
                 if record.indexed(field) == Some(value) {
-                    if let Some(cache) = &self.cache {
-                        cache.remember_hint(field, value, &id);
+                    if let (Some(cache), Some(cached)) = (&self.cache, &cached) {
+                        cache.remember_hint(field, value, cached);
                     }
                     return Ok(Some(record));
                 }
