@@ -29,16 +29,16 @@ use tokenstore::{Durability, Key, Options};
 
 const ENGINES: [&str; 7] = [
     "tokenstore",
-    "tokenstore-cached",
+    "tokenstore-before",
     "tokenstore-encrypted",
     "sqlite",
     "redb",
     "hashmap",
     "sample",
 ];
-/// Record cache bytes per token for `tokenstore-cached`: what a Zoho-sized
-/// record and its four index hints weigh in the cache, with room to spare.
-const CACHED_BYTES_PER_TOKEN: u64 = 1_300;
+/// The record cache bound `tokenstore-before` sets: the default before it
+/// followed the store's size (issue 14).
+const BEFORE_RECORD_CACHE: u64 = 64 << 20;
 /// The sample scans the whole table per lookup: it runs at 100,000 tokens
 /// at most, with this many lookups per kind.
 const SAMPLE_MAX_TOKENS: u64 = 100_000;
@@ -182,15 +182,16 @@ fn disk_usage(dir: &Path) -> u64 {
     total
 }
 
-fn open(engine: &str, dir: &Path, durability: Durability, tokens: u64) -> Box<dyn Engine> {
+fn open(engine: &str, dir: &Path, durability: Durability) -> Box<dyn Engine> {
     let key = || Key::from_bytes([0x5A; 32]);
     match engine {
         "tokenstore" => Box::new(Ours::open(dir, Options::default().durability(durability))),
-        "tokenstore-cached" => Box::new(Ours::open(
+        "tokenstore-before" => Box::new(Ours::open(
             dir,
             Options::default()
                 .durability(durability)
-                .record_cache(tokens * CACHED_BYTES_PER_TOKEN),
+                .record_cache(BEFORE_RECORD_CACHE)
+                .warm_on_open(false),
         )),
         "tokenstore-encrypted" => Box::new(Ours::open(
             dir,
@@ -223,14 +224,22 @@ fn child(name: &str, args: &Args) {
 
     let load = || {
         let started = Instant::now();
-        let engine = open(name, &dir, Durability::Durable, tokens);
+        let engine = open(name, &dir, Durability::Durable);
         engine.load(0..tokens);
         stat("load_s", format!("{:.1}", started.elapsed().as_secs_f64()));
         stat("load_peak_rss", memory("VmHWM:"));
         engine
     };
     if args.phase == "load" {
-        drop(load());
+        let engine = load();
+        // What closing costs after the load (tokenstore: the log replay sled
+        // would otherwise do at the next open, see `Resnapshot`).
+        let started = Instant::now();
+        drop(engine);
+        stat(
+            "close_ms",
+            format!("{:.0}", started.elapsed().as_secs_f64() * 1e3),
+        );
         return;
     }
 
@@ -245,24 +254,26 @@ fn child(name: &str, args: &Args) {
     } else {
         reset_peak();
         let mut reopened = None;
+        let mut opened = Instant::now();
         for key in ["reopen_ms", "reopen2_ms"] {
             drop(reopened.take());
             if name == "sqlite" {
                 Sqlite::open(&dir).close();
             }
-            let started = Instant::now();
-            let engine = open(name, &dir, Durability::Durable, tokens);
+            opened = Instant::now();
+            let engine = open(name, &dir, Durability::Durable);
             assert!(engine.find(&Lookup::User.query(tokens / 2)).is_some());
-            stat(key, format!("{:.1}", started.elapsed().as_secs_f64() * 1e3));
+            stat(key, format!("{:.1}", opened.elapsed().as_secs_f64() * 1e3));
             reopened = Some(engine);
         }
         let engine = reopened.expect("reopened");
-        if name == "tokenstore-cached" {
-            let started = Instant::now();
+        if name == "tokenstore" {
+            // The default warms the record cache in the background from the
+            // open on: measure once it is done, and say when that was.
             engine.warm();
             stat(
                 "warm_ms",
-                format!("{:.0}", started.elapsed().as_secs_f64() * 1e3),
+                format!("{:.0}", opened.elapsed().as_secs_f64() * 1e3),
             );
         }
         engine
@@ -340,7 +351,7 @@ fn child(name: &str, args: &Args) {
     // Buffered saves (tokenstore only: the peers' comparable modes differ).
     if name.starts_with("tokenstore") {
         drop(engine);
-        let engine = open(name, &dir, Durability::BUFFERED, tokens);
+        let engine = open(name, &dir, Durability::BUFFERED);
         timed("save_token, update (buffered)", saves, |i| {
             engine.save(&updates[i])
         });
@@ -452,7 +463,7 @@ fn run_child(engine: &str, tokens: u64, args: &Args) -> Measured {
 fn engine_title(engine: &str) -> &'static str {
     match engine {
         "tokenstore" => "tokenstore",
-        "tokenstore-cached" => "tokenstore (cache for all, warmed)",
+        "tokenstore-before" => "tokenstore (before: 64 MiB record cache, no warm-up)",
         "tokenstore-encrypted" => "tokenstore (encrypted)",
         "sqlite" => "SQLite (indexed, WAL)",
         "redb" => "redb",
@@ -566,14 +577,18 @@ fn print_tables(tokens: u64, args: &Args, results: &[(&str, Measured)]) {
         rule += "---|";
     }
     println!("{header}\n{rule}");
-    let stat_rows: [(&str, &str); 15] = [
+    let stat_rows: [(&str, &str); 16] = [
         ("load (10,000 per transaction)", "load_s"),
+        ("close after loading", "close_ms"),
         (
             "reopen after a clean close, to the first answer",
             "reopen_ms",
         ),
         ("second reopen, nothing written since", "reopen2_ms"),
-        ("cache warm-up after reopen (warm_cache)", "warm_ms"),
+        (
+            "background cache warm-up done, after the open began",
+            "warm_ms",
+        ),
         ("disk", "disk_bytes"),
         ("disk per token", "disk_per_token"),
         ("peak RSS while loading", "load_peak_rss"),
@@ -603,7 +618,7 @@ fn print_tables(tokens: u64, args: &Args, results: &[(&str, Measured)]) {
                     .get(key)
                     .map(|b| bytes(b.parse::<f64>().unwrap_or(0.0))),
                 "load_s" => m.stats.get(key).map(|s| format!("{s} s")),
-                "reopen_ms" | "reopen2_ms" | "get_tokens_ms" | "warm_ms" => {
+                "reopen_ms" | "reopen2_ms" | "get_tokens_ms" | "warm_ms" | "close_ms" => {
                     m.stats.get(key).map(|s| format!("{s} ms"))
                 }
                 _ => m.stats.get(key).cloned(),

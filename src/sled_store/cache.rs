@@ -15,28 +15,55 @@
 //!   once `end_write` returns, no reader can see the old record from the
 //!   cache, and no reader sees it from the cache during the write either
 //!   (it was removed before the commit).
-//! - Index hints (a 64-bit hash of a field value → the id it led to) are
-//!   only guesses: every hit is checked against the record's value, like an
-//!   index hit on disk, so a stale hint or a hash collision costs a miss and
-//!   is never an answer. They need no invalidation. The hash is SipHash with
-//!   a random key per process (`RandomState`), cheaper than the index digest.
+//! - Index hints (a 64-bit hash of a field value → the record it led to)
+//!   are only guesses: every hit is checked against the record's value, like
+//!   an index hit on disk, so a hash collision or a value the record no
+//!   longer holds costs a miss and is never an answer. The hash is SipHash
+//!   with a random key per process (`RandomState`), cheaper than the index
+//!   digest.
+//! - A hint holds the record itself (weakly), so a hit is one probe, not
+//!   two. A record a hint leads to must then be current: each cached record
+//!   has a `live` flag, cleared whenever it leaves the record entries (a
+//!   writer removing it, a clear, an eviction, an insert the cache refused),
+//!   and a hint whose record is not live is a miss. Every record a hint is
+//!   given was in the entries when it was given (see
+//!   [`fill`](RecordCache::fill)), so a live one is the current one.
 
 use std::hash::{BuildHasher, Hash, Hasher, RandomState};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
-use quick_cache::{sync::Cache, Equivalent, Weighter};
+use quick_cache::{sync::Cache, DefaultHashBuilder, Equivalent, Lifecycle, Weighter};
 use zeroize::Zeroize;
 
 use crate::token::{IndexedField, OAuthToken};
 
-/// A cached record, wiped when the cache drops it.
-pub(crate) struct Cached(OAuthToken);
+/// A cached record, wiped when the last reference to it goes.
+pub(crate) struct Cached {
+    record: OAuthToken,
+    /// Whether it is (still) the record entry for its id: see the module
+    /// documentation.
+    live: AtomicBool,
+}
+
+impl Cached {
+    pub fn record(&self) -> &OAuthToken {
+        &self.record
+    }
+
+    fn is_live(&self) -> bool {
+        self.live.load(Ordering::Acquire)
+    }
+
+    fn retire(&self) {
+        self.live.store(false, Ordering::Release);
+    }
+}
 
 impl Drop for Cached {
     fn drop(&mut self) {
-        self.0.zeroize();
+        self.record.zeroize();
     }
 }
 
@@ -83,7 +110,23 @@ impl Equivalent<Key> for KeyRef<'_> {
 #[derive(Clone)]
 enum Value {
     Record(Arc<Cached>),
-    Index(Arc<str>),
+    Index(Weak<Cached>),
+}
+
+/// Retires records the cache evicts (or refuses to admit).
+#[derive(Clone)]
+struct Retire;
+
+impl Lifecycle<Key, Value> for Retire {
+    type RequestState = ();
+
+    fn begin_request(&self) -> Self::RequestState {}
+
+    fn on_evict(&self, _: &mut Self::RequestState, _: Key, value: Value) {
+        if let Value::Record(record) = value {
+            record.retire();
+        }
+    }
 }
 
 /// Approximate bytes an entry holds: what the budget counts.
@@ -99,7 +142,7 @@ impl Weighter<Key, Value> for Bytes {
         };
         let value = match value {
             Value::Record(record) => {
-                let t = &record.0;
+                let t = &record.record;
                 std::mem::size_of::<OAuthToken>()
                     + [
                         &t.id,
@@ -116,14 +159,14 @@ impl Weighter<Key, Value> for Bytes {
                     .map(|s| s.as_ref().map_or(0, String::capacity))
                     .sum::<usize>()
             }
-            Value::Index(id) => id.len() + 16,
+            Value::Index(_) => 16,
         };
         (ENTRY + key + value) as u64
     }
 }
 
 pub(crate) struct RecordCache {
-    entries: Cache<Key, Value, Bytes>,
+    entries: Cache<Key, Value, Bytes, DefaultHashBuilder, Retire>,
     hint_hasher: RandomState,
     epoch: AtomicU64,
     fills: Mutex<()>,
@@ -136,19 +179,27 @@ pub(crate) struct Snapshot(u64);
 impl RecordCache {
     /// A cache holding about `bytes` of records and index hints.
     pub fn new(bytes: u64) -> RecordCache {
-        // quick_cache sizes its tables from the expected item count.
+        // quick_cache grows its tables as entries come (the estimate only
+        // bounds its record of recently evicted keys), so a large bound costs
+        // nothing until it is used.
         let estimated_items = usize::try_from(bytes / 700).unwrap_or(usize::MAX).max(16);
         RecordCache {
-            entries: Cache::with_weighter(estimated_items, bytes, Bytes),
+            entries: Cache::with(
+                estimated_items,
+                bytes,
+                Bytes,
+                DefaultHashBuilder::default(),
+                Retire,
+            ),
             hint_hasher: RandomState::new(),
             epoch: AtomicU64::new(0),
             fills: Mutex::new(()),
         }
     }
 
-    pub fn record(&self, id: &str) -> Option<OAuthToken> {
+    pub fn record(&self, id: &str) -> Option<Arc<Cached>> {
         match self.entries.get(&KeyRef::Record(id)) {
-            Some(Value::Record(record)) => Some(record.0.clone()),
+            Some(Value::Record(record)) => Some(record),
             _ => None,
         }
     }
@@ -157,21 +208,24 @@ impl RecordCache {
         self.hint_hasher.hash_one(value)
     }
 
-    /// The id a field value last led to (a hint, to be verified).
-    pub fn hint(&self, field: IndexedField, value: &str) -> Option<Arc<str>> {
+    /// The current record a field value last led to, if it is still
+    /// cached (a hint: whether it holds the value is the caller's check).
+    pub fn hint(&self, field: IndexedField, value: &str) -> Option<Arc<Cached>> {
         match self
             .entries
             .get(&KeyRef::Index(field as u8, self.hint_key(value)))
         {
-            Some(Value::Index(id)) => Some(id),
+            Some(Value::Index(record)) => record.upgrade().filter(|r| r.is_live()),
             _ => None,
         }
     }
 
-    pub fn remember_hint(&self, field: IndexedField, value: &str, id: &str) {
+    /// Remembers that `value` led to `record`, which [`fill`](Self::fill)
+    /// or [`record`](Self::record) returned.
+    pub fn remember_hint(&self, field: IndexedField, value: &str, record: &Arc<Cached>) {
         self.entries.insert(
             Key::Index(field as u8, self.hint_key(value)),
-            Value::Index(Arc::from(id)),
+            Value::Index(Arc::downgrade(record)),
         );
     }
 
@@ -180,24 +234,42 @@ impl RecordCache {
     }
 
     /// Caches `record`, read from sled after `seen` was taken, unless a
-    /// write began since.
-    pub fn fill(&self, seen: Snapshot, record: &OAuthToken) {
-        let Some(id) = record.id.as_deref() else {
-            return;
-        };
+    /// write began since; returns the cached entry for its id (which hints
+    /// may then lead to), or `None` when it was not cached.
+    pub fn fill(&self, seen: Snapshot, record: &OAuthToken) -> Option<Arc<Cached>> {
+        let id = record.id.as_deref()?;
         let _fills = self.fills.lock();
         let now = self.epoch.load(Ordering::Acquire);
-        if now == seen.0 && now.is_multiple_of(2) {
-            self.entries.insert(
-                Key::Record(Box::from(id)),
-                Value::Record(Arc::new(Cached(record.clone()))),
-            );
+        if now != seen.0 || !now.is_multiple_of(2) {
+            return None;
         }
+        // Never replace an entry: a replaced one would stay live for the
+        // hints that lead to it, and no writer could retire it. (Both hold
+        // the current record: no write began since either was read.)
+        if let Some(cached) = self.record(id) {
+            return Some(cached);
+        }
+        let cached = Arc::new(Cached {
+            record: record.clone(),
+            live: AtomicBool::new(true),
+        });
+        self.entries.insert(
+            Key::Record(Box::from(id)),
+            Value::Record(Arc::clone(&cached)),
+        );
+        // A refused insert was retired (`Retire`); so was an entry evicted
+        // since.
+        cached.is_live().then_some(cached)
     }
 
     /// How many bytes the cache may hold.
     pub fn capacity(&self) -> u64 {
         self.entries.capacity()
+    }
+
+    /// Changes the bound (evicting down to it).
+    pub fn set_capacity(&self, bytes: u64) {
+        self.entries.set_capacity(bytes);
     }
 
     /// How many bytes it holds now.
@@ -220,13 +292,18 @@ impl RecordCache {
     }
 
     fn forget(&self, ids: Option<&[&str]>) {
+        let retire = |entry: Option<(Key, Value)>| {
+            if let Some((_, Value::Record(record))) = entry {
+                record.retire();
+            }
+        };
         match ids {
             Some(ids) => {
                 for id in ids {
-                    self.entries.remove(&KeyRef::Record(id));
+                    retire(self.entries.remove(&KeyRef::Record(id)));
                 }
             }
-            None => self.entries.clear(),
+            None => self.entries.drain().for_each(|entry| retire(Some(entry))),
         }
     }
 }
@@ -239,19 +316,27 @@ mod tests {
         OAuthToken::new().with_id(id).with_access_token(access)
     }
 
+    fn cached(cache: &RecordCache, id: &str) -> Option<OAuthToken> {
+        cache.record(id).map(|c| c.record().clone())
+    }
+
+    fn hinted(cache: &RecordCache, field: IndexedField, value: &str) -> Option<OAuthToken> {
+        cache.hint(field, value).map(|c| c.record().clone())
+    }
+
     #[test]
     fn borrowed_keys_find_owned_ones() {
         let cache = RecordCache::new(1 << 20);
-        cache.fill(cache.snapshot(), &record("7", "a"));
-        assert_eq!(cache.record("7"), Some(record("7", "a")));
-        assert_eq!(cache.record("8"), None);
-        cache.remember_hint(IndexedField::AccessToken, "1000.a", "7");
+        let entry = cache.fill(cache.snapshot(), &record("7", "a")).unwrap();
+        assert_eq!(cached(&cache, "7"), Some(record("7", "a")));
+        assert_eq!(cached(&cache, "8"), None);
+        cache.remember_hint(IndexedField::AccessToken, "1000.a", &entry);
         assert_eq!(
-            cache.hint(IndexedField::AccessToken, "1000.a").as_deref(),
-            Some("7")
+            hinted(&cache, IndexedField::AccessToken, "1000.a"),
+            Some(record("7", "a"))
         );
-        assert_eq!(cache.hint(IndexedField::UserName, "1000.a"), None);
-        assert_eq!(cache.hint(IndexedField::AccessToken, "1000.b"), None);
+        assert_eq!(hinted(&cache, IndexedField::UserName, "1000.a"), None);
+        assert_eq!(hinted(&cache, IndexedField::AccessToken, "1000.b"), None);
     }
 
     #[test]
@@ -262,21 +347,70 @@ mod tests {
         cache.begin_write(Some(&["7"]));
         // Read while the write is in flight: dropped too.
         let during = cache.snapshot();
-        cache.fill(during, &record("7", "old"));
+        assert!(cache.fill(during, &record("7", "old")).is_none());
         cache.end_write(Some(&["7"]));
-        cache.fill(before, &record("7", "old"));
-        assert_eq!(cache.record("7"), None);
+        assert!(cache.fill(before, &record("7", "old")).is_none());
+        assert_eq!(cached(&cache, "7"), None);
         // Read after the write: kept.
         cache.fill(cache.snapshot(), &record("7", "new"));
-        assert_eq!(cache.record("7"), Some(record("7", "new")));
+        assert_eq!(cached(&cache, "7"), Some(record("7", "new")));
         // A write removes it; a clear removes everything.
         cache.begin_write(Some(&["7"]));
-        assert_eq!(cache.record("7"), None);
+        assert_eq!(cached(&cache, "7"), None);
         cache.end_write(Some(&["7"]));
         cache.fill(cache.snapshot(), &record("8", "x"));
         cache.begin_write(None);
         cache.end_write(None);
-        assert_eq!(cache.record("8"), None);
+        assert_eq!(cached(&cache, "8"), None);
+    }
+
+    /// A hint holds its record: it must never lead to one a write replaced,
+    /// a clear dropped or the cache evicted, even while something else (a
+    /// reader) still holds that record.
+    #[test]
+    fn a_hint_never_leads_to_a_record_that_left_the_cache() {
+        let cache = RecordCache::new(1 << 20);
+        let field = IndexedField::AccessToken;
+        let old = cache.fill(cache.snapshot(), &record("7", "a")).unwrap();
+        cache.remember_hint(field, "a", &old);
+        // A second fill of the same id returns the entry, never replaces it.
+        let again = cache.fill(cache.snapshot(), &record("7", "a")).unwrap();
+        assert!(Arc::ptr_eq(&old, &again));
+        cache.begin_write(Some(&["7"]));
+        cache.end_write(Some(&["7"]));
+        assert_eq!(hinted(&cache, field, "a"), None, "after a write");
+
+        let new = cache.fill(cache.snapshot(), &record("7", "a")).unwrap();
+        cache.remember_hint(field, "a", &new);
+        assert_eq!(hinted(&cache, field, "a"), Some(record("7", "a")));
+        cache.begin_write(None);
+        cache.end_write(None);
+        cache.remember_hint(field, "a", &new); // a reader racing the clear
+        assert_eq!(hinted(&cache, field, "a"), None, "after a clear");
+
+        // Evicted: a tiny cache, and records held outside it all along.
+        let small = RecordCache::new(16 << 10);
+        let held: Vec<_> = (0..200)
+            .filter_map(|n| {
+                let id = n.to_string();
+                let entry = small.fill(small.snapshot(), &record(&id, &id))?;
+                small.remember_hint(field, &id, &entry);
+                Some((id, entry))
+            })
+            .collect();
+        assert!(held.len() > 100);
+        for (id, _) in &held {
+            assert_eq!(
+                hinted(&small, field, id).is_some(),
+                cached(&small, id).is_some(),
+                "record {id}"
+            );
+        }
+        // Heavier than the whole cache: an entry is returned only if the
+        // cache holds it.
+        let huge = record("9", &"x".repeat(64 << 10));
+        let entry = small.fill(small.snapshot(), &huge);
+        assert_eq!(entry.is_some(), cached(&small, "9").is_some());
     }
 
     #[test]

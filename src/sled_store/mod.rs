@@ -18,7 +18,9 @@ mod rekey;
 
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
@@ -32,7 +34,7 @@ use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::store::{self, StoreView, TokenStore};
 use crate::token::{IndexedField, OAuthToken};
-use cache::RecordCache;
+use cache::{Cached, RecordCache};
 
 const RECORDS_TREE: &str = "records";
 const META_TREE: &str = "meta";
@@ -40,6 +42,21 @@ const LOCK_FILE: &str = "tokenstore.lock";
 const FORMAT_VERSION_KEY: &[u8] = b"format_version";
 const LAST_ISSUED_KEY: &[u8] = b"last_issued_id";
 const KEY_CHECK_KEY: &[u8] = b"key_check";
+
+/// The record cache's bound in a plain store with default options. It is a
+/// bound, not an allocation: the cache holds what was read (or warmed), so
+/// its memory follows the store's size up to this (it weighs a Zoho-sized
+/// token with its index hints at about 1.05 KB: some 2 million tokens; the
+/// process pays about 1.7 KB each, see BENCHMARKS.md).
+const DEFAULT_RECORD_CACHE: u64 = 2 << 30;
+/// The record cache's bound in an encrypted store with default options:
+/// decrypted records in memory are kept to what the cache held before it
+/// followed the store's size (about 60,000 tokens).
+const DEFAULT_ENCRYPTED_RECORD_CACHE: u64 = 64 << 20;
+/// A clean close after at least this many records written since the open
+/// reopens the database once, so that the next open does not replay them
+/// (see [`Resnapshot`]).
+const RESNAPSHOT_AFTER_WRITES: u64 = 50_000;
 
 /// The record codec, for the fuzz targets only.
 #[cfg(feature = "fuzzing")]
@@ -100,19 +117,24 @@ impl Durability {
 pub struct Options {
     durability: Durability,
     cache_capacity: u64,
-    record_cache: u64,
+    /// `None`: the default, which depends on encryption.
+    record_cache: Option<u64>,
+    /// `None`: the default (warm plain stores whose record cache is on).
+    warm_on_open: Option<bool>,
     encryption: Option<Key>,
     lock_wait: Duration,
 }
 
 impl Default for Options {
-    /// Durable writes, a 256 MiB page cache, a 64 MiB record cache, no
-    /// encryption.
+    /// Durable writes, a 256 MiB page cache, a record cache of up to 2 GiB
+    /// (64 MiB in an encrypted store) filled in the background after
+    /// opening, no encryption.
     fn default() -> Self {
         Options {
             durability: Durability::Durable,
             cache_capacity: 256 << 20,
-            record_cache: 64 << 20,
+            record_cache: None,
+            warm_on_open: None,
             encryption: None,
             lock_wait: Duration::ZERO,
         }
@@ -135,18 +157,44 @@ impl Options {
         self
     }
 
-    /// Sets the size, in bytes, of the record cache: decoded records (and
-    /// the index digests that led to them) kept in memory in front of the
-    /// storage engine, so a hot token is found without decoding (or
-    /// decrypting) it again. About 0.8 KB per Zoho-sized token: the default
-    /// 64 MiB holds about 80,000. `0` turns it off. It is on top of
+    /// Sets the bound, in bytes, of the record cache: decoded records (and
+    /// hints from the indexed values that led to them) kept in memory in
+    /// front of the storage engine, so a token is found without reading or
+    /// decoding (or decrypting) it again. It holds only what was read, so
+    /// its memory follows the store's size up to this bound, in bytes as it
+    /// weighs them: about 1.05 KB per Zoho-sized token, which costs the
+    /// process about 1.7 KB. The default is 2 GiB (some 2 million tokens: a
+    /// 1M-token store fits whole, adding about 1.7 GB to the process); in an
+    /// encrypted store 64 MiB (about 60,000 tokens). `0` turns it off. It is on top of
     /// [`cache_capacity`](Self::cache_capacity); both bound the store's
     /// memory. In an encrypted store it holds decrypted records (wiped when
     /// evicted); turn it off if plaintext in memory matters more than
     /// latency.
     #[must_use]
     pub fn record_cache(mut self, bytes: u64) -> Self {
-        self.record_cache = bytes;
+        self.record_cache = Some(bytes);
+        self
+    }
+
+    /// Sets whether opening the store starts filling the record cache from
+    /// disk in a background thread (see [`SledStore::warm_cache`]), so
+    /// lookups soon come from memory instead of warming it one miss at a
+    /// time. Opening does not wait for it: the first lookup is answered
+    /// at once, and lookups and writes during the warm-up see the same
+    /// data as without it. The default: on for a plain store, off for an
+    /// encrypted one (it would decrypt every record it can hold).
+    ///
+    /// ```
+    /// use tokenstore::{Key, Options};
+    ///
+    /// assert!(Options::default().warms_on_open());
+    /// assert!(!Options::default().warm_on_open(false).warms_on_open());
+    /// assert!(!Options::default().encryption(Key::from_bytes([1; 32])).warms_on_open());
+    /// assert!(!Options::default().record_cache(0).warm_on_open(true).warms_on_open());
+    /// ```
+    #[must_use]
+    pub fn warm_on_open(mut self, warm: bool) -> Self {
+        self.warm_on_open = Some(warm);
         self
     }
 
@@ -232,7 +280,16 @@ impl Options {
 
     /// The record cache bound in bytes (0: off).
     pub fn record_cache_bytes(&self) -> u64 {
-        self.record_cache
+        self.record_cache.unwrap_or(match self.encryption {
+            None => DEFAULT_RECORD_CACHE,
+            Some(_) => DEFAULT_ENCRYPTED_RECORD_CACHE,
+        })
+    }
+
+    /// Whether opening starts the background warm-up of the record cache
+    /// (never when the cache is off).
+    pub fn warms_on_open(&self) -> bool {
+        self.record_cache_bytes() > 0 && self.warm_on_open.unwrap_or(self.encryption.is_none())
     }
 }
 
@@ -262,22 +319,33 @@ pub struct SledStore {
     indexes: [Tree; 4],
     meta: Tree,
     /// Serializes writers; holds the last id the counter issued.
-    writer: Mutex<u64>,
+    /// Shared with the background warm-up, which reads under it (see
+    /// [`warm_records`]).
+    writer: Arc<Mutex<u64>>,
     /// Concurrent `save_token` calls, applied as one batch.
     combiner: combine::Combiner,
     /// Durable writers sharing flushes (see `durable_through`).
     group_commit: GroupCommit,
     /// Decoded records and index hints (`None` when turned off).
-    cache: Option<RecordCache>,
+    cache: Option<Arc<RecordCache>>,
+    /// The background warm-up of the cache, while it runs.
+    warming: Warming,
     /// Plain, or the ciphers of an encrypted store.
-    sealing: Sealing,
+    sealing: Arc<Sealing>,
     /// Which data directory holds the sled database (see `layout`).
     generation: u64,
     /// How many seals the key allows ([`codec::SEALS_PER_KEY`]; a field so
     /// a test can lower it).
     seal_budget: u64,
+    /// Records written since the open (see [`RESNAPSHOT_AFTER_WRITES`]).
+    written: AtomicU64,
+    /// [`RESNAPSHOT_AFTER_WRITES`] (a field so a test can lower it).
+    resnapshot_after: u64,
     options: Options,
     path: PathBuf,
+    /// Dropped after every handle on the sled database (fields drop in
+    /// order) and before the directory lock.
+    resnapshot: Resnapshot,
     /// Held for the life of the store: the process-level lock on the directory.
     _lock: File,
 }
@@ -376,22 +444,31 @@ impl SledStore {
             })?),
         };
 
-        Ok(SledStore {
+        let record_cache = options.record_cache_bytes();
+        let store = SledStore {
             db,
             records,
             indexes,
             meta,
-            writer: Mutex::new(last_issued),
+            writer: Arc::new(Mutex::new(last_issued)),
             combiner: combine::Combiner::default(),
             group_commit: GroupCommit::default(),
-            cache: (options.record_cache > 0).then(|| RecordCache::new(options.record_cache)),
-            sealing,
-            options,
-            path,
+            cache: (record_cache > 0).then(|| Arc::new(RecordCache::new(record_cache))),
+            warming: Warming::default(),
+            sealing: Arc::new(sealing),
             generation,
             seal_budget: codec::SEALS_PER_KEY,
+            written: AtomicU64::new(0),
+            resnapshot_after: RESNAPSHOT_AFTER_WRITES,
+            resnapshot: Resnapshot::default(),
+            options,
+            path,
             _lock: lock,
-        })
+        };
+        if store.options.warms_on_open() {
+            store.start_warming();
+        }
+        Ok(store)
     }
 
     /// The database directory.
@@ -449,13 +526,16 @@ impl SledStore {
     /// memory instead of warming it one miss at a time. Returns how many
     /// records it read. Safe to run while the store is in use (for example
     /// from a thread of its own right after opening): writes that race it
-    /// are never shadowed by what it read.
+    /// are never shadowed by what it read. When the store started this
+    /// warm-up itself at open ([`Options::warm_on_open`], the default for a
+    /// plain store), this waits for that one to finish instead.
     ///
     /// ```
     /// use tokenstore::{OAuthToken, Options, SledStore, TokenStore};
     ///
     /// let dir = tempfile::tempdir()?;
-    /// let store = SledStore::open_with(dir.path().join("tokens"), Options::default().record_cache(256 << 20))?;
+    /// let options = Options::default().warm_on_open(false);
+    /// let store = SledStore::open_with(dir.path().join("tokens"), options)?;
     /// store.save_token(&mut OAuthToken::new().with_user_name("ana").with_refresh_token("1000.r"))?;
     /// assert_eq!(store.warm_cache()?, 1);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -465,35 +545,69 @@ impl SledStore {
     /// Storage errors, and [`Error::Corruption`] for a record that cannot
     /// be decoded (after which the cache holds what was read before it).
     pub fn warm_cache(&self) -> Result<usize> {
+        if let Some(thread) = self.warming.thread.lock().take() {
+            return thread.join().unwrap_or_else(|_| {
+                Err(Error::Io(std::io::Error::other(
+                    "the background warm-up of the record cache panicked",
+                )))
+            });
+        }
         let Some(cache) = &self.cache else {
             return Ok(0);
         };
-        let mut read = 0;
-        let mut records = self.records.iter();
-        loop {
-            // Taken before the record is read, as for any cache fill.
-            let seen = cache.snapshot();
-            let Some(entry) = records.next() else {
-                break;
-            };
-            let (key, bytes) = entry.map_err(storage)?;
-            let id = std::str::from_utf8(&key)
-                .map_err(|_| Error::corruption(None, "a record key is not UTF-8"))?;
-            let record = self.sealing.decode(id, &bytes)?;
-            cache.fill(seen, &record);
-            for field in IndexedField::ALL {
-                if let Some(value) = record.indexed(field) {
-                    cache.remember_hint(field, value, id);
+        warm_records(
+            &self.records,
+            cache,
+            &self.sealing,
+            &self.writer,
+            &AtomicBool::new(false),
+        )
+    }
+
+    /// Starts the background warm-up: the records into the record cache,
+    /// then the index trees' pages into sled's cache (user names last, the
+    /// most used), which answer what the record cache cannot: misses.
+    fn start_warming(&self) {
+        let Some(cache) = self.cache.clone() else {
+            return;
+        };
+        let records = self.records.clone();
+        let indexes = self.indexes.clone();
+        let sealing = Arc::clone(&self.sealing);
+        let stop = Arc::clone(&self.warming.stop);
+        let writer = Arc::clone(&self.writer);
+        let spawned = std::thread::Builder::new()
+            .name("tokenstore-warm".into())
+            .spawn(move || {
+                let read = warm_records(&records, &cache, &sealing, &writer, &stop)?;
+                for tree in indexes.iter().rev() {
+                    let mut entries = tree.iter();
+                    'tree: while !stop.load(Ordering::Relaxed) {
+                        let _writer = writer.lock();
+                        for _ in 0..WARM_CHUNK {
+                            match entries.next() {
+                                Some(entry) => drop(entry.map_err(storage)?),
+                                None => break 'tree,
+                            }
+                        }
+                    }
                 }
-            }
-            read += 1;
-            // Full (eviction keeps the weight just under the capacity):
-            // reading on would only replace records with others.
-            if cache.weight() + 4096 > cache.capacity() {
-                break;
-            }
+                Ok(read)
+            });
+        // Without a thread the store works as well, warming as it is used.
+        if let Ok(thread) = spawned {
+            *self.warming.thread.lock() = Some(thread);
         }
-        Ok(read)
+    }
+
+    /// Stops the background warm-up, if it runs, and waits for its thread
+    /// (which holds handles on the sled database).
+    fn stop_warming(&self) {
+        self.warming.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.warming.thread.lock().take() {
+            let _ = thread.join();
+        }
+        self.warming.stop.store(false, Ordering::Relaxed);
     }
 
     /// The size of the database on disk, in bytes, as sled accounts it.
@@ -574,6 +688,8 @@ impl SledStore {
         touched: Option<&[&str]>,
         write: impl Fn(&Trees<'_>) -> std::result::Result<A, ConflictableTransactionError<Error>>,
     ) -> Result<A> {
+        let records = touched.map_or(1, |ids| ids.len() as u64);
+        self.written.fetch_add(records, Ordering::Relaxed);
         match &self.cache {
             Some(cache) => {
                 cache.begin_write(touched);
@@ -679,6 +795,105 @@ struct GroupCommitState {
     flushing: bool,
 }
 
+/// The background warm-up of the record cache (see
+/// [`SledStore::warm_cache`]).
+#[derive(Default)]
+struct Warming {
+    /// Asks the thread to stop (a close, or a key change).
+    stop: Arc<AtomicBool>,
+    thread: Mutex<Option<JoinHandle<Result<usize>>>>,
+}
+
+/// How many entries the warm-up reads per hold of the writer lock.
+const WARM_CHUNK: usize = 256;
+
+/// Reads records into `cache` until it is full, `stop` is set, or all are
+/// read; returns how many it read.
+///
+/// It reads under the writer lock, `WARM_CHUNK` entries at a time: sled
+/// 0.34 reads can rewrite pages (consolidating them), and a warm-up reading
+/// while a writer commits made the crash tests find torn index entries
+/// after a SIGKILL (issue 14); under the lock they pass.
+fn warm_records(
+    records: &Tree,
+    cache: &RecordCache,
+    sealing: &Sealing,
+    writer: &Mutex<u64>,
+    stop: &AtomicBool,
+) -> Result<usize> {
+    let mut read = 0;
+    let mut iter = records.iter();
+    let mut writer_lock = None;
+    while !stop.load(Ordering::Relaxed) {
+        if read % WARM_CHUNK == 0 {
+            // Let a waiting writer in between chunks.
+            drop(writer_lock.take());
+            writer_lock = Some(writer.lock());
+        }
+        // Taken before the record is read, as for any cache fill.
+        let seen = cache.snapshot();
+        let Some(entry) = iter.next() else {
+            break;
+        };
+        let (key, bytes) = entry.map_err(storage)?;
+        let id = std::str::from_utf8(&key)
+            .map_err(|_| Error::corruption(None, "a record key is not UTF-8"))?;
+        let record = sealing.decode(id, &bytes)?;
+        if let Some(cached) = cache.fill(seen, &record) {
+            for field in IndexedField::ALL {
+                if let Some(value) = record.indexed(field) {
+                    cache.remember_hint(field, value, &cached);
+                }
+            }
+        }
+        read += 1;
+        // Full (eviction keeps the weight just under the capacity):
+        // reading on would only replace records with others.
+        if cache.weight() + 4096 > cache.capacity() {
+            break;
+        }
+    }
+    drop(writer_lock);
+    Ok(read)
+}
+
+/// sled 0.34 writes its recovery snapshot only while opening: the first
+/// open after N writes replays them from the log (3.4 s after loading 1M
+/// tokens). Armed by a clean close that wrote many records since the open,
+/// this opens the database once more after every handle on it is gone, so
+/// the replay (and a fresh snapshot) happens at the close instead, and the
+/// next open only reads the snapshot.
+#[derive(Default)]
+struct Resnapshot {
+    armed: Option<(sled::Config, PathBuf)>,
+}
+
+impl Drop for Resnapshot {
+    fn drop(&mut self) {
+        if let Some((config, path)) = self.armed.take() {
+            // A failure leaves the replay to the next open, as before.
+            drop(open_sled(&config, &path));
+            // The snapshot it wrote gets owner-only modes too.
+            let _ = secure_permissions(&path);
+        }
+    }
+}
+
+fn sled_config(options: &Options, data_dir: &Path) -> sled::Config {
+    let flush_every = match options.durability {
+        Durability::Durable => Some(500),
+        Durability::Buffered { flush_every } => Some(
+            u64::try_from(flush_every.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1),
+        ),
+    };
+    sled::Config::new()
+        .path(data_dir)
+        .cache_capacity(options.cache_capacity)
+        .flush_every_ms(flush_every)
+}
+
 /// An open sled database and its trees.
 struct Engine {
     db: sled::Db,
@@ -691,19 +906,7 @@ impl Engine {
     /// Opens (creating) the sled database in `data_dir`; `path` is the
     /// store directory, for messages.
     fn open(options: &Options, data_dir: &Path, path: &Path) -> Result<Engine> {
-        let flush_every = match options.durability {
-            Durability::Durable => Some(500),
-            Durability::Buffered { flush_every } => Some(
-                u64::try_from(flush_every.as_millis())
-                    .unwrap_or(u64::MAX)
-                    .max(1),
-            ),
-        };
-        let config = sled::Config::new()
-            .path(data_dir)
-            .cache_capacity(options.cache_capacity)
-            .flush_every_ms(flush_every);
-        let db = open_sled(&config, path)?;
+        let db = open_sled(&sled_config(options, data_dir), path)?;
         let open_tree = |name: &str| db.open_tree(name).map_err(storage);
         Ok(Engine {
             records: open_tree(RECORDS_TREE)?,
@@ -951,6 +1154,9 @@ fn secure_permissions(_dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// A record, and its entry in the record cache when it has one.
+type Entry = (OAuthToken, Option<Arc<Cached>>);
+
 impl SledStore {
     fn record_uncached(&self, id: &str) -> Result<Option<OAuthToken>> {
         match self.records.get(id.as_bytes()).map_err(storage)? {
@@ -958,22 +1164,26 @@ impl SledStore {
             None => Ok(None),
         }
     }
+
+    /// The record `id`: from the cache, else read from sled (and cached).
+    fn record_entry(&self, id: &str) -> Result<Option<Entry>> {
+        let Some(cache) = &self.cache else {
+            return Ok(self.record_uncached(id)?.map(|record| (record, None)));
+        };
+        if let Some(cached) = cache.record(id) {
+            return Ok(Some((cached.record().clone(), Some(cached))));
+        }
+        let seen = cache.snapshot();
+        Ok(self.record_uncached(id)?.map(|record| {
+            let cached = cache.fill(seen, &record);
+            (record, cached)
+        }))
+    }
 }
 
 impl StoreView for SledStore {
     fn record(&self, id: &str) -> Result<Option<OAuthToken>> {
-        let Some(cache) = &self.cache else {
-            return self.record_uncached(id);
-        };
-        if let Some(record) = cache.record(id) {
-            return Ok(Some(record));
-        }
-        let seen = cache.snapshot();
-        let record = self.record_uncached(id)?;
-        if let Some(record) = &record {
-            cache.fill(seen, record);
-        }
-        Ok(record)
+        Ok(self.record_entry(id)?.map(|(record, _)| record))
     }
 
     fn contains(&self, id: &str) -> Result<bool> {
@@ -981,12 +1191,10 @@ impl StoreView for SledStore {
     }
 
     fn record_with(&self, field: IndexedField, value: &str) -> Result<Option<OAuthToken>> {
-        // A hint is only a guess at the id: the record must hold the value.
-        if let Some(id) = self.cache.as_ref().and_then(|c| c.hint(field, value)) {
-            if let Some(record) = self.record(&id)? {
-                if record.indexed(field) == Some(value) {
-                    return Ok(Some(record));
-                }
+        // A hint is only a guess: the (current) record must hold the value.
+        if let Some(cached) = self.cache.as_ref().and_then(|c| c.hint(field, value)) {
+            if cached.record().indexed(field) == Some(value) {
+                return Ok(Some(cached.record().clone()));
             }
         }
         let Some(entry) = self
@@ -999,10 +1207,10 @@ impl StoreView for SledStore {
         for id in codec::decode_ids(&entry)? {
             // The record is compared with the value: a digest collision, or a
             // reader racing a writer, never yields a record without it.
-            if let Some(record) = self.record(&id)? {
+            if let Some((record, cached)) = self.record_entry(&id)? {
                 if record.indexed(field) == Some(value) {
-                    if let Some(cache) = &self.cache {
-                        cache.remember_hint(field, value, &id);
+                    if let (Some(cache), Some(cached)) = (&self.cache, &cached) {
+                        cache.remember_hint(field, value, cached);
                     }
                     return Ok(Some(record));
                 }
@@ -1108,9 +1316,16 @@ impl TokenStore for SledStore {
 
 impl Drop for SledStore {
     fn drop(&mut self) {
+        // Its thread holds handles on the database.
+        self.stop_warming();
         // A clean close loses nothing, also in buffered mode. A failure here
         // has nowhere to go; what was acknowledged durably is already on disk.
-        let _ = self.db.flush();
+        let flushed = self.db.flush().is_ok();
+        if flushed && *self.written.get_mut() >= self.resnapshot_after {
+            let data_dir = layout::data_dir(&self.path, self.generation);
+            self.resnapshot.armed =
+                Some((sled_config(&self.options, &data_dir), self.path.clone()));
+        }
         // Files sled created since the open (snapshots) get owner-only
         // modes too; the 0700 directory already keeps others out.
         let _ = secure_permissions(&self.path);
@@ -1120,6 +1335,85 @@ impl Drop for SledStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn user(n: u32) -> OAuthToken {
+        OAuthToken::new()
+            .with_user_name(format!("user{n}"))
+            .with_refresh_token(format!("1000.r{n}"))
+    }
+
+    #[test]
+    fn opening_warms_the_record_cache_in_the_background() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        {
+            let store =
+                SledStore::open_with(&path, Options::default().warm_on_open(false)).unwrap();
+            assert!(store.warming.thread.lock().is_none());
+            for n in 0..50 {
+                store.save_token(&mut user(n)).unwrap();
+            }
+        }
+        let store = SledStore::open(&path).unwrap();
+        let thread = store
+            .warming
+            .thread
+            .lock()
+            .take()
+            .expect("a warm-up thread");
+        assert_eq!(thread.join().unwrap().unwrap(), 50);
+        let cache = store.cache.as_ref().unwrap();
+        for id in 1..=50 {
+            assert!(cache.record(&id.to_string()).is_some(), "record {id}");
+        }
+        // Encrypted stores keep decrypted records to what lookups bring in.
+        drop(store);
+        let key = Key::from_bytes([3; 32]);
+        let mut store = SledStore::open(&path).unwrap();
+        store.set_encryption(Some(key.clone())).unwrap();
+        drop(store);
+        let store = SledStore::open_with(&path, Options::default().encryption(key)).unwrap();
+        assert!(store.warming.thread.lock().is_none());
+        assert_eq!(store.cache.as_ref().unwrap().weight(), 0);
+    }
+
+    /// The newest recovery snapshot sled wrote in `dir`.
+    fn newest_snapshot(dir: &Path) -> Option<String> {
+        fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with("snap.") && !name.ends_with(".generating"))
+            .max()
+    }
+
+    #[test]
+    fn a_close_after_many_writes_leaves_a_fresh_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let mut store = SledStore::open(&path).unwrap();
+        store.resnapshot_after = 10;
+        for n in 0..9 {
+            store.save_token(&mut user(n)).unwrap();
+        }
+        let before = newest_snapshot(&path);
+        drop(store);
+        // Fewer writes than the threshold: the close leaves the replay to the
+        // next open, which is short.
+        assert_eq!(newest_snapshot(&path), before);
+
+        let mut store = SledStore::open(&path).unwrap();
+        store.resnapshot_after = 10;
+        let before = newest_snapshot(&path);
+        for n in 10..30 {
+            store.save_token(&mut user(n)).unwrap();
+        }
+        drop(store);
+        let after = newest_snapshot(&path);
+        assert!(after > before, "{after:?} after {before:?}");
+        let store = SledStore::open(&path).unwrap();
+        assert_eq!(store.len(), 29);
+        assert!(store.find_token(&user(29)).unwrap().is_some());
+    }
 
     #[test]
     fn a_key_that_sealed_its_budget_refuses_writes_until_changed() {

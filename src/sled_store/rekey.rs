@@ -3,6 +3,7 @@
 //! becomes live atomically (see `layout`).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use sled::Batch as SledBatch;
 
@@ -70,8 +71,10 @@ impl SledStore {
         key: Option<Key>,
         mut progress: impl FnMut(usize, usize),
     ) -> Result<()> {
+        // Its thread reads the old generation with the old key.
+        self.stop_warming();
         let new = Sealing::new(key.as_ref());
-        let last_issued = *self.writer.get_mut();
+        let last_issued = *self.writer.lock();
         let generation = self.generation + 1;
         let data_dir = layout::data_dir(&self.path, generation);
         // A leftover of an interrupted change is never live: start afresh.
@@ -132,11 +135,13 @@ impl SledStore {
         self.records = engine.records;
         self.indexes = engine.indexes;
         self.meta = engine.meta;
-        self.sealing = new;
+        self.sealing = Arc::new(new);
         if let Some(cache) = &self.cache {
-            // Same records, but they were read under the old key: start afresh.
+            // Same records, but they were read under the old key: start afresh,
+            // within the new key's default bound if it is the default.
             cache.begin_write(None);
             cache.end_write(None);
+            cache.set_capacity(options.record_cache_bytes().max(1));
         }
         self.options = options;
         self.generation = generation;
