@@ -3,10 +3,11 @@
 //! and `examples/bench_report.rs` (the report), so both measure the same
 //! code.
 //!
-//! - `tokenstore`: this crate's `SledStore` (durable, default options).
-//! - `tokenstore-cached`: the same with a record cache big enough for the
-//!   data set (`Options::record_cache`), filled after opening
-//!   (`SledStore::warm_cache`).
+//! - `tokenstore`: this crate's `SledStore` (durable, default options: the
+//!   record cache is filled by the background warm-up opening starts;
+//!   `Engine::warm` waits for it through `SledStore::warm_cache`).
+//! - `tokenstore-before` (the report only): the defaults before issue 14, a
+//!   64 MiB record cache and no warm-up.
 //! - `sqlite`: the published sample's table done right: rusqlite (bundled),
 //!   WAL, `synchronous=FULL` (durable commits), a unique index per looked-up
 //!   column, cached prepared statements, one connection per thread.

@@ -810,10 +810,14 @@ const WARM_CHUNK: usize = 256;
 /// Reads records into `cache` until it is full, `stop` is set, or all are
 /// read; returns how many it read.
 ///
-/// It reads under the writer lock, `WARM_CHUNK` entries at a time: sled
-/// 0.34 reads can rewrite pages (consolidating them), and a warm-up reading
-/// while a writer commits made the crash tests find torn index entries
-/// after a SIGKILL (issue 14); under the lock they pass.
+/// It reads under the writer lock, `WARM_CHUNK` records at a time, with a
+/// new iterator per chunk (from the last key read): a sled iterator hands
+/// out entries of a node it read earlier, so a record it yields can predate
+/// a commit made since, whatever epoch was taken just before `next()`. With
+/// one iterator and no lock, such stale records reached the cache, the
+/// writers' planning read them, and the SIGKILL crash tests' `check()`
+/// found index entries that disagree with records (issue 14). Under the
+/// lock no write commits during a chunk, so what a chunk reads is current.
 fn warm_records(
     records: &Tree,
     cache: &RecordCache,
@@ -821,39 +825,41 @@ fn warm_records(
     writer: &Mutex<u64>,
     stop: &AtomicBool,
 ) -> Result<usize> {
+    use std::ops::Bound;
     let mut read = 0;
-    let mut iter = records.iter();
-    let mut writer_lock = None;
+    let mut last: Option<sled::IVec> = None;
     while !stop.load(Ordering::Relaxed) {
-        if read % WARM_CHUNK == 0 {
-            // Let a waiting writer in between chunks.
-            drop(writer_lock.take());
-            writer_lock = Some(writer.lock());
-        }
-        // Taken before the record is read, as for any cache fill.
+        // Let a waiting writer in between chunks.
+        let _writer = writer.lock();
         let seen = cache.snapshot();
-        let Some(entry) = iter.next() else {
-            break;
+        let mut chunk = match &last {
+            None => records.iter(),
+            Some(key) => records.range((Bound::Excluded(key.clone()), Bound::Unbounded)),
         };
-        let (key, bytes) = entry.map_err(storage)?;
-        let id = std::str::from_utf8(&key)
-            .map_err(|_| Error::corruption(None, "a record key is not UTF-8"))?;
-        let record = sealing.decode(id, &bytes)?;
-        if let Some(cached) = cache.fill(seen, &record) {
-            for field in IndexedField::ALL {
-                if let Some(value) = record.indexed(field) {
-                    cache.remember_hint(field, value, &cached);
+        for _ in 0..WARM_CHUNK {
+            let Some(entry) = chunk.next() else {
+                return Ok(read);
+            };
+            let (key, bytes) = entry.map_err(storage)?;
+            let id = std::str::from_utf8(&key)
+                .map_err(|_| Error::corruption(None, "a record key is not UTF-8"))?;
+            let record = sealing.decode(id, &bytes)?;
+            if let Some(cached) = cache.fill(seen, &record) {
+                for field in IndexedField::ALL {
+                    if let Some(value) = record.indexed(field) {
+                        cache.remember_hint(field, value, &cached);
+                    }
                 }
             }
-        }
-        read += 1;
-        // Full (eviction keeps the weight just under the capacity):
-        // reading on would only replace records with others.
-        if cache.weight() + 4096 > cache.capacity() {
-            break;
+            read += 1;
+            last = Some(key);
+            // Full (eviction keeps the weight just under the capacity):
+            // reading on would only replace records with others.
+            if cache.weight() + 4096 > cache.capacity() {
+                return Ok(read);
+            }
         }
     }
-    drop(writer_lock);
     Ok(read)
 }
 
