@@ -232,7 +232,9 @@ impl Options {
     /// When the store is open in another process, waits up to `wait` for it
     /// to be closed (polling with a growing pause, at most 100 ms) instead
     /// of failing at once; [`Error::Locked`] after that. The default,
-    /// `Duration::ZERO`, fails fast. For scripts that run short `tokenstore`
+    /// `Duration::ZERO`, fails fast: within a quarter of a second (a lock
+    /// held only for an instant, as by a child process between fork and
+    /// exec, is waited out; an open store is not). For scripts that run short `tokenstore`
     /// commands side by side: each waits its turn.
     ///
     /// ```
@@ -1028,9 +1030,16 @@ fn open_sled(config: &sled::Config, path: &Path) -> Result<sled::Db> {
     }
 }
 
-/// Takes the store directory's lock file, waiting up to `wait` for another
-/// process to release it.
+/// How long even a fail-fast open waits out a lock held for an instant: a
+/// child process of this one, between its fork and its exec, briefly holds a
+/// copy of the lock file's descriptor after the handle that took the lock
+/// was dropped. Another process's open store holds the lock far longer.
+const LOCK_GRACE: Duration = Duration::from_millis(250);
+
+/// Takes the store directory's lock file, waiting up to `wait` (at least
+/// [`LOCK_GRACE`]) for another process to release it.
 fn lock_directory(path: &Path, wait: Duration) -> Result<File> {
+    let wait = wait.max(LOCK_GRACE);
     let lock_path = path.join(LOCK_FILE);
     let mut open = OpenOptions::new();
     open.create(true).truncate(false).write(true);
