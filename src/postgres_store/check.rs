@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use super::{col, map_pg, PostgresStore};
 use crate::error::{Error, Result};
-use crate::sled_store::{CheckReport, Problem};
+use crate::sled_store::{duplicate_values, CheckReport, Problem};
 use crate::token::IndexedField;
 
 impl PostgresStore {
@@ -95,16 +95,7 @@ impl PostgresStore {
                     }
                 }
             }
-            let mut duplicates: Vec<_> = holders
-                .into_iter()
-                .filter(|(_, ids)| ids.len() > 1)
-                .map(|((field, _), mut ids)| {
-                    ids.sort();
-                    Problem::DuplicateValue { field, ids }
-                })
-                .collect();
-            duplicates.sort_by_key(ToString::to_string);
-            report.problems.extend(duplicates);
+            report.problems.extend(duplicate_values(holders));
             Ok(report)
         })
     }

@@ -120,6 +120,23 @@ impl CheckReport {
     }
 }
 
+/// The values of a unique field held by more than one record (each keyed by
+/// its field and its digest), as problems in a stable order.
+pub(crate) fn duplicate_values(
+    holders: HashMap<(IndexedField, blake3::Hash), Vec<String>>,
+) -> Vec<Problem> {
+    let mut duplicates: Vec<_> = holders
+        .into_iter()
+        .filter(|(_, ids)| ids.len() > 1)
+        .map(|((field, _), mut ids)| {
+            ids.sort();
+            Problem::DuplicateValue { field, ids }
+        })
+        .collect();
+    duplicates.sort_by_key(ToString::to_string);
+    duplicates
+}
+
 impl fmt::Display for CheckReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -196,16 +213,7 @@ impl SledStore {
             records.insert(id, Some(record));
         }
 
-        let mut duplicates: Vec<_> = holders
-            .into_iter()
-            .filter(|(_, ids)| ids.len() > 1)
-            .map(|((field, _), mut ids)| {
-                ids.sort();
-                Problem::DuplicateValue { field, ids }
-            })
-            .collect();
-        duplicates.sort_by_key(ToString::to_string);
-        report.problems.extend(duplicates);
+        report.problems.extend(duplicate_values(holders));
 
         for field in IndexedField::ALL {
             for entry in self.index(field).iter() {

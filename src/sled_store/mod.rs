@@ -27,6 +27,8 @@ use parking_lot::{Condvar, Mutex};
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::{Batch as SledBatch, Transactional, Tree};
 
+#[cfg(feature = "postgres")]
+pub(crate) use check::duplicate_values;
 pub use check::{CheckReport, Problem};
 
 use crate::codec::{self, Sealing};
