@@ -459,36 +459,7 @@ impl PostgresStore {
         record: &OAuthToken,
         what: &'static str,
     ) -> Result<()> {
-        let id = record.id.as_deref().unwrap_or_default();
-        let bytes = self.sealing.encode(record)?;
-        let digests: Vec<Option<Vec<u8>>> = IndexedField::ALL
-            .into_iter()
-            .map(|field| {
-                record
-                    .indexed(field)
-                    .map(|v| self.sealing.digest(v).to_vec())
-            })
-            .collect();
-        tx.query_typed(
-            "INSERT INTO tokenstore_records \
-               (id, record, user_name_digest, access_token_digest, refresh_token_digest, grant_token_digest) \
-             VALUES ($1, $2, $3, $4, $5, $6) \
-             ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record, \
-               user_name_digest = EXCLUDED.user_name_digest, \
-               access_token_digest = EXCLUDED.access_token_digest, \
-               refresh_token_digest = EXCLUDED.refresh_token_digest, \
-               grant_token_digest = EXCLUDED.grant_token_digest",
-            &[
-                (&id, Type::TEXT),
-                (&bytes, Type::BYTEA),
-                (&digests[0], Type::BYTEA),
-                (&digests[1], Type::BYTEA),
-                (&digests[2], Type::BYTEA),
-                (&digests[3], Type::BYTEA),
-            ],
-        )
-        .map_err(map_pg(what))?;
-        Ok(())
+        write_record(tx, &self.sealing, record, what)
     }
 
     /// The conflict a unique constraint reported for `field`, completed
@@ -1100,26 +1071,7 @@ impl Backend for PostgresStore {
             let total = rows.len();
             for (done, row) in rows.iter().enumerate() {
                 let record = self.sealing.decode(col(row, 0)?, col(row, 1)?)?;
-                let bytes = new.encode(&record)?;
-                let digests: Vec<Option<Vec<u8>>> = IndexedField::ALL
-                    .into_iter()
-                    .map(|field| record.indexed(field).map(|v| new.digest(v).to_vec()))
-                    .collect();
-                let id: &str = col(row, 0)?;
-                tx.query_typed(
-                    "UPDATE tokenstore_records SET record = $2, user_name_digest = $3, \
-                     access_token_digest = $4, refresh_token_digest = $5, \
-                     grant_token_digest = $6 WHERE id = $1",
-                    &[
-                        (&id, Type::TEXT),
-                        (&bytes, Type::BYTEA),
-                        (&digests[0], Type::BYTEA),
-                        (&digests[1], Type::BYTEA),
-                        (&digests[2], Type::BYTEA),
-                        (&digests[3], Type::BYTEA),
-                    ],
-                )
-                .map_err(map_pg(what))?;
+                write_record(&mut tx, &new, &record, what)?;
                 progress(done + 1, total);
             }
             let format = i16::from(new.format_version());
@@ -1135,4 +1087,41 @@ impl Backend for PostgresStore {
         self.options.encryption = key;
         Ok(())
     }
+}
+
+/// Inserts or replaces `record` (normalized, id set), sealed with
+/// `sealing`, with its digests: the one way a record row is written (saves,
+/// batches and key changes).
+fn write_record(
+    tx: &mut postgres::Transaction<'_>,
+    sealing: &Sealing,
+    record: &OAuthToken,
+    what: &'static str,
+) -> Result<()> {
+    let id = record.id.as_deref().unwrap_or_default();
+    let bytes = sealing.encode(record)?;
+    let digests: Vec<Option<Vec<u8>>> = IndexedField::ALL
+        .into_iter()
+        .map(|field| record.indexed(field).map(|v| sealing.digest(v).to_vec()))
+        .collect();
+    tx.query_typed(
+        "INSERT INTO tokenstore_records \
+           (id, record, user_name_digest, access_token_digest, refresh_token_digest, grant_token_digest) \
+         VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record, \
+           user_name_digest = EXCLUDED.user_name_digest, \
+           access_token_digest = EXCLUDED.access_token_digest, \
+           refresh_token_digest = EXCLUDED.refresh_token_digest, \
+           grant_token_digest = EXCLUDED.grant_token_digest",
+        &[
+            (&id, Type::TEXT),
+            (&bytes, Type::BYTEA),
+            (&digests[0], Type::BYTEA),
+            (&digests[1], Type::BYTEA),
+            (&digests[2], Type::BYTEA),
+            (&digests[3], Type::BYTEA),
+        ],
+    )
+    .map_err(map_pg(what))?;
+    Ok(())
 }
