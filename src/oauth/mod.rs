@@ -545,12 +545,7 @@ impl OAuthClient {
     pub fn revoke(&self, id: &str) -> Result<bool> {
         let mut asked = false;
         self.store.with_refresh_lock(id, &mut || {
-            let record = self
-                .store
-                .find_token_by_id(id)?
-                .ok_or_else(|| Error::NotFound {
-                    what: format!("id {id:?}"),
-                })?;
+            let record = self.stored(id)?;
             if let Some(refresh) = present(&record.refresh_token) {
                 let accounts = self.config.accounts_url_for(Some(&record));
                 let (status, body) =
@@ -657,18 +652,22 @@ impl OAuthClient {
         drop(spawned);
     }
 
+    /// The record `id` as stored now, or [`Error::NotFound`].
+    fn stored(&self, id: &str) -> Result<OAuthToken> {
+        self.store
+            .find_token_by_id(id)?
+            .ok_or_else(|| Error::NotFound {
+                what: format!("id {id:?}"),
+            })
+    }
+
     /// The leader's work: under the store's refresh lock, re-read the record
     /// (another process may have refreshed it), and refresh it if it still
     /// needs it. Returns the token and whether a request was made.
     fn refresh_record(&self, id: &str, margin_ms: i64, force: bool) -> Result<(AccessToken, bool)> {
         let mut outcome = None;
         self.store.with_refresh_lock(id, &mut || {
-            let record = self
-                .store
-                .find_token_by_id(id)?
-                .ok_or_else(|| Error::NotFound {
-                    what: format!("id {id:?}"),
-                })?;
+            let record = self.stored(id)?;
             if !force && !needs_refresh(&record, margin_ms) {
                 outcome = Some((AccessToken::from_record(&record)?, false));
                 return Ok(());
