@@ -584,16 +584,14 @@ impl SledStore {
             .name("tokenstore-warm".into())
             .spawn(move || {
                 let read = warm_records(&records, &cache, &sealing, &writer, &stop)?;
+                // Only sled's pages are warmed here, nothing is cached from
+                // what is read: no writer lock is needed, writers go on.
                 for tree in indexes.iter().rev() {
-                    let mut entries = tree.iter();
-                    'tree: while !stop.load(Ordering::Relaxed) {
-                        let _writer = writer.lock();
-                        for _ in 0..WARM_CHUNK {
-                            match entries.next() {
-                                Some(entry) => drop(entry.map_err(storage)?),
-                                None => break 'tree,
-                            }
+                    for entry in tree.iter() {
+                        if stop.load(Ordering::Relaxed) {
+                            return Ok(read);
                         }
+                        drop(entry.map_err(storage)?);
                     }
                 }
                 Ok(read)
