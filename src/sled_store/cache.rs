@@ -15,12 +15,12 @@
 //!   once `end_write` returns, no reader can see the old record from the
 //!   cache, and no reader sees it from the cache during the write either
 //!   (it was removed before the commit).
-//! - Index hints (a 64-bit hash of a field value → the record it led to)
-//!   are only guesses: every hit is checked against the record's value, like
-//!   an index hit on disk, so a hash collision or a value the record no
-//!   longer holds costs a miss and is never an answer. The hash is SipHash
-//!   with a random key per process (`RandomState`), cheaper than the index
-//!   digest.
+//! - Entries are keyed by a 64-bit hash: records by their id's, index hints
+//!   (a field value → the record it led to) by the value's. A key is only a
+//!   guess: every hit is checked against the record's id or value, like an
+//!   index hit on disk, so a hash collision or a value the record no longer
+//!   holds costs a miss and is never an answer. The hash is SipHash with a
+//!   random key per process (`RandomState`), cheaper than the index digest.
 //! - A hint holds the record itself (weakly), so a hit is one probe, not
 //!   two. A record a hint leads to must then be current: each cached record
 //!   has a `live` flag, cleared whenever it leaves the record entries (a
@@ -29,27 +29,119 @@
 //!   given was in the entries when it was given (see
 //!   [`fill`](RecordCache::fill)), so a live one is the current one.
 
-use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
-use quick_cache::{sync::Cache, DefaultHashBuilder, Equivalent, Lifecycle, Weighter};
+use quick_cache::{sync::Cache, DefaultHashBuilder, Lifecycle, Weighter};
 use zeroize::Zeroize;
 
 use crate::token::{IndexedField, OAuthToken};
 
-/// A cached record, wiped when the last reference to it goes.
+/// A cached record, packed: its nine text fields end to end in one
+/// allocation, so that a hit reads a few adjacent cache lines instead of
+/// nine scattered strings (and weighs about half as much). Wiped when the
+/// last reference to it goes.
 pub(crate) struct Cached {
-    record: OAuthToken,
     /// Whether it is (still) the record entry for its id: see the module
     /// documentation.
     live: AtomicBool,
+    /// Which of the text fields are `Some` (bit `i` for field `i`).
+    present: u16,
+    /// Where text field `i` ends in `text` (it starts where `i - 1` ends).
+    ends: [u32; TEXT_FIELDS],
+    expiry_time: Option<i64>,
+    text: String,
+}
+
+/// The record's text fields, in the order `Cached` packs them.
+const TEXT_FIELDS: usize = 9;
+const ID: usize = 0;
+
+fn text_fields(t: &OAuthToken) -> [&Option<String>; TEXT_FIELDS] {
+    [
+        &t.id,
+        &t.user_name,
+        &t.client_id,
+        &t.client_secret,
+        &t.refresh_token,
+        &t.access_token,
+        &t.grant_token,
+        &t.redirect_url,
+        &t.api_domain,
+    ]
+}
+
+fn text_field(field: IndexedField) -> usize {
+    match field {
+        IndexedField::UserName => 1,
+        IndexedField::RefreshToken => 4,
+        IndexedField::AccessToken => 5,
+        IndexedField::GrantToken => 6,
+    }
 }
 
 impl Cached {
-    pub fn record(&self) -> &OAuthToken {
-        &self.record
+    /// `None` for a record whose text does not fit 4 GiB (never cached).
+    fn pack(record: &OAuthToken) -> Option<Cached> {
+        let fields = text_fields(record);
+        let len: usize = fields
+            .iter()
+            .map(|f| f.as_ref().map_or(0, String::len))
+            .sum();
+        u32::try_from(len).ok()?;
+        let mut text = String::with_capacity(len);
+        let mut present = 0;
+        let mut ends = [0; TEXT_FIELDS];
+        for (i, field) in fields.into_iter().enumerate() {
+            if let Some(value) = field {
+                text.push_str(value);
+                present |= 1 << i;
+            }
+            ends[i] = text.len() as u32; // fits: checked above
+        }
+        Some(Cached {
+            live: AtomicBool::new(true),
+            present,
+            ends,
+            expiry_time: record.expiry_time,
+            text,
+        })
+    }
+
+    fn field(&self, i: usize) -> Option<&str> {
+        if self.present & (1 << i) == 0 {
+            return None;
+        }
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        Some(&self.text[start..self.ends[i] as usize])
+    }
+
+    pub fn id(&self) -> Option<&str> {
+        self.field(ID)
+    }
+
+    /// As [`OAuthToken::indexed`].
+    pub fn indexed(&self, field: IndexedField) -> Option<&str> {
+        self.field(text_field(field)).filter(|v| !v.is_empty())
+    }
+
+    /// The record, owned (what a lookup returns).
+    pub fn to_token(&self) -> OAuthToken {
+        let text = |i| self.field(i).map(str::to_owned);
+        OAuthToken {
+            id: text(ID),
+            user_name: text(1),
+            client_id: text(2),
+            client_secret: text(3),
+            refresh_token: text(4),
+            access_token: text(5),
+            grant_token: text(6),
+            expiry_time: self.expiry_time,
+            redirect_url: text(7),
+            api_domain: text(8),
+        }
     }
 
     fn is_live(&self) -> bool {
@@ -63,48 +155,19 @@ impl Cached {
 
 impl Drop for Cached {
     fn drop(&mut self) {
-        self.record.zeroize();
+        self.text.zeroize();
     }
 }
 
-#[derive(Clone, PartialEq, Eq, Hash)]
+/// Every key is a field (or "the id") and a 64-bit hash of the value: held
+/// inline in the cache's table, compared without following a pointer (an
+/// id kept as a string cost a cache miss per lookup, issue 14). A hash is
+/// only a guess: what an entry holds is checked against the id or value
+/// asked for (see [`RecordCache::record`] and the hints).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 enum Key {
-    Record(Box<str>),
+    Record(u64),
     Index(u8, u64),
-}
-
-/// A borrowed [`Key`]: looks entries up without allocating. Hashes exactly
-/// as the `Key` it stands for (same variants, same field hashes).
-#[derive(PartialEq, Eq)]
-enum KeyRef<'a> {
-    Record(&'a str),
-    Index(u8, u64),
-}
-
-impl Hash for KeyRef<'_> {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        match self {
-            KeyRef::Record(id) => {
-                std::mem::discriminant(&Key::Record(Box::from(""))).hash(state);
-                id.hash(state);
-            }
-            KeyRef::Index(field, digest) => {
-                std::mem::discriminant(&Key::Index(0, 0)).hash(state);
-                field.hash(state);
-                digest.hash(state);
-            }
-        }
-    }
-}
-
-impl Equivalent<Key> for KeyRef<'_> {
-    fn equivalent(&self, key: &Key) -> bool {
-        match (self, key) {
-            (KeyRef::Record(a), Key::Record(b)) => *a == &**b,
-            (KeyRef::Index(f, d), Key::Index(g, e)) => f == g && d == e,
-            _ => false,
-        }
-    }
 }
 
 #[derive(Clone)]
@@ -136,29 +199,9 @@ struct Bytes;
 impl Weighter<Key, Value> for Bytes {
     fn weight(&self, key: &Key, value: &Value) -> u64 {
         const ENTRY: usize = 64; // the cache's own bookkeeping, roughly
-        let key = match key {
-            Key::Record(id) => id.len(),
-            Key::Index(..) => 9,
-        };
+        let key = std::mem::size_of_val(key);
         let value = match value {
-            Value::Record(record) => {
-                let t = &record.record;
-                std::mem::size_of::<OAuthToken>()
-                    + [
-                        &t.id,
-                        &t.user_name,
-                        &t.client_id,
-                        &t.client_secret,
-                        &t.refresh_token,
-                        &t.access_token,
-                        &t.grant_token,
-                        &t.redirect_url,
-                        &t.api_domain,
-                    ]
-                    .iter()
-                    .map(|s| s.as_ref().map_or(0, String::capacity))
-                    .sum::<usize>()
-            }
+            Value::Record(record) => std::mem::size_of::<Cached>() + 16 + record.text.capacity(),
             Value::Index(_) => 16,
         };
         (ENTRY + key + value) as u64
@@ -167,7 +210,11 @@ impl Weighter<Key, Value> for Bytes {
 
 pub(crate) struct RecordCache {
     entries: Cache<Key, Value, Bytes, DefaultHashBuilder, Retire>,
-    hint_hasher: RandomState,
+    /// Hashes ids and field values into keys: SipHash with a random key
+    /// per process.
+    hasher: RandomState,
+    #[cfg(test)]
+    collide: bool,
     epoch: AtomicU64,
     fills: Mutex<()>,
 }
@@ -191,30 +238,45 @@ impl RecordCache {
                 DefaultHashBuilder::default(),
                 Retire,
             ),
-            hint_hasher: RandomState::new(),
+            hasher: RandomState::new(),
+            #[cfg(test)]
+            collide: false,
             epoch: AtomicU64::new(0),
             fills: Mutex::new(()),
         }
     }
 
+    /// The cached record `id`, if any.
     pub fn record(&self, id: &str) -> Option<Arc<Cached>> {
-        match self.entries.get(&KeyRef::Record(id)) {
-            Some(Value::Record(record)) => Some(record),
+        match self.entries.get(&self.record_key(id)) {
+            // Another id with the same hash is a miss, never an answer.
+            Some(Value::Record(record)) if record.id() == Some(id) => Some(record),
             _ => None,
         }
     }
 
-    fn hint_key(&self, value: &str) -> u64 {
-        self.hint_hasher.hash_one(value)
+    fn record_key(&self, id: &str) -> Key {
+        Key::Record(self.hash(id))
+    }
+
+    #[cfg(not(test))]
+    fn hash(&self, value: &str) -> u64 {
+        self.hasher.hash_one(value)
+    }
+
+    /// Tests can make every value collide, to show a hash is never trusted.
+    #[cfg(test)]
+    fn hash(&self, value: &str) -> u64 {
+        if self.collide {
+            return 7;
+        }
+        self.hasher.hash_one(value)
     }
 
     /// The current record a field value last led to, if it is still
     /// cached (a hint: whether it holds the value is the caller's check).
     pub fn hint(&self, field: IndexedField, value: &str) -> Option<Arc<Cached>> {
-        match self
-            .entries
-            .get(&KeyRef::Index(field as u8, self.hint_key(value)))
-        {
+        match self.entries.get(&Key::Index(field as u8, self.hash(value))) {
             Some(Value::Index(record)) => record.upgrade().filter(|r| r.is_live()),
             _ => None,
         }
@@ -224,7 +286,7 @@ impl RecordCache {
     /// or [`record`](Self::record) returned.
     pub fn remember_hint(&self, field: IndexedField, value: &str, record: &Arc<Cached>) {
         self.entries.insert(
-            Key::Index(field as u8, self.hint_key(value)),
+            Key::Index(field as u8, self.hash(value)),
             Value::Index(Arc::downgrade(record)),
         );
     }
@@ -245,18 +307,14 @@ impl RecordCache {
         }
         // Never replace an entry: a replaced one would stay live for the
         // hints that lead to it, and no writer could retire it. (Both hold
-        // the current record: no write began since either was read.)
-        if let Some(cached) = self.record(id) {
-            return Some(cached);
+        // the current record: no write began since either was read.) An
+        // entry of another id with the same hash keeps its place too.
+        let key = self.record_key(id);
+        if let Some(Value::Record(cached)) = self.entries.get(&key) {
+            return (cached.id() == Some(id)).then_some(cached);
         }
-        let cached = Arc::new(Cached {
-            record: record.clone(),
-            live: AtomicBool::new(true),
-        });
-        self.entries.insert(
-            Key::Record(Box::from(id)),
-            Value::Record(Arc::clone(&cached)),
-        );
+        let cached = Arc::new(Cached::pack(record)?);
+        self.entries.insert(key, Value::Record(Arc::clone(&cached)));
         // A refused insert was retired (`Retire`); so was an entry evicted
         // since.
         cached.is_live().then_some(cached)
@@ -299,8 +357,10 @@ impl RecordCache {
         };
         match ids {
             Some(ids) => {
+                // Whatever the id's key holds leaves: the id's record, or
+                // (a hash collision) another one, which is then read again.
                 for id in ids {
-                    retire(self.entries.remove(&KeyRef::Record(id)));
+                    retire(self.entries.remove(&self.record_key(id)));
                 }
             }
             None => self.entries.drain().for_each(|entry| retire(Some(entry))),
@@ -317,15 +377,40 @@ mod tests {
     }
 
     fn cached(cache: &RecordCache, id: &str) -> Option<OAuthToken> {
-        cache.record(id).map(|c| c.record().clone())
+        cache.record(id).map(|c| c.to_token())
     }
 
     fn hinted(cache: &RecordCache, field: IndexedField, value: &str) -> Option<OAuthToken> {
-        cache.hint(field, value).map(|c| c.record().clone())
+        cache.hint(field, value).map(|c| c.to_token())
+    }
+
+    /// Ids and values whose hashes collide never answer for each other: a
+    /// collision is a miss.
+    #[test]
+    fn colliding_keys_are_misses_never_answers() {
+        let mut cache = RecordCache::new(1 << 20);
+        cache.collide = true;
+        let seven = cache.fill(cache.snapshot(), &record("7", "a")).unwrap();
+        assert_eq!(cached(&cache, "7"), Some(record("7", "a")));
+        // "8" hashes as "7" does: not cached over it, not answered by it.
+        assert!(cache.fill(cache.snapshot(), &record("8", "b")).is_none());
+        assert_eq!(cached(&cache, "8"), None);
+        assert_eq!(cached(&cache, "7"), Some(record("7", "a")));
+        // A hint whose value collides with another's is checked by the
+        // caller against the record (`record_with`); the cache only keys.
+        cache.remember_hint(IndexedField::AccessToken, "a", &seven);
+        let hint = cache.hint(IndexedField::AccessToken, "b").unwrap();
+        assert_ne!(hint.indexed(IndexedField::AccessToken), Some("b"));
+        // A write to "8" removes what its key holds ("7"): retired, so the
+        // hint leading to it is a miss, and "7" is read again later.
+        cache.begin_write(Some(&["8"]));
+        cache.end_write(Some(&["8"]));
+        assert_eq!(cached(&cache, "7"), None);
+        assert!(cache.hint(IndexedField::AccessToken, "a").is_none());
     }
 
     #[test]
-    fn borrowed_keys_find_owned_ones() {
+    fn records_and_hints_are_found_by_their_keys() {
         let cache = RecordCache::new(1 << 20);
         let entry = cache.fill(cache.snapshot(), &record("7", "a")).unwrap();
         assert_eq!(cached(&cache, "7"), Some(record("7", "a")));
@@ -399,13 +484,22 @@ mod tests {
             })
             .collect();
         assert!(held.len() > 100);
+        // A hint may be evicted before its record; a record evicted before
+        // its hint must make the hint a miss.
+        let mut hints_outliving_records = 0;
         for (id, _) in &held {
-            assert_eq!(
-                hinted(&small, field, id).is_some(),
-                cached(&small, id).is_some(),
+            let hint_kept = small
+                .entries
+                .get(&Key::Index(field as u8, small.hash(id)))
+                .is_some();
+            let record_kept = cached(&small, id).is_some();
+            hints_outliving_records += usize::from(hint_kept && !record_kept);
+            assert!(
+                hinted(&small, field, id).is_none() || record_kept,
                 "record {id}"
             );
         }
+        assert!(hints_outliving_records > 0, "no hint outlived its record");
         // Heavier than the whole cache: an entry is returned only if the
         // cache holds it.
         let huge = record("9", &"x".repeat(64 << 10));

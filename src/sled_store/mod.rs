@@ -1186,7 +1186,7 @@ impl SledStore {
             return Ok(self.record_uncached(id)?.map(|record| (record, None)));
         };
         if let Some(cached) = cache.record(id) {
-            return Ok(Some((cached.record().clone(), Some(cached))));
+            return Ok(Some((cached.to_token(), Some(cached))));
         }
         let seen = cache.snapshot();
         Ok(self.record_uncached(id)?.map(|record| {
@@ -1208,8 +1208,8 @@ impl StoreView for SledStore {
     fn record_with(&self, field: IndexedField, value: &str) -> Result<Option<OAuthToken>> {
         // A hint is only a guess: the (current) record must hold the value.
         if let Some(cached) = self.cache.as_ref().and_then(|c| c.hint(field, value)) {
-            if cached.record().indexed(field) == Some(value) {
-                return Ok(Some(cached.record().clone()));
+            if cached.indexed(field) == Some(value) {
+                return Ok(Some(cached.to_token()));
             }
         }
         let Some(entry) = self
