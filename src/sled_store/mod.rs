@@ -13,6 +13,7 @@ mod batch;
 mod cache;
 mod check;
 mod combine;
+mod filter;
 mod layout;
 mod rekey;
 
@@ -37,6 +38,7 @@ use crate::key::Key;
 use crate::store::{self, StoreView, TokenStore};
 use crate::token::{IndexedField, OAuthToken};
 use cache::{Cached, RecordCache};
+use filter::IndexFilter;
 
 const RECORDS_TREE: &str = "records";
 const META_TREE: &str = "meta";
@@ -334,6 +336,9 @@ pub struct SledStore {
     cache: Option<Arc<RecordCache>>,
     /// The background warm-up of the cache, while it runs.
     warming: Warming,
+    /// Answers lookups for absent values once the warm-up has walked the
+    /// index trees (`None` in a store that does not warm at open).
+    filter: Option<Arc<IndexFilter>>,
     /// Plain, or the ciphers of an encrypted store.
     sealing: Arc<Sealing>,
     /// Which data directory holds the sled database (see `layout`).
@@ -459,6 +464,9 @@ impl SledStore {
             group_commit: GroupCommit::default(),
             cache: (record_cache > 0).then(|| Arc::new(RecordCache::new(record_cache))),
             warming: Warming::default(),
+            filter: options
+                .warms_on_open()
+                .then(|| Arc::new(IndexFilter::for_store(last_issued))),
             sealing: Arc::new(sealing),
             generation,
             seal_budget: codec::SEALS_PER_KEY,
@@ -577,6 +585,7 @@ impl SledStore {
         };
         let records = self.records.clone();
         let indexes = self.indexes.clone();
+        let filter = self.filter.clone();
         let sealing = Arc::clone(&self.sealing);
         let stop = Arc::clone(&self.warming.stop);
         let writer = Arc::clone(&self.writer);
@@ -584,15 +593,23 @@ impl SledStore {
             .name("tokenstore-warm".into())
             .spawn(move || {
                 let read = warm_records(&records, &cache, &sealing, &writer, &stop)?;
-                // Only sled's pages are warmed here, nothing is cached from
-                // what is read: no writer lock is needed, writers go on.
-                for tree in indexes.iter().rev() {
+                // Nothing is cached from what is read here (sled's pages
+                // are warmed, the index filter learns the keys on disk), so
+                // no writer lock is needed: writers go on, and insert the
+                // keys they link into the filter themselves.
+                for (tree, field) in indexes.iter().zip(IndexedField::ALL).rev() {
                     for entry in tree.iter() {
                         if stop.load(Ordering::Relaxed) {
                             return Ok(read);
                         }
-                        drop(entry.map_err(storage)?);
+                        let (key, _) = entry.map_err(storage)?;
+                        if let Some(filter) = &filter {
+                            filter.insert(field, &key);
+                        }
                     }
+                }
+                if let Some(filter) = &filter {
+                    filter.complete();
                 }
                 Ok(read)
             });
@@ -715,6 +732,7 @@ impl SledStore {
                     indexes: [user, access, refresh, grant],
                     meta,
                     sealing: &self.sealing,
+                    filter: self.filter.as_deref(),
                 })
             })
             .map_err(transaction_error)
@@ -936,6 +954,7 @@ struct Trees<'a> {
     indexes: [&'a TransactionalTree; 4],
     meta: &'a TransactionalTree,
     sealing: &'a Sealing,
+    filter: Option<&'a IndexFilter>,
 }
 
 type TxResult<T = ()> = std::result::Result<T, ConflictableTransactionError<Error>>;
@@ -950,6 +969,10 @@ impl Trees<'_> {
     }
 
     fn link_digest(&self, field: IndexedField, key: &[u8], id: &str) -> TxResult {
+        // Before the commit: the filter never rules out a key on disk.
+        if let Some(filter) = self.filter {
+            filter.insert(field, key);
+        }
         let tree = self.indexes[field as usize];
         let mut ids = match tree.get(key)? {
             Some(bytes) => codec::decode_ids(&bytes).map_err(abort)?,
@@ -1212,11 +1235,13 @@ impl StoreView for SledStore {
                 return Ok(Some(cached.to_token()));
             }
         }
-        let Some(entry) = self
-            .index(field)
-            .get(self.sealing.digest(value))
-            .map_err(storage)?
-        else {
+        let digest = self.sealing.digest(value);
+        if let Some(filter) = &self.filter {
+            if !filter.may_hold(field, &digest) {
+                return Ok(None);
+            }
+        }
+        let Some(entry) = self.index(field).get(digest).map_err(storage)? else {
             return Ok(None);
         };
         for id in codec::decode_ids(&entry)? {
@@ -1390,6 +1415,100 @@ mod tests {
         let store = SledStore::open_with(&path, Options::default().encryption(key)).unwrap();
         assert!(store.warming.thread.lock().is_none());
         assert_eq!(store.cache.as_ref().unwrap().weight(), 0);
+    }
+
+    fn lookups(n: u32) -> [OAuthToken; 2] {
+        [
+            OAuthToken::new().with_user_name(format!("user{n}")),
+            OAuthToken::new()
+                .with_client_id("c")
+                .with_client_secret("s")
+                .with_refresh_token(format!("1000.r{n}")),
+        ]
+    }
+
+    /// Lookups that miss the record cache's hints go through the index
+    /// filter: once the warm-up completed it, every key on disk (written
+    /// before the open, during the warm-up, after it) is found, and absent
+    /// values are ruled out without sled.
+    #[test]
+    fn the_index_filter_never_rules_out_a_stored_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let before = 3_000;
+        {
+            let store =
+                SledStore::open_with(&path, Options::default().warm_on_open(false)).unwrap();
+            store
+                .batch(|b| (0..before).try_for_each(|n| b.save_token(&mut user(n))))
+                .unwrap();
+        }
+        // A record cache too small for the hints to answer most lookups.
+        let options = Options::default().record_cache(16 << 10).warm_on_open(true);
+        let store = Arc::new(SledStore::open_with(&path, options).unwrap());
+        let filter = Arc::clone(store.filter.as_ref().expect("a filter"));
+        // Saves racing the warm-up's walk of the index trees.
+        let writer = {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || {
+                for n in before..before + 300 {
+                    store.save_token(&mut user(n)).unwrap();
+                }
+            })
+        };
+        writer.join().unwrap();
+        store.warm_cache().unwrap();
+        assert!(filter.is_complete(), "the walk completed");
+        for n in before + 300..before + 400 {
+            store.save_token(&mut user(n)).unwrap();
+        }
+        for n in 0..before + 400 {
+            for query in lookups(n) {
+                let found = store.find_token(&query).unwrap();
+                assert_eq!(found.and_then(|t| t.user_name), Some(format!("user{n}")));
+            }
+        }
+        let ruled_out = (0..1_000)
+            .filter(|n| {
+                !filter.may_hold(
+                    IndexedField::UserName,
+                    &store.sealing.digest(&format!("nobody{n}")),
+                )
+            })
+            .count();
+        assert!(
+            ruled_out > 950,
+            "{ruled_out} of 1,000 absent users ruled out"
+        );
+        for n in 0..100 {
+            let absent = OAuthToken::new().with_user_name(format!("nobody{n}"));
+            assert_eq!(store.find_token(&absent).unwrap(), None);
+        }
+    }
+
+    /// A key change changes every digest: the filter learned the old ones,
+    /// so it goes, and lookups go to sled.
+    #[test]
+    fn a_key_change_drops_the_index_filter() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let options = || Options::default().record_cache(16 << 10).warm_on_open(true);
+        {
+            let store = SledStore::open_with(&path, options()).unwrap();
+            for n in 0..200 {
+                store.save_token(&mut user(n)).unwrap();
+            }
+        }
+        let mut store = SledStore::open_with(&path, options()).unwrap();
+        store.warm_cache().unwrap();
+        store
+            .set_encryption(Some(Key::from_bytes([4; 32])))
+            .unwrap();
+        for n in 0..200 {
+            for query in lookups(n) {
+                assert!(store.find_token(&query).unwrap().is_some(), "user{n}");
+            }
+        }
     }
 
     /// The newest recovery snapshot sled wrote in `dir`.
