@@ -14,7 +14,9 @@
 //!   of the index trees, and the filter answers "no" only once that walk has
 //!   covered all four trees ([`complete`](IndexFilter::complete)). A key
 //!   linked while the walk runs is inserted by its writer, whether or not
-//!   the walk's iterator sees it;
+//!   the walk's iterator sees it (the filter is set under the writer lock,
+//!   before the walk starts: a write either commits before it, and the walk
+//!   sees its keys, or after it, and inserts them);
 //! - a key change (`set_encryption`) changes every digest: the store drops
 //!   its filter then.
 //!
@@ -46,13 +48,6 @@ impl IndexFilter {
                 .expected_items(keys.max(MIN_KEYS)),
             complete: AtomicBool::new(false),
         }
-    }
-
-    /// Sized for a store whose id counter is at `last_issued` (about the
-    /// number of records; four indexed fields each), with room to grow.
-    pub fn for_store(last_issued: u64) -> IndexFilter {
-        let records = usize::try_from(last_issued).unwrap_or(usize::MAX / 8);
-        IndexFilter::new(records.saturating_mul(4).saturating_mul(3) / 2)
     }
 
     /// Records that the store holds (or is about to hold) `digest` in

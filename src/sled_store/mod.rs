@@ -20,7 +20,7 @@ mod rekey;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -337,8 +337,9 @@ pub struct SledStore {
     /// The background warm-up of the cache, while it runs.
     warming: Warming,
     /// Answers lookups for absent values once the warm-up has walked the
-    /// index trees (`None` in a store that does not warm at open).
-    filter: Option<Arc<IndexFilter>>,
+    /// index trees; set by the warm-up (never in a store that does not warm
+    /// at open).
+    filter: Arc<OnceLock<IndexFilter>>,
     /// Plain, or the ciphers of an encrypted store.
     sealing: Arc<Sealing>,
     /// Which data directory holds the sled database (see `layout`).
@@ -464,9 +465,7 @@ impl SledStore {
             group_commit: GroupCommit::default(),
             cache: (record_cache > 0).then(|| Arc::new(RecordCache::new(record_cache))),
             warming: Warming::default(),
-            filter: options
-                .warms_on_open()
-                .then(|| Arc::new(IndexFilter::for_store(last_issued))),
+            filter: Arc::default(),
             sealing: Arc::new(sealing),
             generation,
             seal_budget: codec::SEALS_PER_KEY,
@@ -585,7 +584,8 @@ impl SledStore {
         };
         let records = self.records.clone();
         let indexes = self.indexes.clone();
-        let filter = self.filter.clone();
+        let filter_slot = Arc::clone(&self.filter);
+        let db = self.db.clone();
         let sealing = Arc::clone(&self.sealing);
         let stop = Arc::clone(&self.warming.stop);
         let writer = Arc::clone(&self.writer);
@@ -593,24 +593,31 @@ impl SledStore {
             .name("tokenstore-warm".into())
             .spawn(move || {
                 let read = warm_records(&records, &cache, &sealing, &writer, &stop)?;
+                // The index filter, sized for four keys per record read (or
+                // per 1 KiB on disk, when the cache filled before the end),
+                // is set under the writer lock: every write from then on
+                // inserts the keys it links, every earlier one is on disk
+                // before the walk below starts.
+                let disk = db.size_on_disk().map_err(storage)?;
+                let keys = (read as u64 * 4).max(disk / 256).saturating_mul(3) / 2;
+                let filter = IndexFilter::new(usize::try_from(keys).unwrap_or(usize::MAX));
+                let filter = {
+                    let _writer = writer.lock();
+                    filter_slot.get_or_init(|| filter)
+                };
                 // Nothing is cached from what is read here (sled's pages
-                // are warmed, the index filter learns the keys on disk), so
-                // no writer lock is needed: writers go on, and insert the
-                // keys they link into the filter themselves.
+                // are warmed, the filter learns the keys on disk), so no
+                // writer lock is needed: writers go on.
                 for (tree, field) in indexes.iter().zip(IndexedField::ALL).rev() {
                     for entry in tree.iter() {
                         if stop.load(Ordering::Relaxed) {
                             return Ok(read);
                         }
                         let (key, _) = entry.map_err(storage)?;
-                        if let Some(filter) = &filter {
-                            filter.insert(field, &key);
-                        }
+                        filter.insert(field, &key);
                     }
                 }
-                if let Some(filter) = &filter {
-                    filter.complete();
-                }
+                filter.complete();
                 Ok(read)
             });
         // Without a thread the store works as well, warming as it is used.
@@ -732,7 +739,7 @@ impl SledStore {
                     indexes: [user, access, refresh, grant],
                     meta,
                     sealing: &self.sealing,
-                    filter: self.filter.as_deref(),
+                    filter: self.filter.get(),
                 })
             })
             .map_err(transaction_error)
@@ -1236,7 +1243,7 @@ impl StoreView for SledStore {
             }
         }
         let digest = self.sealing.digest(value);
-        if let Some(filter) = &self.filter {
+        if let Some(filter) = self.filter.get() {
             if !filter.may_hold(field, &digest) {
                 return Ok(None);
             }
@@ -1446,7 +1453,6 @@ mod tests {
         // A record cache too small for the hints to answer most lookups.
         let options = Options::default().record_cache(16 << 10).warm_on_open(true);
         let store = Arc::new(SledStore::open_with(&path, options).unwrap());
-        let filter = Arc::clone(store.filter.as_ref().expect("a filter"));
         // Saves racing the warm-up's walk of the index trees.
         let writer = {
             let store = Arc::clone(&store);
@@ -1458,6 +1464,7 @@ mod tests {
         };
         writer.join().unwrap();
         store.warm_cache().unwrap();
+        let filter = store.filter.get().expect("a filter");
         assert!(filter.is_complete(), "the walk completed");
         for n in before + 300..before + 400 {
             store.save_token(&mut user(n)).unwrap();

@@ -137,7 +137,7 @@ impl SledStore {
         self.meta = engine.meta;
         self.sealing = Arc::new(new);
         // Every digest changed: the filter would rule out keys on disk.
-        self.filter = None;
+        self.filter = Arc::default();
         if let Some(cache) = &self.cache {
             // Same records, but they were read under the old key: start afresh,
             // within the new key's default bound if it is the default.
