@@ -299,6 +299,9 @@ fn child(name: &str, args: &Args) {
     for label in ["warmup", "find_token by user_name, 1,000 hot users"] {
         timed(label, lookups, |i| assert!(engine.find(&hot[i]).is_some()));
     }
+    // What serving lookups holds (caches filled), before `get_tokens`
+    // allocates a copy of every record.
+    stat("lookup_rss", memory("VmRSS:"));
 
     if name != "sample" || tokens <= 10_000 {
         let started = Instant::now();
@@ -577,7 +580,7 @@ fn print_tables(tokens: u64, args: &Args, results: &[(&str, Measured)]) {
         rule += "---|";
     }
     println!("{header}\n{rule}");
-    let stat_rows: [(&str, &str); 16] = [
+    let stat_rows: [(&str, &str); 17] = [
         ("load (10,000 per transaction)", "load_s"),
         ("close after loading", "close_ms"),
         (
@@ -592,7 +595,11 @@ fn print_tables(tokens: u64, args: &Args, results: &[(&str, Measured)]) {
         ("disk", "disk_bytes"),
         ("disk per token", "disk_per_token"),
         ("peak RSS while loading", "load_peak_rss"),
-        ("peak RSS from reopen on (serving)", "serving_peak_rss"),
+        ("RSS after the lookups (caches filled)", "lookup_rss"),
+        (
+            "peak RSS from reopen on (serving, get_tokens included)",
+            "serving_peak_rss",
+        ),
         ("get_tokens (all records)", "get_tokens_ms"),
         ("durable saves/s, 1 thread (update)", "save_rate"),
         ("lookups/s, 1 reader", "readers_1"),
@@ -613,7 +620,7 @@ fn print_tables(tokens: u64, args: &Args, results: &[(&str, Measured)]) {
                     .rows
                     .get("save_token, update")
                     .map(|r| format!("{:.0}", r.2)),
-                "disk_bytes" | "load_peak_rss" | "serving_peak_rss" => m
+                "disk_bytes" | "load_peak_rss" | "serving_peak_rss" | "lookup_rss" => m
                     .stats
                     .get(key)
                     .map(|b| bytes(b.parse::<f64>().unwrap_or(0.0))),
