@@ -213,8 +213,9 @@ pub(crate) struct RecordCache {
     /// Hashes ids and field values into keys: SipHash with a random key
     /// per process.
     hasher: RandomState,
+    /// Tests: every id and value hashes alike.
     #[cfg(test)]
-    collide: bool,
+    pub(super) collide: bool,
     epoch: AtomicU64,
     fills: Mutex<()>,
 }
@@ -305,10 +306,11 @@ impl RecordCache {
         if now != seen.0 || !now.is_multiple_of(2) {
             return None;
         }
-        // Never replace an entry: a replaced one would stay live for the
-        // hints that lead to it, and no writer could retire it. (Both hold
-        // the current record: no write began since either was read.) An
-        // entry of another id with the same hash keeps its place too.
+        // Never replace an entry: both hold the current record (no write
+        // began since either was read), and the one replaced would be
+        // retired (quick_cache evicts it), turning the hints that lead to
+        // it into misses for nothing. An entry of another id with the same
+        // hash keeps its place too.
         let key = self.record_key(id);
         if let Some(Value::Record(cached)) = self.entries.get(&key) {
             return (cached.id() == Some(id)).then_some(cached);
@@ -382,6 +384,36 @@ mod tests {
 
     fn hinted(cache: &RecordCache, field: IndexedField, value: &str) -> Option<OAuthToken> {
         cache.hint(field, value).map(|c| c.to_token())
+    }
+
+    /// Packing keeps every field as it was: its value, `None` apart from
+    /// `Some("")`, the expiry; `indexed` reads as `OAuthToken::indexed`.
+    #[test]
+    fn packing_keeps_every_field() {
+        let full = OAuthToken::new()
+            .with_id("42")
+            .with_user_name("ana@example.com")
+            .with_client_id("1000.client")
+            .with_client_secret("secret")
+            .with_refresh_token("1000.refresh")
+            .with_access_token("1000.access")
+            .with_grant_token("1000.grant")
+            .with_expiry_time(-7)
+            .with_redirect_url("https://app.example.com/cb")
+            .with_api_domain("https://www.zohoapis.eu");
+        let sparse = OAuthToken::new()
+            .with_id("43")
+            .with_user_name("")
+            .with_refresh_token("1000.r")
+            .with_api_domain("");
+        for record in [full, sparse, OAuthToken::new().with_id("44")] {
+            let packed = Cached::pack(&record).unwrap();
+            assert_eq!(packed.to_token(), record);
+            assert_eq!(packed.id(), record.id.as_deref());
+            for field in IndexedField::ALL {
+                assert_eq!(packed.indexed(field), record.indexed(field), "{field:?}");
+            }
+        }
     }
 
     /// Ids and values whose hashes collide never answer for each other: a
