@@ -50,12 +50,12 @@ const KEY_CHECK_KEY: &[u8] = b"key_check";
 /// The record cache's bound in a plain store with default options. It is a
 /// bound, not an allocation: the cache holds what was read (or warmed), so
 /// its memory follows the store's size up to this (it weighs a Zoho-sized
-/// token with its index hints at about 1.05 KB: some 2 million tokens; the
-/// process pays about 1.7 KB each, see BENCHMARKS.md).
+/// token with its index hints at about 0.95 KB: some 2.2 million tokens;
+/// the process pays about 1.3 KB each, see BENCHMARKS.md).
 const DEFAULT_RECORD_CACHE: u64 = 2 << 30;
 /// The record cache's bound in an encrypted store with default options:
 /// decrypted records in memory are kept to what the cache held before it
-/// followed the store's size (about 60,000 tokens).
+/// followed the store's size (about 70,000 tokens).
 const DEFAULT_ENCRYPTED_RECORD_CACHE: u64 = 64 << 20;
 /// A clean close after at least this many records written since the open
 /// reopens the database once, so that the next open does not replay them
@@ -166,10 +166,10 @@ impl Options {
     /// front of the storage engine, so a token is found without reading or
     /// decoding (or decrypting) it again. It holds only what was read, so
     /// its memory follows the store's size up to this bound, in bytes as it
-    /// weighs them: about 1.05 KB per Zoho-sized token, which costs the
-    /// process about 1.7 KB. The default is 2 GiB (some 2 million tokens: a
-    /// 1M-token store fits whole, adding about 1.7 GB to the process); in an
-    /// encrypted store 64 MiB (about 60,000 tokens). `0` turns it off. It is on top of
+    /// weighs them: about 0.95 KB per Zoho-sized token, which costs the
+    /// process about 1.3 KB. The default is 2 GiB (some 2.2 million tokens:
+    /// a 1M-token store fits whole, adding about 1.3 GB to the process); in
+    /// an encrypted store 64 MiB (about 70,000 tokens). `0` turns it off. It is on top of
     /// [`cache_capacity`](Self::cache_capacity); both bound the store's
     /// memory. In an encrypted store it holds decrypted records (wiped when
     /// evicted); turn it off if plaintext in memory matters more than
