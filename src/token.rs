@@ -75,6 +75,16 @@ impl IndexedField {
         IndexedField::GrantToken,
     ];
 
+    /// Where the field stands in [`OAuthToken::string_fields`].
+    pub(crate) fn string_field(self) -> usize {
+        match self {
+            IndexedField::UserName => 1,
+            IndexedField::RefreshToken => 4,
+            IndexedField::AccessToken => 5,
+            IndexedField::GrantToken => 6,
+        }
+    }
+
     /// The field's name as it appears in [`OAuthToken`].
     ///
     /// ```
@@ -287,7 +297,8 @@ impl OAuthToken {
         self.is_expired(now_ms(), DEFAULT_EXPIRY_MARGIN_MS)
     }
 
-    fn string_fields(&self) -> [&Option<String>; 9] {
+    /// The nine text fields, in declaration order (`expiry_time` left out).
+    pub(crate) fn string_fields(&self) -> [&Option<String>; 9] {
         [
             &self.id,
             &self.user_name,
@@ -301,7 +312,8 @@ impl OAuthToken {
         ]
     }
 
-    fn string_fields_mut(&mut self) -> [&mut Option<String>; 9] {
+    /// [`string_fields`](Self::string_fields), to change them.
+    pub(crate) fn string_fields_mut(&mut self) -> [&mut Option<String>; 9] {
         [
             &mut self.id,
             &mut self.user_name,

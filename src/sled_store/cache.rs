@@ -55,37 +55,15 @@ pub(crate) struct Cached {
     text: String,
 }
 
-/// The record's text fields, in the order `Cached` packs them.
+/// The record's text fields, packed in the order of
+/// [`OAuthToken::string_fields`] (the id first).
 const TEXT_FIELDS: usize = 9;
 const ID: usize = 0;
-
-fn text_fields(t: &OAuthToken) -> [&Option<String>; TEXT_FIELDS] {
-    [
-        &t.id,
-        &t.user_name,
-        &t.client_id,
-        &t.client_secret,
-        &t.refresh_token,
-        &t.access_token,
-        &t.grant_token,
-        &t.redirect_url,
-        &t.api_domain,
-    ]
-}
-
-fn text_field(field: IndexedField) -> usize {
-    match field {
-        IndexedField::UserName => 1,
-        IndexedField::RefreshToken => 4,
-        IndexedField::AccessToken => 5,
-        IndexedField::GrantToken => 6,
-    }
-}
 
 impl Cached {
     /// `None` for a record whose text does not fit 4 GiB (never cached).
     fn pack(record: &OAuthToken) -> Option<Cached> {
-        let fields = text_fields(record);
+        let fields = record.string_fields();
         let len: usize = fields
             .iter()
             .map(|f| f.as_ref().map_or(0, String::len))
@@ -124,24 +102,19 @@ impl Cached {
 
     /// As [`OAuthToken::indexed`].
     pub fn indexed(&self, field: IndexedField) -> Option<&str> {
-        self.field(text_field(field)).filter(|v| !v.is_empty())
+        self.field(field.string_field()).filter(|v| !v.is_empty())
     }
 
     /// The record, owned (what a lookup returns).
     pub fn to_token(&self) -> OAuthToken {
-        let text = |i| self.field(i).map(str::to_owned);
-        OAuthToken {
-            id: text(ID),
-            user_name: text(1),
-            client_id: text(2),
-            client_secret: text(3),
-            refresh_token: text(4),
-            access_token: text(5),
-            grant_token: text(6),
+        let mut token = OAuthToken {
             expiry_time: self.expiry_time,
-            redirect_url: text(7),
-            api_domain: text(8),
+            ..OAuthToken::default()
+        };
+        for (i, field) in token.string_fields_mut().into_iter().enumerate() {
+            *field = self.field(i).map(str::to_owned);
         }
+        token
     }
 
     fn is_live(&self) -> bool {
