@@ -3,6 +3,8 @@
 //! and damage, export files, hostile inputs.
 
 #[cfg(unix)]
+#[path = "support/cli_seed.rs"]
+mod cli_seed;
 #[path = "support/files.rs"]
 mod files;
 
@@ -10,15 +12,10 @@ use std::path::{Path, PathBuf};
 
 use assert_cmd::cargo::cargo_bin_cmd;
 use assert_cmd::Command;
+use cli_seed::{assert_counter_carried, hand_out_and_delete_id_4, seed_csv, HEADER, MARK};
 use predicates::prelude::*;
 use serde_json::Value;
 use tokenstore::{OAuthToken, SledStore, TokenStore};
-
-/// Every secret in the fixtures contains this, so that output can be
-/// searched for leaks.
-const MARK: &str = "SECRETMARK";
-
-const HEADER: &str = "id,user_name,client_id,client_secret,refresh_token,access_token,grant_token,expiry_time,redirect_uri,api_domain";
 
 /// The command on the store `db`, with no store from the environment.
 fn ts(db: &Path) -> Command {
@@ -80,15 +77,7 @@ fn text(bytes: &[u8]) -> String {
 
 /// A store with three users, made by importing a CSV.
 fn seeded(f: &Fixture) -> PathBuf {
-    let csv = f.write(
-        "seed.csv",
-        crlf(&[
-            HEADER,
-            &format!("1,ana@example.com,1000.CID,{MARK}-cs,1000.{MARK}-r1,1000.{MARK}-a1,,4102444800000,https://app/cb,https://www.zohoapis.com"),
-            &format!("2,bob@example.com,1000.CID,{MARK}-cs,1000.{MARK}-r2,1000.{MARK}-a2,,1000,,https://www.zohoapis.eu"),
-            &format!("3,carol@example.com,1000.CID,{MARK}-cs,,,1000.{MARK}-g3,,,"),
-        ]),
-    );
+    let csv = seed_csv(f.dir.path());
     ts(&f.db())
         .args(["import"])
         .arg(&csv)
@@ -1237,17 +1226,7 @@ fn files_are_owner_only_under_umask_000() {
 fn copy_keeps_every_record_its_id_and_the_id_counter() {
     let f = Fixture::new();
     let source = seeded(&f);
-    // Move the source's counter past its records: id 4 is handed out and
-    // deleted, so the target must never hand it out again.
-    {
-        let store = SledStore::open(&source).unwrap();
-        let mut gone = OAuthToken::new()
-            .with_user_name("gone@example.com")
-            .with_refresh_token(format!("1000.{MARK}-gone"));
-        store.save_token(&mut gone).unwrap();
-        assert_eq!(gone.id.as_deref(), Some("4"));
-        assert!(store.delete_token("4").unwrap());
-    }
+    hand_out_and_delete_id_4(&source);
     let target = f.path("copy");
     let output = ts(&source)
         .args(["copy", "--from"])
@@ -1263,16 +1242,7 @@ fn copy_keeps_every_record_its_id_and_the_id_counter() {
     assert_eq!(records(&target), records(&source));
 
     let store = SledStore::open(&target).unwrap();
-    assert_eq!(store.last_issued_id(), 4);
-    let mut next = OAuthToken::new()
-        .with_user_name("dan@example.com")
-        .with_access_token("1000.a-dan");
-    store.save_token(&mut next).unwrap();
-    assert_eq!(
-        next.id.as_deref(),
-        Some("5"),
-        "a deleted id is never reused"
-    );
+    assert_counter_carried(&store);
     assert!(store.check().unwrap().is_ok());
 }
 

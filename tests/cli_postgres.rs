@@ -4,6 +4,8 @@
 //! prints SKIPPED). With the `oauth` feature: eight processes on one
 //! expired token in a shared database make one refresh request.
 
+#[path = "support/cli_seed.rs"]
+mod cli_seed;
 #[cfg(feature = "oauth")]
 #[path = "support/fake_zoho.rs"]
 mod fake_zoho;
@@ -14,18 +16,15 @@ use std::path::{Path, PathBuf};
 
 use assert_cmd::cargo::cargo_bin_cmd;
 use assert_cmd::Command;
+use cli_seed::{assert_counter_carried, hand_out_and_delete_id_4, seed_csv, MARK};
 use postgres_db::TestDb;
 use predicates::prelude::*;
 use serde_json::Value;
 use tokenstore::{Key, OAuthToken, PostgresOptions, PostgresStore, SledStore, TokenStore};
 
-/// Every secret in the fixtures contains this.
-const MARK: &str = "SECRETMARK";
 /// The URLs carry a password (the test server trusts any), which no output
 /// may show.
 const PASSWORD: &str = "pgpass-NEVERSHOWN";
-
-const HEADER: &str = "id,user_name,client_id,client_secret,refresh_token,access_token,grant_token,expiry_time,redirect_uri,api_domain";
 
 /// `db.url` with a password in it.
 fn url(db: &TestDb) -> String {
@@ -93,17 +92,16 @@ fn sled_records(path: &Path) -> Vec<OAuthToken> {
     sorted(SledStore::open(path).unwrap().get_tokens().unwrap())
 }
 
-fn seed_csv(dir: &Path) -> PathBuf {
-    let path = dir.join("seed.csv");
-    let lines = [
-        HEADER.to_owned(),
-        format!("1,ana@example.com,1000.CID,{MARK}-cs,1000.{MARK}-r1,1000.{MARK}-a1,,4102444800000,https://app/cb,https://www.zohoapis.com"),
-        format!("2,bob@example.com,1000.CID,{MARK}-cs,1000.{MARK}-r2,1000.{MARK}-a2,,1000,,https://www.zohoapis.eu"),
-        format!("3,carol@example.com,1000.CID,{MARK}-cs,,,1000.{MARK}-g3,,,"),
-    ];
-    let body: String = lines.iter().map(|l| format!("{l}\r\n")).collect();
-    std::fs::write(&path, body).unwrap();
-    path
+/// Imports the seed into `store` (`dir` holds its CSV); returns the output.
+fn import_seed(store: &str, dir: &Path) -> String {
+    let csv = seed_csv(dir);
+    run(
+        ts(store)
+            .arg("import")
+            .arg(&csv)
+            .args(["--from", "zoho-csv"]),
+        0,
+    )
 }
 
 fn keygen(dir: &Path, name: &str) -> PathBuf {
@@ -123,14 +121,7 @@ fn every_command_works_on_a_postgres_url() {
     };
     let dir = tempfile::tempdir().unwrap();
     let store = url(&db);
-    let csv = seed_csv(dir.path());
-    let out = run(
-        ts(&store)
-            .arg("import")
-            .arg(&csv)
-            .args(["--from", "zoho-csv"]),
-        0,
-    );
+    let out = import_seed(&store, dir.path());
     assert!(out.contains('3'), "{out}");
     assert_eq!(pg_records(&db).len(), 3);
 
@@ -231,14 +222,7 @@ fn check_on_postgres_reports_damage_and_exits_one() {
     };
     let dir = tempfile::tempdir().unwrap();
     let store = url(&db);
-    let csv = seed_csv(dir.path());
-    run(
-        ts(&store)
-            .arg("import")
-            .arg(&csv)
-            .args(["--from", "zoho-csv"]),
-        0,
-    );
+    import_seed(&store, dir.path());
     db.client()
         .batch_execute("UPDATE tokenstore_records SET record = '\\x01ffff' WHERE id = '2'")
         .unwrap();
@@ -255,14 +239,7 @@ fn encrypt_rekey_and_decrypt_a_postgres_store() {
     };
     let dir = tempfile::tempdir().unwrap();
     let store = url(&db);
-    let csv = seed_csv(dir.path());
-    run(
-        ts(&store)
-            .arg("import")
-            .arg(&csv)
-            .args(["--from", "zoho-csv"]),
-        0,
-    );
+    import_seed(&store, dir.path());
     let before = pg_records(&db);
     let first = keygen(dir.path(), "first.key");
     let second = keygen(dir.path(), "second.key");
@@ -309,25 +286,9 @@ fn copy_sled_to_postgres_and_back_keeps_records_ids_and_counter() {
     };
     let dir = tempfile::tempdir().unwrap();
     let source = dir.path().join("source");
-    let csv = seed_csv(dir.path());
     let source_str = source.to_str().unwrap().to_owned();
-    run(
-        ts(&source_str)
-            .arg("import")
-            .arg(&csv)
-            .args(["--from", "zoho-csv"]),
-        0,
-    );
-    {
-        // Id 4 is handed out and deleted: no copy may hand it out again.
-        let store = SledStore::open(&source).unwrap();
-        let mut gone = OAuthToken::new()
-            .with_user_name("gone@example.com")
-            .with_refresh_token(format!("1000.{MARK}-gone"));
-        store.save_token(&mut gone).unwrap();
-        assert_eq!(gone.id.as_deref(), Some("4"));
-        assert!(store.delete_token("4").unwrap());
-    }
+    import_seed(&source_str, dir.path());
+    hand_out_and_delete_id_4(&source);
     let original = sled_records(&source);
     let pg = url(&db);
 
@@ -354,16 +315,7 @@ fn copy_sled_to_postgres_and_back_keeps_records_ids_and_counter() {
     assert!(out.contains("copied 3 of 3 records"), "{out}");
     assert_eq!(sled_records(&back), original);
     let store = SledStore::open(&back).unwrap();
-    assert_eq!(store.last_issued_id(), 4);
-    let mut next = OAuthToken::new()
-        .with_user_name("dan@example.com")
-        .with_access_token("1000.a-dan");
-    store.save_token(&mut next).unwrap();
-    assert_eq!(
-        next.id.as_deref(),
-        Some("5"),
-        "a deleted id is never reused"
-    );
+    assert_counter_carried(&store);
 
     // Into an encrypted PostgreSQL store, and out of it.
     let Some(sealed_db) = TestDb::new("cli copy sealed") else {
