@@ -243,7 +243,7 @@ fn missing_records_bad_flags_and_unreachable_servers() {
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("no token record for user"));
+    assert!(text(&output).1.contains("no token record for user"));
 
     let output = f
         .ts()
@@ -252,7 +252,7 @@ fn missing_records_bad_flags_and_unreachable_servers() {
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("unknown data center"));
+    assert!(text(&output).1.contains("unknown data center"));
 
     let output = f
         .ts()
@@ -321,11 +321,7 @@ fn eight_concurrent_processes_on_an_expired_token_make_one_refresh() {
         f.server.refreshes()
     );
     for output in &outputs {
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        assert!(output.status.success(), "{}", text(output).1);
     }
     assert_eq!(f.server.refreshes(), 1);
     let printed: Vec<&[u8]> = outputs.iter().map(|o| o.stdout.as_slice()).collect();
@@ -351,7 +347,7 @@ fn lock_timeout_zero_fails_fast_when_the_store_is_busy() {
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("locked by another process"));
+    assert!(text(&output).1.contains("locked by another process"));
     drop(held);
 }
 
@@ -366,11 +362,7 @@ fn accounts_url_beats_the_environment_which_beats_dc() {
         .args(["refresh", "--user", USER, "--dc", "eu"])
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "{}", text(&output).1);
     assert_eq!(f.server.refreshes(), 1);
 
     // --accounts-url wins over the environment (which points nowhere here).
@@ -384,10 +376,6 @@ fn accounts_url_beats_the_environment_which_beats_dc() {
         .args(["refresh", "--user", USER, "--accounts-url", f.server.url()])
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "{}", text(&output).1);
     assert_eq!(f.server.refreshes(), 2);
 }
