@@ -155,23 +155,25 @@ impl Engine for DbStore {
 
     fn save(&self, token: &OAuthToken) {
         let expiry = token.expiry_time.map(|t| t.to_string());
+        // The update's and the insert's parameters, in the same order.
+        let params: [&(dyn postgres::types::ToSql + Sync); 9] = [
+            &token.user_name,
+            &token.client_id,
+            &token.client_secret,
+            &token.refresh_token,
+            &token.access_token,
+            &token.grant_token,
+            &expiry,
+            &token.redirect_url,
+            &token.api_domain,
+        ];
         self.with(|client| {
             let updated = client
                 .execute(
                     "UPDATE oauthtoken SET client_id = $2, client_secret = $3, refresh_token = $4, \
                      access_token = $5, grant_token = $6, expiry_time = $7, redirect_url = $8, \
                      api_domain = $9 WHERE user_name = $1",
-                    &[
-                        &token.user_name,
-                        &token.client_id,
-                        &token.client_secret,
-                        &token.refresh_token,
-                        &token.access_token,
-                        &token.grant_token,
-                        &expiry,
-                        &token.redirect_url,
-                        &token.api_domain,
-                    ],
+                    &params,
                 )
                 .unwrap();
             if updated == 0 {
@@ -179,17 +181,7 @@ impl Engine for DbStore {
                     .execute(
                         "INSERT INTO oauthtoken SELECT coalesce(max(id::bigint), 0) + 1, $1, $2, $3, \
                          $4, $5, $6, $7, $8, $9 FROM oauthtoken",
-                        &[
-                            &token.user_name,
-                            &token.client_id,
-                            &token.client_secret,
-                            &token.refresh_token,
-                            &token.access_token,
-                            &token.grant_token,
-                            &expiry,
-                            &token.redirect_url,
-                            &token.api_domain,
-                        ],
+                        &params,
                     )
                     .unwrap();
             }
