@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 
 import pytest
@@ -25,6 +26,27 @@ SECRETS = (CLIENT_SECRET, REFRESH, ACCESS, GRANT)
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def together(threads: int, work):
+    """Runs ``work(n)`` on ``threads`` threads, released at once by a
+    barrier; returns what they returned and what they raised."""
+    barrier = threading.Barrier(threads)
+    results, errors = [], []
+
+    def run(n: int) -> None:
+        barrier.wait()
+        try:
+            results.append(work(n))
+        except BaseException as e:  # noqa: BLE001 - returned to the test
+            errors.append(e)
+
+    started = [threading.Thread(target=run, args=(n,)) for n in range(threads)]
+    for t in started:
+        t.start()
+    for t in started:
+        t.join()
+    return results, errors
 
 
 @pytest.fixture

@@ -4,10 +4,8 @@ refresh."""
 
 from __future__ import annotations
 
-import threading
-
 import pytest
-from conftest import CLIENT_ID, CLIENT_SECRET, REFRESH, SECRETS, USER, now_ms
+from conftest import CLIENT_ID, CLIENT_SECRET, REFRESH, SECRETS, USER, now_ms, together
 from fake_zoho import FakeZoho
 
 import tokenstore
@@ -55,21 +53,7 @@ def test_within_the_margin_it_is_refreshed_and_saved_first(tmp_path, zoho, left_
 def test_16_threads_one_refresh(tmp_path, zoho):
     with tokenstore.open(tmp_path / "db") as store:
         seed(store, -1)
-        barrier = threading.Barrier(THREADS)
-        got, errors = [], []
-
-        def ask():
-            barrier.wait()
-            try:
-                got.append(store.access_token(user_name=USER, accounts_url=zoho.base).token)
-            except BaseException as e:  # noqa: BLE001
-                errors.append(e)
-
-        threads = [threading.Thread(target=ask) for _ in range(THREADS)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        got, errors = together(THREADS, lambda _: store.access_token(user_name=USER, accounts_url=zoho.base).token)
         assert errors == []
         assert got == ["1000.access.1"] * THREADS
         assert len(zoho.refreshes()) == 1
@@ -113,21 +97,7 @@ def test_zoho_store_refresh_opt_in_makes_16_threads_cause_one_refresh(tmp_path, 
             Initializer.initialize(environment=zoho.environment(), token=OAuthToken(user_signature=UserSignature(USER)), store=store)
             record = store.tokens.get("1")
             store.tokens.save(Token(id="1", access_token="1000.access.expiring", expiry_time=now_ms() - 1))
-            barrier = threading.Barrier(THREADS)
-            tokens, errors = [], []
-
-            def call():
-                barrier.wait()
-                try:
-                    tokens.append(OAuthToken(user_signature=UserSignature(USER)).get_token())
-                except BaseException as e:  # noqa: BLE001
-                    errors.append(e)
-
-            threads = [threading.Thread(target=call) for _ in range(THREADS)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
+            tokens, errors = together(THREADS, lambda _: OAuthToken(user_signature=UserSignature(USER)).get_token())
             assert errors == []
             assert "1000.access.expiring" not in tokens
             assert store.tokens.get("1").refresh_token == record.refresh_token

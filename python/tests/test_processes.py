@@ -11,7 +11,7 @@ import threading
 import time
 
 import pytest
-from conftest import CLIENT_ID, CLIENT_SECRET
+from conftest import CLIENT_ID, CLIENT_SECRET, together
 
 import tokenstore
 from tokenstore import Token
@@ -23,27 +23,16 @@ def test_16_threads_share_one_store(tmp_path):
     """Each thread saves its own users, races every other thread on shared
     ones, and reads back; no lost update, no duplicate, no mix-up."""
     with tokenstore.open(tmp_path / "db") as store:
-        barrier = threading.Barrier(THREADS)
-        errors = []
-
         def worker(n: int) -> None:
-            try:
-                barrier.wait()
-                for i in range(20):
-                    mine = store.save(Token(user_name=f"u{n}-{i}", refresh_token=f"1000.r.{n}.{i}", client_id="c", client_secret="s"))
-                    assert store.find(user_name=f"u{n}-{i}") == mine
-                    # Everyone saves the same new shared users at once.
-                    store.save(Token(user_name=f"shared-{i}", access_token=f"1000.a.{i}.{n}"))
-                    got = store.get(mine.id)
-                    assert got is not None and got.refresh_token == f"1000.r.{n}.{i}"
-            except BaseException as e:  # noqa: BLE001 - reported below
-                errors.append(e)
+            for i in range(20):
+                mine = store.save(Token(user_name=f"u{n}-{i}", refresh_token=f"1000.r.{n}.{i}", client_id="c", client_secret="s"))
+                assert store.find(user_name=f"u{n}-{i}") == mine
+                # Everyone saves the same new shared users at once.
+                store.save(Token(user_name=f"shared-{i}", access_token=f"1000.a.{i}.{n}"))
+                got = store.get(mine.id)
+                assert got is not None and got.refresh_token == f"1000.r.{n}.{i}"
 
-        threads = [threading.Thread(target=worker, args=(n,)) for n in range(THREADS)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        _, errors = together(THREADS, worker)
         assert errors == []
         tokens = store.all()
         assert len(tokens) == THREADS * 20 + 20
@@ -241,10 +230,8 @@ def test_16_threads_refreshing_through_the_sdk(tmp_path):
             store.save_token(seeded)
         Initializer.initialize(environment=zoho.environment(), token=OAuthToken(user_signature=UserSignature(users[0])), store=store)
         errors, calls = [], [0]
-        barrier = threading.Barrier(THREADS)
 
-        def worker() -> None:
-            barrier.wait()
+        def worker(_: int) -> None:
             for _ in range(10):
                 for user in users:
                     try:
@@ -254,11 +241,8 @@ def test_16_threads_refreshing_through_the_sdk(tmp_path):
                     except BaseException as e:  # noqa: BLE001 - reported below
                         errors.append(f"{e!r} cause {getattr(e, 'cause', None)!r}")
 
-        threads = [threading.Thread(target=worker) for _ in range(THREADS)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        _, raised = together(THREADS, worker)
+        assert raised == []
         assert errors == []
         assert calls[0] == THREADS * 10 * len(users)
         tokens = store.tokens.all()
