@@ -13,6 +13,7 @@ use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
 use crate::batch::Batch;
+use crate::engine::{self, Stage};
 use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::memory::MemoryStore;
@@ -48,7 +49,7 @@ pub trait Backend: TokenStore + Send + Sync + fmt::Debug {
     /// is written when `stage` fails or calls [`Batch::discard`]. `stage`
     /// runs exactly once. Callers use the generic [`batch`](#method.batch)
     /// on `dyn Backend`.
-    fn apply_batch(&self, stage: &mut dyn FnMut(&mut Batch<'_>) -> Result<()>) -> Result<()>;
+    fn apply_batch(&self, stage: &mut Stage<'_>) -> Result<()>;
 
     /// Size, format and encryption, for `stats`.
     fn info(&self) -> Result<StoreInfo>;
@@ -102,35 +103,26 @@ impl dyn Backend + '_ {
     /// batch (then nothing was applied).
     pub fn batch<T, E>(
         &self,
-        stage: impl FnOnce(&mut Batch<'_>) -> std::result::Result<T, E>,
+        stage: impl FnOnce(&mut Batch<'_>) -> std::result::Result<T, E> + Send,
     ) -> std::result::Result<T, E>
     where
-        E: From<Error>,
+        T: Send,
+        E: From<Error> + Send,
     {
         let mut stage = Some(stage);
         let mut outcome = None;
-        let applied = self.apply_batch(&mut |batch| {
-            let stage = stage
-                .take()
-                .ok_or_else(|| Error::invalid("a batch's stage ran twice; nothing was applied"))?;
-            match stage(batch) {
-                Ok(value) => {
-                    outcome = Some(Ok(value));
-                    Ok(())
+        self.apply_batch(&mut |batch| {
+            if let Some(stage) = stage.take() {
+                let staged = stage(batch);
+                if staged.is_err() {
+                    // The caller's error: nothing of the batch is written.
+                    batch.discard();
                 }
-                Err(e) => {
-                    outcome = Some(Err(e));
-                    // Any error stops the batch; the caller's own is returned.
-                    Err(Error::invalid("the batch's stage failed"))
-                }
+                outcome = Some(staged);
             }
-        });
-        match (applied, outcome) {
-            (_, Some(Err(e))) => Err(e),
-            (Err(e), _) => Err(e.into()),
-            (Ok(()), Some(Ok(value))) => Ok(value),
-            (Ok(()), None) => Err(Error::invalid("the backend never ran the batch's stage").into()),
-        }
+            Ok(())
+        })?;
+        outcome.expect("apply_batch runs the stage")
     }
 }
 
@@ -426,8 +418,8 @@ impl Backend for SledStore {
     fn check(&self) -> Result<CheckReport> {
         SledStore::check(self)
     }
-    fn apply_batch(&self, stage: &mut dyn FnMut(&mut Batch<'_>) -> Result<()>) -> Result<()> {
-        self.batch(|batch| stage(batch))
+    fn apply_batch(&self, stage: &mut Stage<'_>) -> Result<()> {
+        engine::apply_batch(self, stage)
     }
     fn info(&self) -> Result<StoreInfo> {
         Ok(StoreInfo::new(
@@ -464,8 +456,8 @@ impl Backend for MemoryStore {
             ..CheckReport::default()
         })
     }
-    fn apply_batch(&self, stage: &mut dyn FnMut(&mut Batch<'_>) -> Result<()>) -> Result<()> {
-        MemoryStore::apply_batch(self, stage)
+    fn apply_batch(&self, stage: &mut Stage<'_>) -> Result<()> {
+        engine::apply_batch(self, stage)
     }
     fn info(&self) -> Result<StoreInfo> {
         Ok(StoreInfo::new(None, 1, false))

@@ -3,7 +3,7 @@
 //! backend's batch hands its closure this same type.
 
 use crate::error::Result;
-use crate::store::{self, Changes, Overlay, StoreView};
+use crate::plan::{self, Overlay, StoreView, WriteSet};
 use crate::token::OAuthToken;
 
 /// Saves and deletes staged inside a batch ([`SledStore::batch`](crate::SledStore::batch),
@@ -26,15 +26,13 @@ impl<'a> Batch<'a> {
         }
     }
 
-    /// What the backend must write when the batch ends: `None` when it was
+    /// What the engine must write when the batch ends: `None` when it was
     /// discarded or changed nothing (neither a record nor the id counter).
-    pub(crate) fn finish(self, last_issued: u64) -> Option<Changes> {
-        if self.discard
-            || (self.overlay.changed() == 0 && self.overlay.last_issued() == last_issued)
-        {
+    pub(crate) fn finish(self) -> Option<WriteSet> {
+        if self.discard {
             return None;
         }
-        Some(self.overlay.into_changes())
+        self.overlay.into_writes()
     }
 }
 
@@ -51,10 +49,10 @@ impl Batch<'_> {
     /// Stages `delete_token(id)`; `true` if the record exists at this point
     /// of the batch.
     ///
+    /// A record whose stored bytes cannot be decoded is deleted too.
+    ///
     /// # Errors
-    /// [`Error::Corruption`] if the stored record cannot be decoded (use
-    /// [`TokenStore::delete_token`](crate::TokenStore::delete_token) to
-    /// remove a damaged record).
+    /// Storage errors reading the store.
     pub fn delete_token(&mut self, id: &str) -> Result<bool> {
         self.overlay.delete(id)
     }
@@ -64,7 +62,7 @@ impl Batch<'_> {
     /// # Errors
     /// As for [`TokenStore::find_token`](crate::TokenStore::find_token).
     pub fn find_token(&self, query: &OAuthToken) -> Result<Option<OAuthToken>> {
-        store::find(&self.overlay, query)
+        plan::find(&self.overlay, query)
     }
 
     /// `find_token_by_id`, seeing what the batch staged so far.
@@ -72,7 +70,7 @@ impl Batch<'_> {
     /// # Errors
     /// As for [`TokenStore::find_token_by_id`](crate::TokenStore::find_token_by_id).
     pub fn find_token_by_id(&self, id: &str) -> Result<Option<OAuthToken>> {
-        store::find_by_id(&self.overlay, id)
+        plan::find_by_id(&self.overlay, id)
     }
 
     /// Makes every id the store generates from now on greater than `n`

@@ -1,9 +1,13 @@
 //! The record encoding shared by every backend: the one place bytes are produced and read.
 //!
-//! - record value, plain store: `[1] ++ bincode(OAuthToken)` (standard
-//!   config: varint integers, no field names). The id is encoded too and
-//!   checked against the tree key on decode, so a value copied under the
-//!   wrong key is detected.
+//! - record value, plain store: `[1] ++ bincode(RecordV1)` (standard
+//!   config: varint integers, no field names). `RecordV1` is this module's
+//!   own type, not the public [`OAuthToken`]: bincode encodes fields by
+//!   position, so the stored layout must not follow the public struct. A
+//!   new stored field means a `RecordV2` under new version bytes, with
+//!   `RecordV1` still decoded. The id is encoded too and checked against
+//!   the tree key on decode, so a value copied under the wrong key is
+//!   detected.
 //! - record value, encrypted store: `[2] ++ nonce (12 bytes) ++
 //!   AES-256-GCM(bincode(OAuthToken))`, a fresh random nonce per write, the
 //!   record id bound as associated data (a sealed record moved to another id
@@ -21,7 +25,9 @@
 //!   which readers resolve by comparing the record's value).
 
 use bincode::config::{Configuration, Limit, LittleEndian, Varint};
+use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
+use std::path::Path;
 
 use aes_gcm::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce, Tag};
@@ -29,7 +35,93 @@ use zeroize::{Zeroize, Zeroizing};
 
 use crate::error::{Error, Result};
 use crate::key::Key;
+use crate::plan::WriteSet;
 use crate::token::OAuthToken;
+
+/// The stored layout of a record, version 1 (the fields in this order;
+/// bincode writes no names). Encoded from a borrowed [`OAuthToken`].
+#[derive(Serialize)]
+struct RecordV1Ref<'a> {
+    id: &'a Option<String>,
+    user_name: &'a Option<String>,
+    client_id: &'a Option<String>,
+    client_secret: &'a Option<String>,
+    refresh_token: &'a Option<String>,
+    access_token: &'a Option<String>,
+    grant_token: &'a Option<String>,
+    expiry_time: &'a Option<i64>,
+    redirect_url: &'a Option<String>,
+    api_domain: &'a Option<String>,
+}
+
+/// [`RecordV1Ref`], decoded.
+#[derive(Deserialize)]
+struct RecordV1 {
+    id: Option<String>,
+    user_name: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    refresh_token: Option<String>,
+    access_token: Option<String>,
+    grant_token: Option<String>,
+    expiry_time: Option<i64>,
+    redirect_url: Option<String>,
+    api_domain: Option<String>,
+}
+
+impl<'a> From<&'a OAuthToken> for RecordV1Ref<'a> {
+    fn from(t: &'a OAuthToken) -> Self {
+        RecordV1Ref {
+            id: &t.id,
+            user_name: &t.user_name,
+            client_id: &t.client_id,
+            client_secret: &t.client_secret,
+            refresh_token: &t.refresh_token,
+            access_token: &t.access_token,
+            grant_token: &t.grant_token,
+            expiry_time: &t.expiry_time,
+            redirect_url: &t.redirect_url,
+            api_domain: &t.api_domain,
+        }
+    }
+}
+
+impl From<RecordV1> for OAuthToken {
+    fn from(r: RecordV1) -> Self {
+        let mut token = OAuthToken::new();
+        token.id = r.id;
+        token.user_name = r.user_name;
+        token.client_id = r.client_id;
+        token.client_secret = r.client_secret;
+        token.refresh_token = r.refresh_token;
+        token.access_token = r.access_token;
+        token.grant_token = r.grant_token;
+        token.expiry_time = r.expiry_time;
+        token.redirect_url = r.redirect_url;
+        token.api_domain = r.api_domain;
+        token
+    }
+}
+
+/// Fails with the same error [`Sealing::encode`] would when `token` is too
+/// large to be stored: checked while a write is planned, so that one such
+/// token fails its own save and not the others combined with it.
+pub(crate) fn check_encodable(token: &OAuthToken) -> Result<()> {
+    let mut size = bincode::enc::write::SizeWriter::default();
+    bincode::serde::encode_into_writer(RecordV1Ref::from(token), &mut size, config())
+        .map_err(|e| Error::invalid(format!("the token cannot be encoded: {e}")))?;
+    check_size(size.bytes_written)
+}
+
+fn check_size(body_len: usize) -> Result<()> {
+    if body_len + 1 > MAX_RECORD_BYTES {
+        return Err(Error::invalid(format!(
+            "the token takes {} bytes encoded, more than the {MAX_RECORD_BYTES} a record may hold",
+            body_len + 1
+        )));
+    }
+    Ok(())
+}
 
 /// The format version of a plain store, and the first byte of its records.
 pub(crate) const PLAIN_VERSION: u8 = 1;
@@ -79,6 +171,17 @@ pub(crate) struct Sealed {
     cipher: Aes256Gcm,
     index_key: Zeroizing<[u8; 32]>,
     check: [u8; 32],
+    /// How many seals the key allows ([`SEALS_PER_KEY`]; lowered by tests).
+    budget: u64,
+}
+
+/// The records of a [`WriteSet`] as their engine stores them.
+pub(crate) struct EncodedWrites {
+    /// Each touched id with its encoded next record (`None`: deleted), in
+    /// the write set's order.
+    pub records: Vec<Option<Vec<u8>>>,
+    /// How many seals the store's key has made once these are written.
+    pub sealed: u64,
 }
 
 impl Sealing {
@@ -92,6 +195,7 @@ impl Sealing {
                     cipher: Aes256Gcm::new(record_key.as_ref().into()),
                     index_key: Zeroizing::new(blake3::derive_key(INDEX_KEY_CONTEXT, key.bytes())),
                     check: key_check_value(key),
+                    budget: SEALS_PER_KEY,
                 }))
             }
         }
@@ -124,18 +228,66 @@ impl Sealing {
         key
     }
 
-    /// Encodes a normalized record whose id is set.
-    pub fn encode(&self, token: &OAuthToken) -> Result<Vec<u8>> {
+    /// Lowers the key's seal budget (tests of what happens past it).
+    #[cfg(test)]
+    pub fn set_seal_budget(&mut self, budget: u64) {
+        if let Sealing::Sealed(sealed) = self {
+            sealed.budget = budget;
+        }
+    }
+
+    /// Encodes the records `writes` stores: the one way records are
+    /// encoded for writing, in every backend. `sealed` is how many seals
+    /// the store's key has made before (the engine keeps the count, and
+    /// stores [`EncodedWrites::sealed`] in the same transaction as the
+    /// records); past the key's budget nothing is encoded and the error is
+    /// [`Error::RekeyRequired`] (`location` names the store in it).
+    pub fn encode_writes(
+        &self,
+        writes: &WriteSet,
+        sealed: u64,
+        location: &Path,
+    ) -> Result<EncodedWrites> {
+        let stored = writes.changes.values().filter(|c| c.next.is_some()).count() as u64;
+        let sealed = match self {
+            Sealing::Plain => sealed,
+            Sealing::Sealed(key) => {
+                let after = sealed.saturating_add(stored);
+                if after > key.budget {
+                    return Err(Error::RekeyRequired {
+                        path: location.to_path_buf(),
+                    });
+                }
+                after
+            }
+        };
+        let records = writes
+            .changes
+            .values()
+            .map(|change| {
+                change
+                    .next
+                    .as_ref()
+                    .map(|next| self.encode(next))
+                    .transpose()
+            })
+            .collect::<Result<_>>()?;
+        Ok(EncodedWrites { records, sealed })
+    }
+
+    /// Whether this store's seals count against a budget (encrypted).
+    pub fn counts_seals(&self) -> bool {
+        matches!(self, Sealing::Sealed(_))
+    }
+
+    /// Encodes a normalized record whose id is set. Seals are not counted
+    /// here: writers go through [`encode_writes`](Self::encode_writes).
+    pub(crate) fn encode(&self, token: &OAuthToken) -> Result<Vec<u8>> {
         let body = Zeroizing::new(
-            bincode::serde::encode_to_vec(token, config())
+            bincode::serde::encode_to_vec(RecordV1Ref::from(token), config())
                 .map_err(|e| Error::invalid(format!("the token cannot be encoded: {e}")))?,
         );
-        if body.len() + 1 > MAX_RECORD_BYTES {
-            return Err(Error::invalid(format!(
-                "the token takes {} bytes encoded, more than the {MAX_RECORD_BYTES} a record may hold",
-                body.len() + 1
-            )));
-        }
+        check_size(body.len())?;
         match self {
             Sealing::Plain => {
                 let mut bytes = Vec::with_capacity(1 + body.len());
@@ -147,7 +299,7 @@ impl Sealing {
                 let id = token.id.as_deref().unwrap_or_default();
                 let mut nonce = [0u8; NONCE_LEN];
                 getrandom::fill(&mut nonce).map_err(|e| {
-                    Error::Io(std::io::Error::other(format!(
+                    Error::from(std::io::Error::other(format!(
                         "the system random generator failed: {e}"
                     )))
                 })?;
@@ -230,8 +382,9 @@ pub(crate) fn key_check_value(key: &Key) -> [u8; 32] {
 
 fn decode_body(id: &str, body: &[u8]) -> Result<OAuthToken> {
     let corrupt = |detail: String| Error::corruption(Some(id), detail);
-    let (token, used): (OAuthToken, usize) = bincode::serde::decode_from_slice(body, config())
+    let (record, used): (RecordV1, usize) = bincode::serde::decode_from_slice(body, config())
         .map_err(|e| corrupt(format!("the record cannot be decoded: {e}")))?;
+    let token = OAuthToken::from(record);
     if used != body.len() {
         return Err(corrupt(format!(
             "{} trailing bytes after the record",

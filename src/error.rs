@@ -5,6 +5,7 @@
 //! names the record id, never the token values involved.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::token::IndexedField;
 
@@ -26,7 +27,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 ///     other => panic!("expected InvalidToken, got {other:?}"),
 /// }
 /// ```
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The token passed to `save_token` cannot be stored as it is.
@@ -297,101 +298,115 @@ pub enum Error {
         reason: String,
     },
 
-    /// An I/O error from the file system or the storage engine.
+    /// A thread of the store panicked while it applied a write on behalf of
+    /// this call (a bug: please report it). The write may or may not have
+    /// been applied; read the record back before repeating it. The store
+    /// stays usable.
+    #[error(
+        "a thread of the token store panicked while {what}; the write may or may not have \
+         been applied: read the record back before repeating it"
+    )]
+    Panicked {
+        /// What the thread was doing.
+        what: String,
+    },
+
+    /// An I/O error from the file system or the storage engine (shared, so
+    /// that an error can be handed to every caller a failed write concerned).
     #[error("I/O error: {0}")]
-    Io(#[from] std::io::Error),
+    Io(Arc<std::io::Error>),
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Io(Arc::new(e))
+    }
+}
+
+/// The family of an [`Error`]: what the command's exit codes and the Python
+/// exception classes follow, so that a new variant is placed once, here.
+///
+/// ```
+/// use tokenstore::{Error, ErrorKind};
+///
+/// let err = Error::from(std::io::Error::other("disk on fire"));
+/// assert_eq!(err.kind(), ErrorKind::Storage);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// A token that cannot be stored as it is ([`Error::InvalidToken`]).
+    InvalidToken,
+    /// A unique value held by another record ([`Error::Conflict`]).
+    Conflict,
+    /// Damaged or contradictory stored data ([`Error::Corruption`]).
+    Corruption,
+    /// The store is open in another process ([`Error::Locked`]).
+    Locked,
+    /// Written by a format version this build cannot read
+    /// ([`Error::UnsupportedVersion`]).
+    UnsupportedVersion,
+    /// A missing, wrong or unusable key, or one that must be changed
+    /// ([`Error::WrongKey`], [`Error::KeyRequired`], [`Error::NotEncrypted`],
+    /// [`Error::RekeyRequired`], [`Error::InvalidKey`]).
+    Key,
+    /// A store string or URL that cannot be used ([`Error::InvalidUrl`]).
+    InvalidLocation,
+    /// The storage failed: the file system, the engine, a database server
+    /// that is down or refused, a panicked writer ([`Error::Io`],
+    /// [`Error::Unavailable`], [`Error::Database`], [`Error::Panicked`]).
+    Storage,
+    /// The backend or build cannot do what was asked ([`Error::Unsupported`]).
+    Unsupported,
+    /// No record for what was asked ([`Error::NotFound`]).
+    NotFound,
+    /// The record lacks what a refresh needs ([`Error::NotRefreshable`]).
+    NotRefreshable,
+    /// The accounts server refused the grant code or refresh token
+    /// ([`Error::GrantRefused`]).
+    GrantRefused,
+    /// Any other failure talking to the accounts server
+    /// ([`Error::InvalidClient`], [`Error::RateLimited`], [`Error::Network`],
+    /// [`Error::MalformedResponse`], [`Error::InvalidAccountsUrl`]).
+    OAuth,
 }
 
 impl Error {
+    /// The family of this error (see [`ErrorKind`]).
+    pub fn kind(&self) -> ErrorKind {
+        use ErrorKind as K;
+        match self {
+            Error::InvalidToken { .. } => K::InvalidToken,
+            Error::Conflict { .. } => K::Conflict,
+            Error::Corruption { .. } => K::Corruption,
+            Error::Locked { .. } => K::Locked,
+            Error::UnsupportedVersion { .. } => K::UnsupportedVersion,
+            Error::WrongKey { .. }
+            | Error::KeyRequired { .. }
+            | Error::NotEncrypted { .. }
+            | Error::RekeyRequired { .. }
+            | Error::InvalidKey { .. } => K::Key,
+            Error::InvalidUrl { .. } => K::InvalidLocation,
+            Error::Io(_)
+            | Error::Unavailable { .. }
+            | Error::Database { .. }
+            | Error::Panicked { .. } => K::Storage,
+            Error::Unsupported { .. } => K::Unsupported,
+            Error::NotFound { .. } => K::NotFound,
+            Error::NotRefreshable { .. } => K::NotRefreshable,
+            Error::GrantRefused { .. } => K::GrantRefused,
+            Error::InvalidClient { .. }
+            | Error::RateLimited { .. }
+            | Error::Network { .. }
+            | Error::MalformedResponse { .. }
+            | Error::InvalidAccountsUrl { .. } => K::OAuth,
+        }
+    }
+
     pub(crate) fn corruption(id: Option<&str>, detail: impl Into<String>) -> Self {
         Error::Corruption {
             id: id.map(str::to_owned),
             detail: detail.into(),
-        }
-    }
-
-    /// A copy of this error for the callers that waited on a refresh that
-    /// failed (single flight hands every waiter the same outcome). I/O
-    /// errors keep their kind and message.
-    #[cfg_attr(not(feature = "oauth"), allow(dead_code))]
-    pub(crate) fn duplicate(&self) -> Self {
-        match self {
-            Error::InvalidToken { reason } => Error::InvalidToken {
-                reason: reason.clone(),
-            },
-            Error::Conflict { field, id } => Error::Conflict {
-                field: *field,
-                id: id.clone(),
-            },
-            Error::Corruption { id, detail } => Error::Corruption {
-                id: id.clone(),
-                detail: detail.clone(),
-            },
-            Error::Locked { path } => Error::Locked { path: path.clone() },
-            Error::UnsupportedVersion { found, supported } => Error::UnsupportedVersion {
-                found: *found,
-                supported: *supported,
-            },
-            Error::WrongKey { path } => Error::WrongKey { path: path.clone() },
-            Error::KeyRequired { path } => Error::KeyRequired { path: path.clone() },
-            Error::NotEncrypted { path } => Error::NotEncrypted { path: path.clone() },
-            Error::RekeyRequired { path } => Error::RekeyRequired { path: path.clone() },
-            Error::InvalidKey { reason } => Error::InvalidKey {
-                reason: reason.clone(),
-            },
-            Error::Unsupported {
-                operation,
-                backend,
-                instead,
-            } => Error::Unsupported {
-                operation: operation.clone(),
-                backend,
-                instead: instead.clone(),
-            },
-            Error::Unavailable {
-                what,
-                detail,
-                maybe_committed,
-            } => Error::Unavailable {
-                what: what.clone(),
-                detail: detail.clone(),
-                maybe_committed: *maybe_committed,
-            },
-            Error::Database { code, detail } => Error::Database {
-                code: code.clone(),
-                detail: detail.clone(),
-            },
-            Error::InvalidUrl { reason } => Error::InvalidUrl {
-                reason: reason.clone(),
-            },
-            Error::NotFound { what } => Error::NotFound { what: what.clone() },
-            Error::NotRefreshable { id, missing } => Error::NotRefreshable {
-                id: id.clone(),
-                missing,
-            },
-            Error::GrantRefused { credential, code } => Error::GrantRefused {
-                credential,
-                code: code.clone(),
-            },
-            Error::InvalidClient { accounts } => Error::InvalidClient {
-                accounts: accounts.clone(),
-            },
-            Error::RateLimited { accounts, detail } => Error::RateLimited {
-                accounts: accounts.clone(),
-                detail: detail.clone(),
-            },
-            Error::Network { accounts, reason } => Error::Network {
-                accounts: accounts.clone(),
-                reason: reason.clone(),
-            },
-            Error::MalformedResponse { accounts, reason } => Error::MalformedResponse {
-                accounts: accounts.clone(),
-                reason: reason.clone(),
-            },
-            Error::InvalidAccountsUrl { reason } => Error::InvalidAccountsUrl {
-                reason: reason.clone(),
-            },
-            Error::Io(e) => Error::Io(std::io::Error::new(e.kind(), e.to_string())),
         }
     }
 

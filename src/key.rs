@@ -43,7 +43,7 @@ impl Key {
     pub fn generate() -> Result<Key> {
         let mut key = Key([0; Key::LEN]);
         getrandom::fill(&mut key.0).map_err(|e| {
-            Error::Io(std::io::Error::other(format!(
+            Error::from(std::io::Error::other(format!(
                 "the system random generator failed: {e}"
             )))
         })?;
@@ -92,7 +92,7 @@ impl Key {
     pub fn from_file(path: impl AsRef<Path>) -> Result<Key> {
         let path = path.as_ref();
         let io = |e: std::io::Error| {
-            Error::Io(std::io::Error::new(
+            Error::from(std::io::Error::new(
                 e.kind(),
                 format!("cannot read the key file {}: {e}", path.display()),
             ))

@@ -37,11 +37,13 @@
 mod backend;
 mod batch;
 mod codec;
+mod engine;
 mod error;
 mod key;
 mod memory;
 #[cfg(feature = "oauth")]
 pub mod oauth;
+mod plan;
 #[cfg(feature = "postgres")]
 mod postgres_store;
 mod rules;
@@ -51,7 +53,7 @@ mod token;
 
 pub use backend::{open, open_with, AnyStore, Backend, OpenOptions, StoreInfo, StoreKind};
 pub use batch::Batch;
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};
 pub use key::Key;
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]

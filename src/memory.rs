@@ -8,9 +8,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use parking_lot::RwLock;
 
-use crate::batch::Batch;
+use crate::engine::{Engine, Plan, Replay};
 use crate::error::Result;
-use crate::store::{self, SavePlan, StoreView, TokenStore};
+use crate::plan::{StoreView, WriteSet};
 use crate::token::{IndexedField, OAuthToken};
 
 /// An in-memory [`TokenStore`], like the Zoho sample's `:memory:` store but
@@ -59,47 +59,6 @@ impl MemoryStore {
     pub(crate) fn last_issued_id(&self) -> u64 {
         self.inner.read().last_issued
     }
-
-    /// Runs `stage` over a [`Batch`] and applies what it staged at once,
-    /// holding the write lock throughout.
-    pub(crate) fn apply_batch(
-        &self,
-        stage: &mut dyn FnMut(&mut Batch<'_>) -> Result<()>,
-    ) -> Result<()> {
-        let mut inner = self.inner.write();
-        let last_issued = inner.last_issued;
-        let changes = {
-            let mut batch = Batch::new(&*inner, last_issued);
-            stage(&mut batch)?;
-            batch.finish(last_issued)
-        };
-        let Some(changes) = changes else {
-            return Ok(());
-        };
-        for (id, new) in changes.records {
-            let previous = inner.records.get(&id).cloned();
-            let diff: Vec<(IndexedField, Option<String>, Option<String>)> =
-                store::index_diff(previous.as_ref(), new.as_ref())
-                    .map(|(field, old, new)| {
-                        (field, old.map(str::to_owned), new.map(str::to_owned))
-                    })
-                    .collect();
-            for (field, old, new) in diff {
-                if let Some(old) = old {
-                    inner.index(field).remove(&old);
-                }
-                if let Some(new) = new {
-                    inner.index(field).insert(new, id.clone());
-                }
-            }
-            match new {
-                Some(record) => inner.records.insert(id, record),
-                None => inner.records.remove(&id),
-            };
-        }
-        inner.last_issued = changes.last_issued;
-        Ok(())
-    }
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -115,20 +74,26 @@ impl Inner {
         &mut self.indexes[field as usize]
     }
 
-    fn apply(&mut self, plan: &SavePlan) {
-        let id = plan.id();
-        for (field, old, new) in plan.index_changes() {
-            if let Some(old) = old {
-                self.index(field).remove(old);
+    fn apply(&mut self, writes: WriteSet) {
+        for (id, change) in writes.changes {
+            let diff: Vec<(IndexedField, Option<String>, Option<String>)> = change
+                .index_changes()
+                .map(|(field, old, new)| (field, old.map(str::to_owned), new.map(str::to_owned)))
+                .collect();
+            for (field, old, new) in diff {
+                if let Some(old) = old {
+                    self.index(field).remove(&old);
+                }
+                if let Some(new) = new {
+                    self.index(field).insert(new, id.clone());
+                }
             }
-            if let Some(new) = new {
-                self.index(field).insert(new.to_owned(), id.to_owned());
-            }
+            match change.next {
+                Some(record) => self.records.insert(id, record),
+                None => self.records.remove(&id),
+            };
         }
-        self.records.insert(id.to_owned(), plan.record.clone());
-        if let Some(issued) = plan.issued {
-            self.last_issued = issued;
-        }
+        self.last_issued = writes.last_issued;
     }
 }
 
@@ -149,45 +114,29 @@ impl StoreView for Inner {
     }
 }
 
-impl TokenStore for MemoryStore {
-    fn find_token(&self, query: &OAuthToken) -> Result<Option<OAuthToken>> {
-        store::find(&*self.inner.read(), query)
+impl Engine for MemoryStore {
+    fn read<T: Send>(&self, read: impl FnOnce(&dyn StoreView) -> Result<T> + Send) -> Result<T> {
+        read(&*self.inner.read())
     }
 
-    fn save_token(&self, token: &mut OAuthToken) -> Result<()> {
+    fn write<T: Send>(&self, _replay: Replay, plan: &mut Plan<'_, T>) -> Result<T> {
         let mut inner = self.inner.write();
-        let plan = store::plan_save(&*inner, token, inner.last_issued)?;
-        inner.apply(&plan);
-        *token = plan.record;
-        Ok(())
-    }
-
-    fn delete_token(&self, id: &str) -> Result<bool> {
-        let mut inner = self.inner.write();
-        let Some(record) = inner.records.remove(id) else {
-            return Ok(false);
-        };
-        for field in IndexedField::ALL {
-            if let Some(value) = record.indexed(field) {
-                inner.index(field).remove(value);
-            }
+        let (out, writes) = plan(&*inner, inner.last_issued)?;
+        if let Some(writes) = writes {
+            inner.apply(writes);
         }
-        Ok(true)
+        Ok(out)
     }
 
-    fn get_tokens(&self) -> Result<Vec<OAuthToken>> {
+    fn records(&self) -> Result<Vec<OAuthToken>> {
         Ok(self.inner.read().records.values().cloned().collect())
     }
 
-    fn delete_tokens(&self) -> Result<usize> {
+    fn clear(&self) -> Result<usize> {
         let mut inner = self.inner.write();
         let count = inner.records.len();
         inner.records.clear();
         inner.indexes.iter_mut().for_each(HashMap::clear);
         Ok(count)
-    }
-
-    fn find_token_by_id(&self, id: &str) -> Result<Option<OAuthToken>> {
-        store::find_by_id(&*self.inner.read(), id)
     }
 }

@@ -683,7 +683,7 @@ impl OAuthClient {
             Ok(())
         })?;
         outcome.ok_or_else(|| {
-            Error::Io(std::io::Error::other(
+            Error::from(std::io::Error::other(
                 "the store's refresh lock did not run the refresh; this is a bug in the backend",
             ))
         })

@@ -96,7 +96,7 @@ impl<T: Clone> Flights<T> {
 fn copy<T: Clone>(result: &Result<T>) -> Result<T> {
     match result {
         Ok(value) => Ok(value.clone()),
-        Err(e) => Err(e.duplicate()),
+        Err(e) => Err(e.clone()),
     }
 }
 
@@ -123,7 +123,7 @@ impl<T> Landing<'_, T> {
 
 impl<T> Drop for Landing<'_, T> {
     fn drop(&mut self) {
-        self.publish(Err(Error::Io(std::io::Error::other(
+        self.publish(Err(Error::from(std::io::Error::other(
             "the refresh this call waited for was interrupted (the refreshing thread panicked); try again",
         ))));
     }

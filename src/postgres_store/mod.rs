@@ -81,10 +81,11 @@ use r2d2_postgres::PostgresConnectionManager;
 use crate::backend::{AnyStore, Backend, OpenOptions, StoreInfo};
 use crate::batch::Batch;
 use crate::codec::Sealing;
+use crate::engine::{self, Engine, Plan, Replay, Stage};
 use crate::error::{Error, Result};
 use crate::key::Key;
+use crate::plan::{StoreView, WriteSet};
 use crate::sled_store::CheckReport;
-use crate::store::{self, StoreView, TokenStore};
 use crate::token::{IndexedField, OAuthToken};
 
 /// The write lock of every process sharing the database: held shared by
@@ -388,59 +389,10 @@ impl PostgresStore {
         stage: impl FnOnce(&mut Batch<'_>) -> std::result::Result<T, E> + Send,
     ) -> std::result::Result<T, E>
     where
-        E: From<Error> + Send,
         T: Send,
+        E: From<Error> + Send,
     {
-        self.off_runtime_any(|| self.batch_here(stage))
-    }
-
-    /// [`batch`](Self::batch) on this thread.
-    fn batch_here<T, E>(
-        &self,
-        stage: impl FnOnce(&mut Batch<'_>) -> std::result::Result<T, E>,
-    ) -> std::result::Result<T, E>
-    where
-        E: From<Error>,
-    {
-        let what = "applying a batch";
-        let mut conn = self.conn(what)?;
-        let mut tx = conn.transaction().map_err(map_pg(what))?;
-        let last_issued = self.begin_write(&mut tx, what)?;
-        let (out, changes) = {
-            let view = View::new(&mut tx, &self.sealing);
-            let mut batch = Batch::new(&view as &dyn StoreView, last_issued);
-            let out = stage(&mut batch)?;
-            (out, batch.finish(last_issued))
-        };
-        let Some(changes) = changes else {
-            return Ok(out);
-        };
-        // A value may move from one record to another within the batch.
-        tx.batch_execute("SET CONSTRAINTS ALL DEFERRED")
-            .map_err(map_pg(what))?;
-        for (id, record) in &changes.records {
-            match record {
-                Some(record) => self.upsert(&mut tx, record, what)?,
-                None => {
-                    tx.query_typed(
-                        "DELETE FROM tokenstore_records WHERE id = $1",
-                        &[(id, Type::TEXT)],
-                    )
-                    .map_err(map_pg(what))?;
-                }
-            }
-        }
-        if changes.last_issued != last_issued {
-            write_last_issued(&mut tx, changes.last_issued, what)?;
-        }
-        match commit(tx, what) {
-            Ok(()) => Ok(out),
-            Err(Error::Conflict { field, .. }) => {
-                let candidates = changes.records.values().flatten();
-                Err(self.conflict_holder(&mut conn, field, candidates).into())
-            }
-            Err(e) => Err(e.into()),
-        }
+        engine::batch(self, stage)
     }
 
     /// A pooled connection, tested before it is handed out.
@@ -452,22 +404,13 @@ impl PostgresStore {
             .map_err(|e| unavailable(what, e.to_string(), false))
     }
 
-    /// Inserts or replaces `record` (normalized, id set) with its digests.
-    fn upsert(
-        &self,
-        tx: &mut postgres::Transaction<'_>,
-        record: &OAuthToken,
-        what: &'static str,
-    ) -> Result<()> {
-        write_record(tx, &self.sealing, record, what)
-    }
-
     /// The conflict a unique constraint reported for `field`, completed
     /// with the id of the row whose digest column holds the value one of
     /// `candidates` wanted (the failed transaction is rolled back by then).
     fn conflict_holder<'r>(
         &self,
         conn: &mut postgres::Client,
+        violation: Error,
         field: IndexedField,
         candidates: impl IntoIterator<Item = &'r OAuthToken>,
     ) -> Error {
@@ -488,10 +431,8 @@ impl PostgresStore {
                 }
             }
         }
-        Error::Conflict {
-            field,
-            id: String::new(),
-        }
+        // No row holds it any more: the server's own report.
+        violation
     }
 
     /// Runs `work` here, or, when this thread drives a tokio runtime (where
@@ -610,57 +551,22 @@ impl<C: GenericClient> StoreView for View<'_, C> {
     }
 }
 
-impl TokenStore for PostgresStore {
-    fn find_token(&self, query: &OAuthToken) -> Result<Option<OAuthToken>> {
+impl Engine for PostgresStore {
+    fn read<T: Send>(&self, read: impl FnOnce(&dyn StoreView) -> Result<T> + Send) -> Result<T> {
         self.off_runtime(|| {
             let mut conn = self.conn("looking a record up")?;
-            store::find(&View::new(&mut *conn, &self.sealing), query)
+            read(&View::new(&mut *conn, &self.sealing))
         })
     }
 
-    fn save_token(&self, token: &mut OAuthToken) -> Result<()> {
-        self.off_runtime(|| {
-            let what = "saving a token";
-            let mut conn = self.conn(what)?;
-            // Saves exclude deletes, batches and key changes (which hold
-            // the lock exclusively), not each other: they run SERIALIZABLE
-            // and retry, so that concurrent saves share commits.
-            conn.query_typed(
-                "SELECT pg_advisory_lock_shared($1)",
-                &[(&WRITE_LOCK, Type::INT8)],
-            )
-            .map_err(map_pg(what))?;
-            let saved = self.save_serializable(&mut conn, token, what);
-            let unlocked = conn.query_typed(
-                "SELECT pg_advisory_unlock_shared($1)",
-                &[(&WRITE_LOCK, Type::INT8)],
-            );
-            if unlocked.is_err() && !conn.is_closed() {
-                // Never hand a connection holding the lock back to the pool.
-                let _ = conn.batch_execute("SELECT pg_terminate_backend(pg_backend_pid())");
-            }
-            saved
+    fn write<T: Send>(&self, replay: Replay, plan: &mut Plan<'_, T>) -> Result<T> {
+        self.off_runtime(|| match replay {
+            Replay::Allowed => self.write_shared(plan),
+            Replay::Never => self.write_exclusive(plan),
         })
     }
 
-    fn delete_token(&self, id: &str) -> Result<bool> {
-        if id.is_empty() {
-            return Ok(false);
-        }
-        self.off_runtime(|| {
-            let what = "deleting a token";
-            let mut conn = self.conn(what)?;
-            let mut tx = conn.transaction().map_err(map_pg(what))?;
-            schema::lock_writes(&mut tx, what)?;
-            let deleted = tx
-                .execute("DELETE FROM tokenstore_records WHERE id = $1", &[&id])
-                .map_err(map_pg(what))?;
-            commit(tx, what)?;
-            Ok(deleted > 0)
-        })
-    }
-
-    fn get_tokens(&self) -> Result<Vec<OAuthToken>> {
+    fn records(&self) -> Result<Vec<OAuthToken>> {
         self.off_runtime(|| {
             let what = "reading every record";
             let rows = self
@@ -673,7 +579,7 @@ impl TokenStore for PostgresStore {
         })
     }
 
-    fn delete_tokens(&self) -> Result<usize> {
+    fn clear(&self) -> Result<usize> {
         self.off_runtime(|| {
             let what = "deleting every token";
             let mut conn = self.conn(what)?;
@@ -687,16 +593,6 @@ impl TokenStore for PostgresStore {
         })
     }
 
-    fn find_token_by_id(&self, id: &str) -> Result<Option<OAuthToken>> {
-        if id.is_empty() {
-            return Ok(None);
-        }
-        self.off_runtime(|| {
-            let mut conn = self.conn("reading a record")?;
-            store::find_by_id(&View::new(&mut *conn, &self.sealing), id)
-        })
-    }
-
     /// Holds a transaction-scoped advisory lock keyed on `id` (on a
     /// connection of its own, from a second pool) while `critical` runs:
     /// exclusive across every process sharing the database, for this id
@@ -707,7 +603,7 @@ impl TokenStore for PostgresStore {
     /// If the lock's connection breaks while `critical` runs, the server
     /// releases the lock early; the refresher's re-read before it asks the
     /// accounts server keeps that harmless in practice.
-    fn with_refresh_lock(&self, id: &str, critical: &mut dyn FnMut() -> Result<()>) -> Result<()> {
+    fn refresh_lock(&self, id: &str, critical: &mut dyn FnMut() -> Result<()>) -> Result<()> {
         let key = refresh_lock_key(id);
         let lock_pool = self
             .lock_pool
@@ -780,21 +676,44 @@ impl PostgresStore {
         self.counter_and_key(tx, what)
     }
 
-    /// One save in a SERIALIZABLE transaction, retried (with a growing,
-    /// jittered pause) while the server reports a serialization failure,
-    /// a deadlock, or a unique value taken by a concurrent save: the retry
-    /// plans again from the state that includes the other save. The
-    /// caller holds the write lock in shared mode.
-    fn save_serializable(
+    /// A write whose plan may run again (a save, a delete): the write lock
+    /// in shared mode (taken at session level before `BEGIN`, so the
+    /// snapshot includes every exclusive writer's commit), then the plan
+    /// and its writes in a SERIALIZABLE transaction, run again (with a
+    /// growing, jittered pause) while the server reports a serialization
+    /// failure, a deadlock, or a unique value taken by a concurrent write:
+    /// the plan then sees the other write.
+    fn write_shared<T>(&self, plan: &mut Plan<'_, T>) -> Result<T> {
+        let what = "saving a token";
+        let mut conn = self.conn(what)?;
+        conn.query_typed(
+            "SELECT pg_advisory_lock_shared($1)",
+            &[(&WRITE_LOCK, Type::INT8)],
+        )
+        .map_err(map_pg(what))?;
+        let written = self.write_serializable(&mut conn, plan, what);
+        let unlocked = conn.query_typed(
+            "SELECT pg_advisory_unlock_shared($1)",
+            &[(&WRITE_LOCK, Type::INT8)],
+        );
+        if unlocked.is_err() && !conn.is_closed() {
+            // Never hand a connection holding the lock back to the pool.
+            let _ = conn.batch_execute("SELECT pg_terminate_backend(pg_backend_pid())");
+        }
+        written
+    }
+
+    fn write_serializable<T>(
         &self,
         conn: &mut postgres::Client,
-        token: &mut OAuthToken,
+        plan: &mut Plan<'_, T>,
         what: &'static str,
-    ) -> Result<()> {
+    ) -> Result<T> {
         const ATTEMPTS: u32 = 200;
         let mut attempt = 0;
         loop {
             attempt += 1;
+            let mut planned = None;
             let outcome = (|| {
                 let mut tx = conn
                     .build_transaction()
@@ -802,34 +721,38 @@ impl PostgresStore {
                     .start()
                     .map_err(map_pg(what))?;
                 let last_issued = self.counter_and_key(&mut tx, what)?;
-                let plan =
-                    store::plan_save(&View::new(&mut tx, &self.sealing), token, last_issued)?;
-                self.upsert(&mut tx, &plan.record, what)?;
-                if let Some(issued) = plan.issued {
-                    write_last_issued(&mut tx, issued, what)?;
+                let (out, writes) = plan(&View::new(&mut tx, &self.sealing), last_issued)?;
+                if let Some(writes) = &writes {
+                    self.apply_writes(&mut tx, writes, last_issued, what)?;
                 }
                 commit(tx, what)?;
-                Ok(plan.record)
+                planned = writes;
+                Ok(out)
             })();
             let retry = match &outcome {
                 Ok(_) => false,
-                Err(Error::Database { code, .. }) => code == "40001" || code == "40P01",
+                Err(Error::Database { code, .. }) if code == "40001" || code == "40P01" => true,
                 // Raised by a constraint (planned conflicts name the holder):
-                // a concurrent save took the value, and planning again
-                // sees it; a violation that persists is real (rows changed
-                // behind the store's back) and is reported.
-                Err(Error::Conflict { id, .. }) => id.is_empty() && attempt < 3,
-                Err(_) => false,
+                // a concurrent write took the value, and planning again sees
+                // it; a violation that persists is real (rows changed behind
+                // the store's back) and is reported with its holder.
+                Err(e) => unique_violation(e).is_some() && attempt < 3,
             };
             if !retry {
-                let record = match outcome {
-                    Err(Error::Conflict { field, id }) if id.is_empty() => {
-                        return Err(self.conflict_holder(conn, field, [&*token]))
-                    }
-                    other => other?,
+                return match outcome {
+                    Err(e) => match unique_violation(&e) {
+                        Some(field) => {
+                            let staged: Vec<OAuthToken> = planned
+                                .iter()
+                                .flat_map(|w| w.changes.values())
+                                .filter_map(|c| c.next.clone())
+                                .collect();
+                            Err(self.conflict_holder(conn, e, field, &staged))
+                        }
+                        None => Err(e),
+                    },
+                    ok => ok,
                 };
-                *token = record;
-                return Ok(());
             }
             if attempt >= ATTEMPTS {
                 return Err(unavailable(
@@ -850,6 +773,72 @@ impl PostgresStore {
                 std::thread::sleep(Duration::from_micros(jitter * ceiling / 186));
             }
         }
+    }
+
+    /// A write whose plan runs a caller's closure once (a batch): the write
+    /// lock exclusively, READ COMMITTED, never retried.
+    fn write_exclusive<T>(&self, plan: &mut Plan<'_, T>) -> Result<T> {
+        let what = "applying a batch";
+        let mut conn = self.conn(what)?;
+        let mut tx = conn.transaction().map_err(map_pg(what))?;
+        let last_issued = self.begin_write(&mut tx, what)?;
+        let (out, writes) = plan(&View::new(&mut tx, &self.sealing), last_issued)?;
+        let Some(writes) = writes else {
+            return Ok(out);
+        };
+        // A value may move from one record to another within the batch.
+        tx.batch_execute("SET CONSTRAINTS ALL DEFERRED")
+            .map_err(map_pg(what))?;
+        self.apply_writes(&mut tx, &writes, last_issued, what)?;
+        match commit(tx, what) {
+            Ok(()) => Ok(out),
+            Err(e) => match unique_violation(&e) {
+                Some(field) => {
+                    let candidates = writes.changes.values().filter_map(|c| c.next.as_ref());
+                    Err(self.conflict_holder(&mut conn, e, field, candidates))
+                }
+                None => Err(e),
+            },
+        }
+    }
+
+    /// Writes `writes` in `tx`: each record (sealed and counted by the
+    /// codec) with its digests, each deletion, the id counter and the seal
+    /// count.
+    fn apply_writes(
+        &self,
+        tx: &mut postgres::Transaction<'_>,
+        writes: &WriteSet,
+        last_issued: u64,
+        what: &'static str,
+    ) -> Result<()> {
+        let stored = writes.changes.values().filter(|c| c.next.is_some()).count();
+        let sealed_after = if self.sealing.counts_seals() && stored > 0 {
+            reserve_seals(tx, stored, what)?
+        } else {
+            0
+        };
+        let sealed_before = sealed_after.saturating_sub(stored as u64);
+        let location = std::path::PathBuf::from(&self.target);
+        let encoded = self
+            .sealing
+            .encode_writes(writes, sealed_before, &location)?;
+        for ((id, change), bytes) in writes.changes.iter().zip(&encoded.records) {
+            match (bytes, &change.next) {
+                (Some(bytes), Some(record)) => write_row(tx, &self.sealing, record, bytes, what)?,
+                _ => {
+                    tx.query_typed(
+                        "DELETE FROM tokenstore_records WHERE id = $1",
+                        &[(id, Type::TEXT)],
+                    )
+                    .map_err(map_pg(what))?;
+                }
+            }
+        }
+        if writes.last_issued != last_issued {
+            write_last_issued(tx, writes.last_issued, what)?;
+        }
+        Ok(())
     }
 
     /// The id counter, after checking that the store still has this
@@ -934,14 +923,6 @@ fn pg_error(what: &'static str, e: postgres::Error, committing: bool) -> Error {
         return unavailable(what, e.to_string(), committing);
     };
     let code = db.code();
-    if *code == SqlState::UNIQUE_VIOLATION {
-        if let Some(field) = db.constraint().and_then(schema::constraint_field) {
-            return Error::Conflict {
-                field,
-                id: String::new(),
-            };
-        }
-    }
     if *code == SqlState::QUERY_CANCELED {
         return unavailable(
             what,
@@ -1017,19 +998,8 @@ impl Backend for PostgresStore {
         PostgresStore::check(self)
     }
 
-    /// The stage is not `Send`, so it cannot be moved off an async
-    /// runtime's thread: from inside one this is [`Error::Unsupported`]
-    /// (use [`PostgresStore::batch`], or `spawn_blocking`).
-    fn apply_batch(&self, stage: &mut dyn FnMut(&mut Batch<'_>) -> Result<()>) -> Result<()> {
-        if in_runtime() {
-            return Err(Error::Unsupported {
-                operation: "a batch through `dyn Backend` from inside an async runtime".into(),
-                backend: "postgres",
-                instead: "call it from tokio::task::spawn_blocking, or use PostgresStore::batch"
-                    .into(),
-            });
-        }
-        self.batch_here(|batch| stage(batch))
+    fn apply_batch(&self, stage: &mut Stage<'_>) -> Result<()> {
+        engine::apply_batch(self, stage)
     }
 
     fn info(&self) -> Result<StoreInfo> {
@@ -1071,9 +1041,16 @@ impl Backend for PostgresStore {
             let total = rows.len();
             for (done, row) in rows.iter().enumerate() {
                 let record = self.sealing.decode(col(row, 0)?, col(row, 1)?)?;
-                write_record(&mut tx, &new, &record, what)?;
+                write_row(&mut tx, &new, &record, &new.encode(&record)?, what)?;
                 progress(done + 1, total);
             }
+            // The new key's seal count starts with the records it sealed.
+            let sealed = i64::try_from(total).unwrap_or(i64::MAX);
+            tx.query_typed(
+                "SELECT setval('tokenstore_seals', greatest($1, 1), $1 > 0)",
+                &[(&sealed, Type::INT8)],
+            )
+            .map_err(map_pg(what))?;
             let format = i16::from(new.format_version());
             let key_check = new.key_check().map(|check| check.to_vec());
             tx.query_typed(
@@ -1089,17 +1066,43 @@ impl Backend for PostgresStore {
     }
 }
 
-/// Inserts or replaces `record` (normalized, id set), sealed with
-/// `sealing`, with its digests: the one way a record row is written (saves,
-/// batches and key changes).
-fn write_record(
+/// The seal count after reserving `n` seals from the store's sequence,
+/// which never goes back (a rolled-back write keeps its reservation, so the
+/// count errs on the safe side) and takes no row lock, so concurrent saves
+/// do not conflict over it.
+fn reserve_seals(tx: &mut postgres::Transaction<'_>, n: usize, what: &'static str) -> Result<u64> {
+    let n = i64::try_from(n).unwrap_or(i64::MAX);
+    let row = tx
+        .query_typed_one(
+            "SELECT max(nextval('tokenstore_seals')) FROM generate_series(1, $1)",
+            &[(&n, Type::INT8)],
+        )
+        .map_err(map_pg(what))?;
+    let after: i64 = col(&row, 0)?;
+    Ok(u64::try_from(after).unwrap_or(0))
+}
+
+/// The field whose UNIQUE constraint `e` reports violated, if it is one.
+fn unique_violation(e: &Error) -> Option<IndexedField> {
+    match e {
+        Error::Database { code, detail } if code == "23505" => IndexedField::ALL
+            .into_iter()
+            .find(|field| detail.contains(&format!("tokenstore_unique_{}", field.name()))),
+        _ => None,
+    }
+}
+
+/// Inserts or replaces `record` (normalized, id set), encoded as `bytes`,
+/// with its digests: the one way a record row is written (saves, batches
+/// and key changes).
+fn write_row(
     tx: &mut postgres::Transaction<'_>,
     sealing: &Sealing,
     record: &OAuthToken,
+    bytes: &[u8],
     what: &'static str,
 ) -> Result<()> {
     let id = record.id.as_deref().unwrap_or_default();
-    let bytes = sealing.encode(record)?;
     let digests: Vec<Option<Vec<u8>>> = IndexedField::ALL
         .into_iter()
         .map(|field| record.indexed(field).map(|v| sealing.digest(v).to_vec()))

@@ -4,6 +4,9 @@
 //! tokenstore_meta     one row: schema_version, format (1 plain, 2 sealed),
 //!                     key_check (the key check value of a sealed store),
 //!                     last_issued_id (the id counter)
+//! tokenstore_seals    a sequence: how many records the current key sealed
+//!                     (encrypted stores; created by this version, also in
+//!                     a store an older one made, whose seals went uncounted)
 //! tokenstore_records  id text PRIMARY KEY, record bytea (the codec's bytes),
 //!                     user_name_digest, access_token_digest,
 //!                     refresh_token_digest, grant_token_digest bytea UNIQUE
@@ -21,7 +24,6 @@ use postgres::Client;
 use super::{col, map_pg, WRITE_LOCK};
 use crate::codec::Sealing;
 use crate::error::{Error, Result};
-use crate::token::IndexedField;
 
 /// The schema version this build creates, reads and writes.
 pub(crate) const SCHEMA_VERSION: i32 = 1;
@@ -49,14 +51,8 @@ CREATE TABLE IF NOT EXISTS tokenstore_records (
     CONSTRAINT tokenstore_unique_refresh_token UNIQUE (refresh_token_digest) DEFERRABLE INITIALLY IMMEDIATE,
     CONSTRAINT tokenstore_unique_grant_token UNIQUE (grant_token_digest) DEFERRABLE INITIALLY IMMEDIATE
 );
+CREATE SEQUENCE IF NOT EXISTS tokenstore_seals;
 ";
-
-/// The field a unique constraint protects, from its name.
-pub(crate) fn constraint_field(constraint: &str) -> Option<IndexedField> {
-    IndexedField::ALL
-        .into_iter()
-        .find(|field| constraint == format!("tokenstore_unique_{}", field.name()))
-}
 
 /// What a store needs to know from the meta row.
 struct Meta {

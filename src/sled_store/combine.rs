@@ -20,10 +20,14 @@
 
 use std::sync::Arc;
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use super::SledStore;
+#[cfg(test)]
+use crate::codec;
+use crate::engine::{save_into, Engine as _, Replay};
 use crate::error::{Error, Result};
+use crate::plan::Overlay;
 use crate::token::OAuthToken;
 
 /// One enqueued save and, once applied, its outcome.
@@ -40,7 +44,16 @@ pub(crate) struct Combiner {
     /// Counts finished batches; `applied` wakes the waiting saves.
     rounds: Mutex<u64>,
     applied: Condvar,
+    /// Called by a leader before and after it takes the queue (tests hold
+    /// it there, or make it panic).
+    #[cfg(test)]
+    on_lead: Mutex<Option<LeadHook>>,
 }
+
+/// A test's hook into a leader: `(taken, queued)` where `queued` tells how
+/// many saves wait in the queue (before the take) or were taken (after).
+#[cfg(test)]
+type LeadHook = Box<dyn Fn(bool, &dyn Fn() -> usize) + Send>;
 
 impl SledStore {
     /// `save_token` through the combiner; returns the stored record.
@@ -67,46 +80,183 @@ impl SledStore {
                 self.combiner.applied.wait(&mut rounds);
             }
         };
-        // Everything queued so far, in arrival order; `mine` is among them.
-        let saves = std::mem::take(&mut *self.combiner.queue.lock());
-        let applied = self.batch(|batch| {
-            Ok::<_, Error>(
-                saves
-                    .iter()
-                    .map(|pending| {
-                        let mut token = pending.token.clone();
-                        batch.save_token(&mut token).map(|()| token)
-                    })
-                    .collect::<Vec<_>>(),
-            )
-        });
-        let outcomes: Vec<Result<OAuthToken>> = match applied {
-            Ok(outcomes) => outcomes,
-            // The batch could not be written: every save in it failed.
-            Err(e) => saves.iter().map(|_| Err(duplicate(&e))).collect(),
-        };
-        for (pending, outcome) in saves.iter().zip(outcomes) {
-            *pending.outcome.lock() = Some(outcome);
+        #[cfg(test)]
+        if let Some(on_lead) = &*self.combiner.on_lead.lock() {
+            on_lead(false, &|| self.combiner.queue.lock().len());
         }
-        // Release the leader lock before announcing the round, so a save
-        // that found the lock taken always sees a round end after it.
-        drop(leader);
-        *self.combiner.rounds.lock() += 1;
-        self.combiner.applied.notify_all();
+        // Everything queued so far, in arrival order; `mine` is among them.
+        let round = Round {
+            combiner: &self.combiner,
+            saves: std::mem::take(&mut *self.combiner.queue.lock()),
+            leader: Some(leader),
+        };
+        #[cfg(test)]
+        if let Some(on_lead) = &*self.combiner.on_lead.lock() {
+            on_lead(true, &|| round.saves.len());
+        }
+        // Each save is planned on its own: one that fails (a conflict, an
+        // invalid or oversized token) stages nothing and fails alone.
+        let applied = self.write(Replay::Allowed, &mut |view, last_issued| {
+            let mut overlay = Overlay::new(view, last_issued);
+            let outcomes: Vec<Result<OAuthToken>> = round
+                .saves
+                .iter()
+                .map(|pending| save_into(&mut overlay, &pending.token))
+                .collect();
+            Ok((outcomes, overlay.into_writes()))
+        });
+        match applied {
+            Ok(outcomes) => {
+                for (pending, outcome) in round.saves.iter().zip(outcomes) {
+                    *pending.outcome.lock() = Some(outcome);
+                }
+            }
+            // The write failed as a whole: every save in it failed.
+            Err(e) => {
+                for pending in &round.saves {
+                    *pending.outcome.lock() = Some(Err(e.clone()));
+                }
+            }
+        }
+        drop(round);
         let outcome = mine.outcome.lock().take();
-        outcome.expect("the leader applied its own save")
+        outcome.unwrap_or_else(|| Err(panicked()))
     }
 }
 
-/// The same error again, for each save of a batch that failed as a whole.
-fn duplicate(e: &Error) -> Error {
-    match e {
-        Error::Corruption { id, detail } => Error::Corruption {
-            id: id.clone(),
-            detail: detail.clone(),
-        },
-        Error::RekeyRequired { path } => Error::RekeyRequired { path: path.clone() },
-        Error::Io(io) => Error::Io(std::io::Error::new(io.kind(), io.to_string())),
-        other => Error::Io(std::io::Error::other(other.to_string())),
+/// What a leader holds while it applies the saves it took. Dropped on the
+/// way out, also when the leader panics: then every save it took and had
+/// not answered is answered with [`Error::Panicked`], and the round ends, so
+/// no waiting writer is left hanging and the next one can lead.
+struct Round<'a> {
+    combiner: &'a Combiner,
+    saves: Vec<Arc<Pending>>,
+    leader: Option<MutexGuard<'a, ()>>,
+}
+
+impl Drop for Round<'_> {
+    fn drop(&mut self) {
+        for pending in &self.saves {
+            let mut outcome = pending.outcome.lock();
+            if outcome.is_none() {
+                *outcome = Some(Err(panicked()));
+            }
+        }
+        // Release the leader lock before announcing the round, so a save
+        // that found the lock taken always sees a round end after it.
+        drop(self.leader.take());
+        *self.combiner.rounds.lock() += 1;
+        self.combiner.applied.notify_all();
+    }
+}
+
+fn panicked() -> Error {
+    Error::Panicked {
+        what: "applying the saves combined with this one".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::store::TokenStore;
+    use crate::Options;
+
+    fn store() -> (tempfile::TempDir, Arc<SledStore>) {
+        let dir = tempfile::tempdir().unwrap();
+        let options = Options::default().warm_on_open(false);
+        let store = SledStore::open_with(dir.path().join("s"), options).unwrap();
+        (dir, Arc::new(store))
+    }
+
+    fn user(n: u32) -> OAuthToken {
+        OAuthToken::new()
+            .with_user_name(format!("user{n}"))
+            .with_refresh_token(format!("1000.r{n}"))
+    }
+
+    /// Holds the next leader until `n` saves are queued, then calls
+    /// `after_take` with how many it took.
+    fn hold_leader_until(store: &SledStore, n: usize, after_take: impl Fn(usize) + Send + 'static) {
+        *store.combiner.on_lead.lock() = Some(Box::new(move |taken, queued| {
+            if taken {
+                after_take(queued());
+            } else {
+                while queued() < n {
+                    std::thread::yield_now();
+                }
+            }
+        }));
+    }
+
+    /// Saves `token` on a thread of its own; its outcome arrives on the
+    /// channel.
+    fn save_on_thread(
+        store: &Arc<SledStore>,
+        token: OAuthToken,
+    ) -> mpsc::Receiver<Result<OAuthToken>> {
+        let (tx, rx) = mpsc::channel();
+        let store = Arc::clone(store);
+        std::thread::spawn(move || {
+            let mut token = token;
+            let saved = store.save_token(&mut token).map(|()| token);
+            let _ = tx.send(saved);
+        });
+        rx
+    }
+
+    /// A hang shows as a failed test, not a stuck run.
+    const HANG: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn a_token_too_large_to_store_fails_alone_in_a_combined_write() {
+        let (_dir, store) = store();
+        hold_leader_until(&store, 2, |taken| assert_eq!(taken, 2));
+        let huge = user(1).with_access_token("x".repeat(codec::MAX_RECORD_BYTES));
+        let first = save_on_thread(&store, huge);
+        let second = save_on_thread(&store, user(2));
+        let huge_saved = first.recv_timeout(HANG).unwrap();
+        assert!(
+            matches!(huge_saved, Err(Error::InvalidToken { .. })),
+            "{huge_saved:?}"
+        );
+        let saved = second
+            .recv_timeout(HANG)
+            .unwrap()
+            .expect("the other save succeeds");
+        assert_eq!(saved.user_name.as_deref(), Some("user2"));
+        *store.combiner.on_lead.lock() = None;
+        assert_eq!(store.len(), 1);
+        assert!(store.check().unwrap().is_ok());
+    }
+
+    #[test]
+    fn a_leader_that_panics_answers_every_save_it_took_and_ends_its_round() {
+        let (_dir, store) = store();
+        // The first leader takes two saves, then panics; a third save,
+        // queued after the take, waits for the round to end.
+        hold_leader_until(&store, 2, |_| panic!("a leader's bug"));
+        let first = save_on_thread(&store, user(1));
+        let second = save_on_thread(&store, user(2));
+        let mut outcomes = Vec::new();
+        for rx in [&first, &second] {
+            match rx.recv_timeout(HANG) {
+                Ok(outcome) => outcomes.push(outcome),
+                // The panicking leader's own thread sends nothing.
+                Err(mpsc::RecvTimeoutError::Disconnected) => {}
+                Err(mpsc::RecvTimeoutError::Timeout) => panic!("a save hangs"),
+            }
+        }
+        assert_eq!(outcomes.len(), 1, "the save that did not lead is answered");
+        let err = outcomes.pop().unwrap().unwrap_err();
+        assert!(matches!(err, Error::Panicked { .. }), "{err:?}");
+        // The store stays usable: the next save leads and is applied.
+        *store.combiner.on_lead.lock() = None;
+        let third = save_on_thread(&store, user(3));
+        let saved = third.recv_timeout(HANG).unwrap().unwrap();
+        assert_eq!(saved.user_name.as_deref(), Some("user3"));
     }
 }

@@ -22,7 +22,7 @@ const SLED_FILES: [&str; 3] = ["conf", "db", "blobs"];
 const SLED_SNAPSHOT_PREFIX: &str = "snap.";
 
 fn io(e: std::io::Error, what: &str, at: &Path) -> Error {
-    Error::Io(std::io::Error::new(
+    Error::from(std::io::Error::new(
         e.kind(),
         format!("cannot {what} {}: {e}", at.display()),
     ))

@@ -33,9 +33,10 @@ pub(crate) use check::duplicate_values;
 pub use check::{CheckReport, Problem};
 
 use crate::codec::{self, Sealing};
+use crate::engine::{Engine as StorageEngine, Plan, Replay};
 use crate::error::{Error, Result};
 use crate::key::Key;
-use crate::store::{self, StoreView, TokenStore};
+use crate::plan::{StoreView, Stored, WriteSet};
 use crate::token::{IndexedField, OAuthToken};
 use cache::{Cached, RecordCache};
 use filter::IndexFilter;
@@ -46,6 +47,8 @@ const LOCK_FILE: &str = "tokenstore.lock";
 const FORMAT_VERSION_KEY: &[u8] = b"format_version";
 const LAST_ISSUED_KEY: &[u8] = b"last_issued_id";
 const KEY_CHECK_KEY: &[u8] = b"key_check";
+/// How many records the current key has sealed (encrypted stores).
+const SEALED_KEY: &[u8] = b"sealed_records";
 
 /// The record cache's bound in a plain store with default options. It is a
 /// bound, not an allocation: the cache holds what was read (or warmed), so
@@ -324,10 +327,10 @@ pub struct SledStore {
     records: Tree,
     indexes: [Tree; 4],
     meta: Tree,
-    /// Serializes writers; holds the last id the counter issued.
+    /// Serializes writers; holds the id counter and the seal count.
     /// Shared with the background warm-up, which reads under it (see
     /// [`warm_records`]).
-    writer: Arc<Mutex<u64>>,
+    writer: Arc<Mutex<Counters>>,
     /// Concurrent `save_token` calls, applied as one batch.
     combiner: combine::Combiner,
     /// Durable writers sharing flushes (see `durable_through`).
@@ -344,9 +347,6 @@ pub struct SledStore {
     sealing: Arc<Sealing>,
     /// Which data directory holds the sled database (see `layout`).
     generation: u64,
-    /// How many seals the key allows ([`codec::SEALS_PER_KEY`]; a field so
-    /// a test can lower it).
-    seal_budget: u64,
     /// Records written since the open (see [`RESNAPSHOT_AFTER_WRITES`]).
     written: AtomicU64,
     /// [`RESNAPSHOT_AFTER_WRITES`] (a field so a test can lower it).
@@ -372,12 +372,12 @@ impl std::fmt::Debug for SledStore {
 /// Maps sled's errors to ours; sled's types never reach the public API.
 fn storage(e: sled::Error) -> Error {
     match e {
-        sled::Error::Io(io) => Error::Io(plain_io(io)),
+        sled::Error::Io(io) => Error::from(plain_io(io)),
         sled::Error::Corruption { at, .. } => Error::corruption(
             None,
             format!("the storage engine found damaged data at {at:?}"),
         ),
-        other => Error::Io(std::io::Error::other(format!("storage engine: {other}"))),
+        other => Error::from(std::io::Error::other(format!("storage engine: {other}"))),
     }
 }
 
@@ -454,13 +454,18 @@ impl SledStore {
             })?),
         };
 
+        let sealed = read_sealed(&db, &meta, &sealing)?;
+
         let record_cache = options.record_cache_bytes();
         let store = SledStore {
             db,
             records,
             indexes,
             meta,
-            writer: Arc::new(Mutex::new(last_issued)),
+            writer: Arc::new(Mutex::new(Counters {
+                last_issued,
+                sealed,
+            })),
             combiner: combine::Combiner::default(),
             group_commit: GroupCommit::default(),
             cache: (record_cache > 0).then(|| Arc::new(RecordCache::new(record_cache))),
@@ -468,7 +473,6 @@ impl SledStore {
             filter: Arc::default(),
             sealing: Arc::new(sealing),
             generation,
-            seal_budget: codec::SEALS_PER_KEY,
             written: AtomicU64::new(0),
             resnapshot_after: RESNAPSHOT_AFTER_WRITES,
             resnapshot: Resnapshot::default(),
@@ -505,7 +509,7 @@ impl SledStore {
     /// The last id the id counter issued (`0` before the first): generated
     /// ids are always greater.
     pub fn last_issued_id(&self) -> u64 {
-        *self.writer.lock()
+        self.writer.lock().last_issued
     }
 
     /// Writes everything buffered to disk. Durable stores do this after
@@ -558,7 +562,7 @@ impl SledStore {
     pub fn warm_cache(&self) -> Result<usize> {
         if let Some(thread) = self.warming.thread.lock().take() {
             return thread.join().unwrap_or_else(|_| {
-                Err(Error::Io(std::io::Error::other(
+                Err(Error::from(std::io::Error::other(
                     "the background warm-up of the record cache panicked",
                 )))
             });
@@ -755,22 +759,6 @@ impl SledStore {
             .map_err(transaction_error)
     }
 
-    /// Encodes a record for the records tree. In an encrypted store each
-    /// seal is counted (sled's persistent id generator, which never goes
-    /// back, also across crashes) against the key's budget of
-    /// [`codec::SEALS_PER_KEY`].
-    fn encode(&self, record: &OAuthToken) -> Result<Vec<u8>> {
-        if self.is_encrypted() {
-            let seals = self.db.generate_id().map_err(storage)?;
-            if seals >= self.seal_budget {
-                return Err(Error::RekeyRequired {
-                    path: self.path.clone(),
-                });
-            }
-        }
-        self.sealing.encode(record)
-    }
-
     /// The ids of every index entry that lists `id`, per field: the slow path
     /// for removing a record whose bytes cannot be decoded.
     fn index_entries_naming(&self, id: &str) -> Result<Vec<(IndexedField, Vec<u8>)>> {
@@ -832,6 +820,30 @@ struct GroupCommitState {
     flushing: bool,
 }
 
+/// What the writer lock guards: the counters every write reads and moves.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Counters {
+    /// The last id the id counter issued.
+    last_issued: u64,
+    /// How many records the current key sealed (0 in a plain store).
+    sealed: u64,
+}
+
+/// The seal count of an encrypted store: kept in the metadata since the
+/// count moved into the write transaction; a store written before keeps
+/// it in sled's id generator, read once here.
+fn read_sealed(db: &sled::Db, meta: &Tree, sealing: &Sealing) -> Result<u64> {
+    if !sealing.counts_seals() {
+        return Ok(0);
+    }
+    match meta.get(SEALED_KEY).map_err(storage)? {
+        Some(bytes) => Ok(u64::from_be_bytes(bytes.as_ref().try_into().map_err(
+            |_| Error::corruption(None, "the stored seal count is not 8 bytes long"),
+        )?)),
+        None => db.generate_id().map_err(storage),
+    }
+}
+
 /// The background warm-up of the record cache (see
 /// [`SledStore::warm_cache`]).
 #[derive(Default)]
@@ -859,7 +871,7 @@ fn warm_records(
     records: &Tree,
     cache: &RecordCache,
     sealing: &Sealing,
-    writer: &Mutex<u64>,
+    writer: &Mutex<Counters>,
     stop: &AtomicBool,
 ) -> Result<usize> {
     use std::ops::Bound;
@@ -1020,7 +1032,7 @@ impl Trees<'_> {
 
 fn create_private_dir(path: &Path) -> Result<()> {
     if path.exists() && !path.is_dir() {
-        return Err(Error::Io(std::io::Error::new(
+        return Err(Error::from(std::io::Error::new(
             std::io::ErrorKind::AlreadyExists,
             format!(
                 "{} exists and is not a directory; a token store is a directory",
@@ -1033,7 +1045,7 @@ fn create_private_dir(path: &Path) -> Result<()> {
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
     builder.create(path).map_err(|e| {
-        Error::Io(std::io::Error::new(
+        Error::from(std::io::Error::new(
             e.kind(),
             format!(
                 "cannot create the token store directory {}: {e}",
@@ -1086,7 +1098,7 @@ fn lock_directory(path: &Path, wait: Duration) -> Result<File> {
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
     let file = open.open(&lock_path).map_err(|e| {
-        Error::Io(std::io::Error::new(
+        Error::from(std::io::Error::new(
             e.kind(),
             format!("cannot open the lock file {}: {e}", lock_path.display()),
         ))
@@ -1106,7 +1118,7 @@ fn lock_directory(path: &Path, wait: Duration) -> Result<File> {
                 std::thread::sleep(pause.min(wait - waited));
                 pause = (pause * 2).min(Duration::from_millis(100));
             }
-            Err(TryLockError::Error(e)) => return Err(Error::Io(e)),
+            Err(TryLockError::Error(e)) => return Err(Error::from(e)),
         }
     }
 }
@@ -1174,7 +1186,7 @@ fn check_format(
 fn secure_permissions(dir: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let fail = |e: std::io::Error, at: &Path| {
-        Error::Io(std::io::Error::new(
+        Error::from(std::io::Error::new(
             e.kind(),
             format!("cannot restrict the permissions of {}: {e}", at.display()),
         ))
@@ -1236,6 +1248,36 @@ impl SledStore {
     }
 }
 
+/// The committed state as sled's trees hold it, with no cache in between:
+/// what writes are planned from, under the writer lock.
+struct Committed<'a>(&'a SledStore);
+
+impl StoreView for Committed<'_> {
+    fn record(&self, id: &str) -> Result<Option<OAuthToken>> {
+        self.0.record_uncached(id)
+    }
+
+    fn contains(&self, id: &str) -> Result<bool> {
+        self.0.records.contains_key(id.as_bytes()).map_err(storage)
+    }
+
+    fn record_with(&self, field: IndexedField, value: &str) -> Result<Option<OAuthToken>> {
+        let digest = self.0.sealing.digest(value);
+        let Some(entry) = self.0.index(field).get(digest).map_err(storage)? else {
+            return Ok(None);
+        };
+        for id in codec::decode_ids(&entry)? {
+            if let Some(record) = self.0.record_uncached(&id)? {
+                if record.indexed(field) == Some(value) {
+                    return Ok(Some(record));
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Reads: through the record cache, its hints and the index filter.
 impl StoreView for SledStore {
     fn record(&self, id: &str) -> Result<Option<OAuthToken>> {
         Ok(self.record_entry(id)?.map(|(record, _)| record))
@@ -1277,54 +1319,85 @@ impl StoreView for SledStore {
     }
 }
 
-impl TokenStore for SledStore {
-    fn find_token(&self, query: &OAuthToken) -> Result<Option<OAuthToken>> {
-        store::find(self, query)
-    }
-
-    fn save_token(&self, token: &mut OAuthToken) -> Result<()> {
-        // Concurrent saves are applied together (see `combine`).
-        *token = self.save_combined(token)?;
-        Ok(())
-    }
-
-    fn delete_token(&self, id: &str) -> Result<bool> {
-        if id.is_empty() {
-            return Ok(false);
-        }
-        let queued = self.group_commit.queue();
-        let writer = self.writer.lock();
-        let Some(bytes) = self.records.get(id.as_bytes()).map_err(storage)? else {
-            return Ok(false);
-        };
-        match self.sealing.decode(id, &bytes) {
-            Ok(record) => self.transact(Some(&[id]), |trees| {
-                trees.records.remove(id.as_bytes())?;
-                for field in IndexedField::ALL {
-                    if let Some(value) = record.indexed(field) {
-                        trees.unlink(field, value, id)?;
-                    }
-                }
-                Ok(())
-            })?,
-            // A damaged record can still be deleted: its index entries are
-            // found by scanning for its id.
-            Err(_) => {
-                let entries = self.index_entries_naming(id)?;
-                self.transact(Some(&[id]), |trees| {
-                    trees.records.remove(id.as_bytes())?;
-                    for (field, key) in &entries {
-                        trees.unlink_digest(*field, key, id)?;
-                    }
-                    Ok(())
-                })?
+impl SledStore {
+    /// Applies `writes`, planned under the writer lock (held as `counters`),
+    /// in one transaction over every tree: records, index entries, the id
+    /// counter and the seal count change together or not at all.
+    fn apply(&self, counters: &mut Counters, writes: &WriteSet) -> Result<()> {
+        let encoded = self
+            .sealing
+            .encode_writes(writes, counters.sealed, &self.path)?;
+        // The index entries of records that cannot be decoded, found by
+        // scanning for their ids (outside the transaction, which may rerun).
+        let mut damaged = Vec::new();
+        for (id, change) in &writes.changes {
+            if change.previous == Stored::Damaged {
+                damaged.push((id.as_str(), self.index_entries_naming(id)?));
             }
         }
-        self.finish_write((writer, queued))?;
-        Ok(true)
+        let touched: Vec<&str> = writes.changes.keys().map(String::as_str).collect();
+        let before = *counters;
+        self.transact(Some(&touched), |trees| {
+            for (id, entries) in &damaged {
+                for (field, key) in entries {
+                    trees.unlink_digest(*field, key, id)?;
+                }
+            }
+            for ((id, change), bytes) in writes.changes.iter().zip(&encoded.records) {
+                match bytes {
+                    Some(bytes) => trees.records.insert(id.as_bytes(), bytes.as_slice())?,
+                    None => trees.records.remove(id.as_bytes())?,
+                };
+                for (field, old, new) in change.index_changes() {
+                    if let Some(old) = old {
+                        trees.unlink(field, old, id)?;
+                    }
+                    if let Some(new) = new {
+                        trees.link(field, new, id)?;
+                    }
+                }
+            }
+            if writes.last_issued != before.last_issued {
+                trees
+                    .meta
+                    .insert(LAST_ISSUED_KEY, &writes.last_issued.to_be_bytes())?;
+            }
+            if encoded.sealed != before.sealed {
+                trees
+                    .meta
+                    .insert(SEALED_KEY, &encoded.sealed.to_be_bytes())?;
+            }
+            Ok(())
+        })?;
+        counters.last_issued = writes.last_issued;
+        counters.sealed = encoded.sealed;
+        Ok(())
+    }
+}
+
+impl StorageEngine for SledStore {
+    fn read<T: Send>(&self, read: impl FnOnce(&dyn StoreView) -> Result<T> + Send) -> Result<T> {
+        read(self)
     }
 
-    fn get_tokens(&self) -> Result<Vec<OAuthToken>> {
+    fn write<T: Send>(&self, _replay: Replay, plan: &mut Plan<'_, T>) -> Result<T> {
+        let queued = self.group_commit.queue();
+        let mut counters = self.writer.lock();
+        let (out, writes) = plan(&Committed(self), counters.last_issued)?;
+        let Some(writes) = writes else {
+            return Ok(out);
+        };
+        self.apply(&mut counters, &writes)?;
+        self.finish_write((counters, queued))?;
+        Ok(out)
+    }
+
+    fn save(&self, token: &OAuthToken) -> Result<OAuthToken> {
+        // Concurrent saves are applied together (see `combine`).
+        self.save_combined(token)
+    }
+
+    fn records(&self) -> Result<Vec<OAuthToken>> {
         self.records
             .iter()
             .map(|entry| {
@@ -1334,7 +1407,7 @@ impl TokenStore for SledStore {
             .collect()
     }
 
-    fn delete_tokens(&self) -> Result<usize> {
+    fn clear(&self) -> Result<usize> {
         let queued = self.group_commit.queue();
         let writer = self.writer.lock();
         // The removal of every key of a tree, and how many there are.
@@ -1365,10 +1438,6 @@ impl TokenStore for SledStore {
         self.finish_write((writer, queued))?;
         Ok(count)
     }
-
-    fn find_token_by_id(&self, id: &str) -> Result<Option<OAuthToken>> {
-        store::find_by_id(self, id)
-    }
 }
 
 impl Drop for SledStore {
@@ -1392,6 +1461,7 @@ impl Drop for SledStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::TokenStore;
 
     thread_local! {
         /// A barrier the next warm-up started from this thread meets twice
@@ -1624,13 +1694,49 @@ mod tests {
         assert!(store.find_token(&user(29)).unwrap().is_some());
     }
 
+    /// Writes are planned from the trees: a read cache that is wrong (here
+    /// a filter that rules out every value, and a stale cached record)
+    /// misleads lookups, never the uniqueness of a save.
+    #[test]
+    fn saves_are_planned_from_the_trees_not_the_read_caches() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = Options::default().warm_on_open(false);
+        let mut store = SledStore::open_with(dir.path().join("s"), options).unwrap();
+        store.save_token(&mut user(1)).unwrap();
+        let wrong = IndexFilter::new(16);
+        wrong.complete();
+        store.filter = Arc::new(OnceLock::from(wrong));
+        assert_eq!(
+            store.find_token(&lookups(1)[0]).unwrap(),
+            None,
+            "the filter misleads reads"
+        );
+        // The same user again (no id): it must update record 1, not add one.
+        let mut again = user(1).with_access_token("1000.a1");
+        store.save_token(&mut again).unwrap();
+        assert_eq!(again.id.as_deref(), Some("1"));
+        // A stale cached record (before the save above) must not let another
+        // record take the access token record 1 now holds.
+        let cache = store.cache.as_ref().unwrap();
+        let stale = cache.fill(cache.snapshot(), &user(1).with_id("1"));
+        assert!(stale.is_some());
+        let mut thief = user(2).with_access_token("1000.a1");
+        let err = store.save_token(&mut thief).unwrap_err();
+        assert!(
+            matches!(err, Error::Conflict { ref id, .. } if id == "1"),
+            "{err:?}"
+        );
+        assert_eq!(store.len(), 1);
+        assert!(store.check().unwrap().is_ok());
+    }
+
     #[test]
     fn a_key_that_sealed_its_budget_refuses_writes_until_changed() {
         let dir = tempfile::tempdir().unwrap();
         let key = Key::from_bytes([7; 32]);
         let mut store =
             SledStore::open_with(dir.path().join("s"), Options::default().encryption(key)).unwrap();
-        store.seal_budget = 3;
+        Arc::get_mut(&mut store.sealing).unwrap().set_seal_budget(3);
         let token = |n: u32| {
             OAuthToken::new()
                 .with_user_name(format!("user{n}"))
@@ -1652,7 +1758,7 @@ mod tests {
         store
             .set_encryption(Some(Key::from_bytes([8; 32])))
             .unwrap();
-        store.seal_budget = 4;
+        Arc::get_mut(&mut store.sealing).unwrap().set_seal_budget(4);
         store.save_token(&mut token(3)).unwrap();
         assert_eq!(store.len(), 4);
         let err = store.save_token(&mut token(5)).unwrap_err();

@@ -9,7 +9,7 @@ use sled::Batch as SledBatch;
 
 use super::{
     layout, secure_permissions, storage, Engine, SledStore, FORMAT_VERSION_KEY, KEY_CHECK_KEY,
-    LAST_ISSUED_KEY,
+    LAST_ISSUED_KEY, SEALED_KEY,
 };
 use crate::codec::{self, Sealing, DIGEST_LEN};
 use crate::error::{Error, Result};
@@ -74,7 +74,7 @@ impl SledStore {
         // Its thread reads the old generation with the old key.
         self.stop_warming();
         let new = Sealing::new(key.as_ref());
-        let last_issued = *self.writer.lock();
+        let last_issued = self.writer.lock().last_issued;
         let generation = self.generation + 1;
         let data_dir = layout::data_dir(&self.path, generation);
         // A leftover of an interrupted change is never live: start afresh.
@@ -93,10 +93,6 @@ impl SledStore {
             let id = std::str::from_utf8(&raw_id)
                 .map_err(|_| Error::corruption(None, "a record key is not UTF-8"))?;
             let record = self.sealing.decode(id, &bytes)?;
-            if new.key_check().is_some() {
-                // Counts the seal against the new key's budget.
-                engine.db.generate_id().map_err(storage)?;
-            }
             records.insert(raw_id.clone(), new.encode(&record)?);
             for field in IndexedField::ALL {
                 if let Some(value) = record.indexed(field) {
@@ -122,8 +118,11 @@ impl SledStore {
             &u32::from(new.format_version()).to_be_bytes(),
         );
         meta.insert(LAST_ISSUED_KEY, &last_issued.to_be_bytes());
+        // The new key's seal count starts with the records it sealed here.
+        let sealed = if new.counts_seals() { total as u64 } else { 0 };
         if let Some(check) = new.key_check() {
             meta.insert(KEY_CHECK_KEY, check.as_slice());
+            meta.insert(SEALED_KEY, &sealed.to_be_bytes());
         }
         engine.meta.apply_batch(meta).map_err(storage)?;
         engine.db.flush().map_err(storage)?;
@@ -136,6 +135,7 @@ impl SledStore {
         self.indexes = engine.indexes;
         self.meta = engine.meta;
         self.sealing = Arc::new(new);
+        self.writer.lock().sealed = sealed;
         // Every digest changed: the filter would rule out keys on disk.
         self.filter = Arc::default();
         if let Some(cache) = &self.cache {
