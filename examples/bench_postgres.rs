@@ -119,18 +119,19 @@ impl DbStore {
 }
 
 fn row_token(row: &postgres::Row) -> OAuthToken {
-    OAuthToken {
-        id: row.get(0),
-        user_name: row.get(1),
-        client_id: row.get(2),
-        client_secret: row.get(3),
-        refresh_token: row.get(4),
-        access_token: row.get(5),
-        grant_token: row.get(6),
-        expiry_time: row.get::<_, Option<String>>(7).and_then(|t| t.parse().ok()),
-        redirect_url: row.get(8),
-        api_domain: row.get(9),
-    }
+    // Field by field: the struct is non-exhaustive.
+    let mut token = OAuthToken::new();
+    token.id = row.get(0);
+    token.user_name = row.get(1);
+    token.client_id = row.get(2);
+    token.client_secret = row.get(3);
+    token.refresh_token = row.get(4);
+    token.access_token = row.get(5);
+    token.grant_token = row.get(6);
+    token.expiry_time = row.get::<_, Option<String>>(7).and_then(|t| t.parse().ok());
+    token.redirect_url = row.get(8);
+    token.api_domain = row.get(9);
+    token
 }
 
 impl Engine for DbStore {

@@ -141,12 +141,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let current = store.find_token_by_id(&id)?.expect("ana is stored");
     // Play the hour forward: the stored access token now expires in 1 s,
     // inside the SDK's 5-second margin.
-    let mut an_hour_later = OAuthToken {
-        id: Some(id.clone()),
-        access_token: current.access_token.clone(),
-        expiry_time: Some(now_ms() + 1_000),
-        ..OAuthToken::default()
-    };
+    let mut an_hour_later = OAuthToken::new()
+        .with_id(id.clone())
+        .with_expiry_time(now_ms() + 1_000);
+    an_hour_later.access_token = current.access_token.clone();
     store.save_token(&mut an_hour_later)?;
     let before = server.refreshes();
     let barrier = Arc::new(Barrier::new(16));

@@ -21,7 +21,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 ///
 /// let store = MemoryStore::new();
 /// // A token without any of access, refresh or grant token is refused.
-/// let mut token = OAuthToken { user_name: Some("ana@example.com".into()), ..Default::default() };
+/// let mut token = OAuthToken::new().with_user_name("ana@example.com");
 /// match store.save_token(&mut token) {
 ///     Err(Error::InvalidToken { reason }) => assert!(reason.contains("access_token")),
 ///     other => panic!("expected InvalidToken, got {other:?}"),
@@ -176,6 +176,14 @@ pub enum Error {
         code: String,
         /// The server's message (never holds a token value).
         detail: String,
+    },
+
+    /// The store named does not exist, and opening was asked not to create
+    /// it ([`OpenOptions::create`](crate::OpenOptions::create)`(false)`).
+    #[error("no token store at {location}; check the path or URL (nothing was created)")]
+    StoreNotFound {
+        /// The store as named (a directory, or a URL without its password).
+        location: String,
     },
 
     /// A database URL (`postgres://…`) that cannot be used. The message
@@ -350,7 +358,8 @@ pub enum ErrorKind {
     /// ([`Error::WrongKey`], [`Error::KeyRequired`], [`Error::NotEncrypted`],
     /// [`Error::RekeyRequired`], [`Error::InvalidKey`]).
     Key,
-    /// A store string or URL that cannot be used ([`Error::InvalidUrl`]).
+    /// A store string or URL that cannot be used, or names no store
+    /// ([`Error::InvalidUrl`], [`Error::StoreNotFound`]).
     InvalidLocation,
     /// The storage failed: the file system, the engine, a database server
     /// that is down or refused, a panicked writer ([`Error::Io`],
@@ -386,7 +395,7 @@ impl Error {
             | Error::NotEncrypted { .. }
             | Error::RekeyRequired { .. }
             | Error::InvalidKey { .. } => K::Key,
-            Error::InvalidUrl { .. } => K::InvalidLocation,
+            Error::InvalidUrl { .. } | Error::StoreNotFound { .. } => K::InvalidLocation,
             Error::Io(_)
             | Error::Unavailable { .. }
             | Error::Database { .. }

@@ -36,6 +36,7 @@
 
 mod backend;
 mod batch;
+mod check;
 mod codec;
 mod engine;
 mod error;
@@ -43,6 +44,7 @@ mod key;
 mod memory;
 #[cfg(feature = "oauth")]
 pub mod oauth;
+mod open;
 mod plan;
 #[cfg(feature = "postgres")]
 mod postgres_store;
@@ -51,20 +53,22 @@ mod sled_store;
 mod store;
 mod token;
 
-pub use backend::{open, open_with, AnyStore, Backend, OpenOptions, StoreInfo, StoreKind};
+pub use backend::{Backend, StoreInfo};
 pub use batch::Batch;
+pub use check::{CheckReport, Problem};
 pub use error::{Error, ErrorKind, Result};
 pub use key::Key;
 pub use memory::MemoryStore;
+pub use open::{open, open_with, AnyStore, OpenOptions, StoreKind};
 #[cfg(feature = "postgres")]
 pub use postgres_store::{PostgresOptions, PostgresStore};
 pub use rules::{lookup_key, LookupKey};
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub use sled_store::fuzzing;
-pub use sled_store::{CheckReport, Durability, Options, Problem, SledStore};
+pub use sled_store::{Durability, Options, SledOptions, SledStore};
 pub use store::TokenStore;
-pub use token::{now_ms, IndexedField, OAuthToken, DEFAULT_EXPIRY_MARGIN_MS};
+pub use token::{now_ms, Field, IndexedField, OAuthToken, DEFAULT_EXPIRY_MARGIN_MS};
 
 /// The README's examples, compiled and run as doc tests.
 #[cfg(doctest)]

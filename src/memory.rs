@@ -8,7 +8,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use parking_lot::RwLock;
 
-use crate::engine::{Engine, Plan, Replay};
+use crate::backend::{Backend, StoreInfo};
+use crate::check::CheckReport;
+use crate::engine::{self, Engine, Plan, Replay, Stage};
 use crate::error::Result;
 use crate::plan::{StoreView, WriteSet};
 use crate::token::{IndexedField, OAuthToken};
@@ -138,5 +140,32 @@ impl Engine for MemoryStore {
         inner.records.clear();
         inner.indexes.iter_mut().for_each(HashMap::clear);
         Ok(count)
+    }
+}
+
+impl Backend for MemoryStore {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+    fn location(&self) -> String {
+        "memory:".to_owned()
+    }
+    fn count(&self) -> Result<usize> {
+        Ok(self.len())
+    }
+    fn last_issued_id(&self) -> Result<u64> {
+        Ok(MemoryStore::last_issued_id(self))
+    }
+    fn check(&self) -> Result<CheckReport> {
+        Ok(CheckReport {
+            records: self.len(),
+            ..CheckReport::default()
+        })
+    }
+    fn apply_batch(&self, stage: &mut Stage<'_>) -> Result<()> {
+        engine::apply_batch(self, stage)
+    }
+    fn info(&self) -> Result<StoreInfo> {
+        Ok(StoreInfo::new(None, 1, false))
     }
 }

@@ -29,6 +29,15 @@ pub const DEFAULT_EXPIRY_MARGIN_MS: i64 = 5_000;
 /// assert!(shown.contains("[redacted]"));
 /// assert!(!shown.contains("secret-refresh"));
 /// ```
+///
+/// Adding a field to this struct breaks neither stored data nor callers
+/// that build tokens with [`OAuthToken::new`] and the `with_*` setters (or
+/// a struct expression ending in `..Default::default()`): what is stored
+/// is the codec's own versioned layout, not this struct, and [`Field`]
+/// lists the fields for everything that walks them. (It stays a plain
+/// struct, not `#[non_exhaustive]`, so that struct expressions with
+/// `..Default::default()` keep working in other crates, as the Zoho
+/// SDK's own code reads.)
 #[derive(Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OAuthToken {
     /// The record's unique key; assigned by the store on insert when absent.
@@ -239,35 +248,18 @@ impl OAuthToken {
     /// assert_eq!(stored.access_token.as_deref(), Some("a2"));
     /// ```
     pub fn merge_from(&mut self, update: &OAuthToken) {
-        let OAuthToken {
-            id,
-            user_name,
-            client_id,
-            client_secret,
-            refresh_token,
-            access_token,
-            grant_token,
-            expiry_time,
-            redirect_url,
-            api_domain,
-        } = update;
-        fn take(into: &mut Option<String>, from: &Option<String>) {
+        for (into, from) in self
+            .string_fields_mut()
+            .into_iter()
+            .zip(update.string_fields())
+        {
             if let Some(v) = present(from) {
                 *into = Some(v.to_owned());
             }
         }
-        take(&mut self.id, id);
-        take(&mut self.user_name, user_name);
-        take(&mut self.client_id, client_id);
-        take(&mut self.client_secret, client_secret);
-        take(&mut self.refresh_token, refresh_token);
-        take(&mut self.access_token, access_token);
-        take(&mut self.grant_token, grant_token);
-        if let Some(t) = expiry_time {
-            self.expiry_time = Some(*t);
+        if let Some(t) = update.expiry_time {
+            self.expiry_time = Some(t);
         }
-        take(&mut self.redirect_url, redirect_url);
-        take(&mut self.api_domain, api_domain);
     }
 
     /// Whether the access token expires within `margin_ms` of `now_ms` (both in
@@ -356,18 +348,17 @@ impl fmt::Debug for Redacted<'_> {
 
 impl fmt::Debug for OAuthToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OAuthToken")
-            .field("id", &self.id)
-            .field("user_name", &self.user_name)
-            .field("client_id", &self.client_id)
-            .field("client_secret", &Redacted(&self.client_secret))
-            .field("refresh_token", &Redacted(&self.refresh_token))
-            .field("access_token", &Redacted(&self.access_token))
-            .field("grant_token", &Redacted(&self.grant_token))
-            .field("expiry_time", &self.expiry_time)
-            .field("redirect_url", &self.redirect_url)
-            .field("api_domain", &self.api_domain)
-            .finish()
+        let mut shown = f.debug_struct("OAuthToken");
+        for field in Field::ALL {
+            match field.slot {
+                Slot::Text(at) if field.secret => {
+                    shown.field(field.name, &Redacted(self.string_fields()[at]))
+                }
+                Slot::Text(at) => shown.field(field.name, self.string_fields()[at]),
+                Slot::ExpiryTime => shown.field(field.name, &self.expiry_time),
+            };
+        }
+        shown.finish()
     }
 }
 
@@ -382,15 +373,124 @@ impl fmt::Debug for OAuthToken {
 /// ```
 impl zeroize::Zeroize for OAuthToken {
     fn zeroize(&mut self) {
-        self.id.zeroize();
-        self.user_name.zeroize();
-        self.client_id.zeroize();
-        self.client_secret.zeroize();
-        self.refresh_token.zeroize();
-        self.access_token.zeroize();
-        self.grant_token.zeroize();
+        for field in self.string_fields_mut() {
+            field.zeroize();
+        }
         self.expiry_time.zeroize();
-        self.redirect_url.zeroize();
-        self.api_domain.zeroize();
+    }
+}
+
+/// Where a [`Field`]'s value lives in the struct.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Slot {
+    /// At this place of [`OAuthToken::string_fields`].
+    Text(usize),
+    /// `expiry_time`.
+    ExpiryTime,
+}
+
+/// One field of [`OAuthToken`]: its name, whether it holds a secret, and
+/// its value as text. [`Field::ALL`] is the one list of the record's
+/// fields that the redacting `Debug`, the command's CSV and JSON, and the
+/// Python bindings follow; a field added to the record is added here.
+///
+/// ```
+/// use tokenstore::{Field, OAuthToken};
+///
+/// let mut token = OAuthToken::new().with_user_name("ana");
+/// let expiry = Field::named("expiry_time").unwrap();
+/// expiry.set_text(&mut token, Some("1700000000000"))?;
+/// assert_eq!(token.expiry_time, Some(1_700_000_000_000));
+/// assert_eq!(Field::named("user_name").unwrap().text(&token).as_deref(), Some("ana"));
+/// let secrets: Vec<&str> = Field::ALL.iter().filter(|f| f.is_secret()).map(|f| f.name()).collect();
+/// assert_eq!(secrets, ["client_secret", "refresh_token", "access_token", "grant_token"]);
+/// # Ok::<(), tokenstore::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Field {
+    name: &'static str,
+    secret: bool,
+    slot: Slot,
+}
+
+impl Field {
+    const fn string(name: &'static str, secret: bool, at: usize) -> Field {
+        Field {
+            name,
+            secret,
+            slot: Slot::Text(at),
+        }
+    }
+
+    /// Every field of the record, in declaration order.
+    pub const ALL: [Field; 10] = [
+        Field::string("id", false, 0),
+        Field::string("user_name", false, 1),
+        Field::string("client_id", false, 2),
+        Field::string("client_secret", true, 3),
+        Field::string("refresh_token", true, 4),
+        Field::string("access_token", true, 5),
+        Field::string("grant_token", true, 6),
+        Field {
+            name: "expiry_time",
+            secret: false,
+            slot: Slot::ExpiryTime,
+        },
+        Field::string("redirect_url", false, 7),
+        Field::string("api_domain", false, 8),
+    ];
+
+    /// The field called `name` (as in [`OAuthToken`]).
+    pub fn named(name: &str) -> Option<Field> {
+        Field::ALL.into_iter().find(|field| field.name == name)
+    }
+
+    /// The field's name, as in [`OAuthToken`].
+    pub fn name(self) -> &'static str {
+        self.name
+    }
+
+    /// Whether the field holds a secret, never shown unless asked for.
+    pub fn is_secret(self) -> bool {
+        self.secret
+    }
+
+    /// The field's value as text (`expiry_time` in decimal milliseconds),
+    /// `None` when absent or empty.
+    pub fn text(self, token: &OAuthToken) -> Option<String> {
+        match self.slot {
+            Slot::Text(at) => present(token.string_fields()[at]).map(str::to_owned),
+            Slot::ExpiryTime => token.expiry_time.map(|t| t.to_string()),
+        }
+    }
+
+    /// Sets the field from text (`None` or empty: absent).
+    ///
+    /// # Errors
+    /// [`Error::InvalidToken`](crate::Error::InvalidToken) when
+    /// `expiry_time` is not a whole number of milliseconds.
+    pub fn set_text(self, token: &mut OAuthToken, value: Option<&str>) -> crate::Result<()> {
+        let value = value.filter(|v| !v.is_empty());
+        match self.slot {
+            Slot::Text(at) => *token.string_fields_mut()[at] = value.map(str::to_owned),
+            Slot::ExpiryTime => {
+                token.expiry_time = value
+                    .map(|v| {
+                        v.trim().parse::<i64>().map_err(|_| {
+                            crate::Error::invalid(
+                                "expiry_time must be a whole number of milliseconds since the Unix epoch",
+                            )
+                        })
+                    })
+                    .transpose()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name)
     }
 }

@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 
 use super::{col, map_pg, PostgresStore};
+use crate::check::{duplicate_values, CheckReport, Problem};
 use crate::error::{Error, Result};
-use crate::sled_store::{duplicate_values, CheckReport, Problem};
 use crate::token::IndexedField;
 
 impl PostgresStore {

@@ -78,14 +78,14 @@ use postgres::types::Type;
 use postgres::{GenericClient, NoTls};
 use r2d2_postgres::PostgresConnectionManager;
 
-use crate::backend::{AnyStore, Backend, OpenOptions, StoreInfo};
+use crate::backend::{Backend, StoreInfo};
 use crate::batch::Batch;
+use crate::check::CheckReport;
 use crate::codec::Sealing;
 use crate::engine::{self, Engine, Plan, Replay, Stage};
 use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::plan::{StoreView, WriteSet};
-use crate::sled_store::CheckReport;
 use crate::token::{IndexedField, OAuthToken};
 
 /// The write lock of every process sharing the database: held shared by
@@ -122,6 +122,7 @@ pub struct PostgresOptions {
     pool_wait: Duration,
     statement_timeout: Duration,
     encryption: Option<Key>,
+    create: bool,
 }
 
 impl Default for PostgresOptions {
@@ -132,6 +133,7 @@ impl Default for PostgresOptions {
             pool_wait: Duration::from_secs(10),
             statement_timeout: Duration::from_secs(30),
             encryption: None,
+            create: true,
         }
     }
 }
@@ -182,6 +184,15 @@ impl PostgresOptions {
     }
 
     /// The pool size.
+    /// Whether a database without the store's tables gets them (the
+    /// default) or is refused with [`Error::StoreNotFound`].
+    #[must_use]
+    pub fn create(mut self, create: bool) -> Self {
+        self.create = create;
+        self
+    }
+
+    /// The number of connections the store keeps.
     pub fn pool_size_value(&self) -> u32 {
         self.pool_size
     }
@@ -290,7 +301,12 @@ impl PostgresStore {
         // the pool wait ends: those fail at once, with the server's reason.
         store.off_runtime(|| {
             let mut first = config.connect(NoTls).map_err(map_pg("connecting"))?;
-            schema::ensure(&mut first, &store.sealing, &store.target)
+            schema::ensure(
+                &mut first,
+                &store.sealing,
+                &store.target,
+                store.options.create,
+            )
         })?;
         Ok(store)
     }
@@ -964,17 +980,6 @@ fn describe(config: &postgres::Config) -> String {
         .collect();
     let dbname = config.get_dbname().unwrap_or_default();
     format!("postgres://{user}{}/{dbname}", hosts.join(","))
-}
-
-/// `tokenstore::open("postgres://…")`.
-pub(crate) fn open_backend(url: &str, options: OpenOptions) -> Result<AnyStore> {
-    let mut pg = PostgresOptions::default();
-    if let Some(key) = options.encryption_key() {
-        pg = pg.encryption(key.clone());
-    }
-    Ok(AnyStore::new(Box::new(PostgresStore::connect_with(
-        url, pg,
-    )?)))
 }
 
 impl Backend for PostgresStore {

@@ -66,7 +66,12 @@ struct Meta {
 /// format of `sealing`, and checks an existing one against it.
 ///
 /// `target` names the store in errors (its URL without the password).
-pub(crate) fn ensure(client: &mut Client, sealing: &Sealing, target: &str) -> Result<()> {
+pub(crate) fn ensure(
+    client: &mut Client,
+    sealing: &Sealing,
+    target: &str,
+    create: bool,
+) -> Result<()> {
     let what = "creating or checking the schema";
     let mut tx = client.transaction().map_err(map_pg(what))?;
     tx.query_typed(
@@ -79,6 +84,11 @@ pub(crate) fn ensure(client: &mut Client, sealing: &Sealing, target: &str) -> Re
         .query_one("SELECT to_regclass('tokenstore_meta') IS NOT NULL", &[])
         .map_err(map_pg(what))?
         .get(0);
+    if !exists && !create {
+        return Err(Error::StoreNotFound {
+            location: target.to_owned(),
+        });
+    }
     if exists {
         if let Some(meta) = read_meta(&mut tx, what)? {
             if meta.schema_version > SCHEMA_VERSION {

@@ -9,6 +9,7 @@
 //! (group commit), and concurrent `save_token` calls share the transaction
 //! too (write combining, see `combine`).
 
+mod backend;
 mod batch;
 mod cache;
 mod check;
@@ -27,10 +28,6 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::{Batch as SledBatch, Transactional, Tree};
-
-#[cfg(feature = "postgres")]
-pub(crate) use check::duplicate_values;
-pub use check::{CheckReport, Problem};
 
 use crate::codec::{self, Sealing};
 use crate::engine::{Engine as StorageEngine, Plan, Replay};
@@ -110,10 +107,10 @@ impl Durability {
 ///
 /// ```
 /// use std::time::Duration;
-/// use tokenstore::{Durability, Options, SledStore};
+/// use tokenstore::{Durability, SledOptions, SledStore};
 ///
 /// let dir = tempfile::tempdir()?;
-/// let options = Options::default()
+/// let options = SledOptions::default()
 ///     .durability(Durability::Buffered { flush_every: Duration::from_millis(100) })
 ///     .cache_capacity(64 << 20);
 /// let store = SledStore::open_with(dir.path().join("tokens"), options.clone())?;
@@ -121,7 +118,7 @@ impl Durability {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone)]
-pub struct Options {
+pub struct SledOptions {
     durability: Durability,
     cache_capacity: u64,
     /// `None`: the default, which depends on encryption.
@@ -132,12 +129,12 @@ pub struct Options {
     lock_wait: Duration,
 }
 
-impl Default for Options {
+impl Default for SledOptions {
     /// Durable writes, a 256 MiB page cache, a record cache of up to 2 GiB
     /// (64 MiB in an encrypted store) filled in the background after
     /// opening, no encryption.
     fn default() -> Self {
-        Options {
+        SledOptions {
             durability: Durability::Durable,
             cache_capacity: 256 << 20,
             record_cache: None,
@@ -148,7 +145,7 @@ impl Default for Options {
     }
 }
 
-impl Options {
+impl SledOptions {
     /// Sets when writes reach the disk (see [`Durability`]).
     #[must_use]
     pub fn durability(mut self, durability: Durability) -> Self {
@@ -192,12 +189,12 @@ impl Options {
     /// encrypted one (it would decrypt every record it can hold).
     ///
     /// ```
-    /// use tokenstore::{Key, Options};
+    /// use tokenstore::{Key, SledOptions};
     ///
-    /// assert!(Options::default().warms_on_open());
-    /// assert!(!Options::default().warm_on_open(false).warms_on_open());
-    /// assert!(!Options::default().encryption(Key::from_bytes([1; 32])).warms_on_open());
-    /// assert!(!Options::default().record_cache(0).warm_on_open(true).warms_on_open());
+    /// assert!(SledOptions::default().warms_on_open());
+    /// assert!(!SledOptions::default().warm_on_open(false).warms_on_open());
+    /// assert!(!SledOptions::default().encryption(Key::from_bytes([1; 32])).warms_on_open());
+    /// assert!(!SledOptions::default().record_cache(0).warm_on_open(true).warms_on_open());
     /// ```
     #[must_use]
     pub fn warm_on_open(mut self, warm: bool) -> Self {
@@ -213,20 +210,20 @@ impl Options {
     /// otherwise [`Error::WrongKey`].
     ///
     /// ```
-    /// use tokenstore::{Error, Key, OAuthToken, Options, SledStore, TokenStore};
+    /// use tokenstore::{Error, Key, OAuthToken, SledOptions, SledStore, TokenStore};
     ///
     /// let dir = tempfile::tempdir()?;
     /// let path = dir.path().join("tokens");
     /// let key = Key::generate()?;
     /// {
-    ///     let store = SledStore::open_with(&path, Options::default().encryption(key.clone()))?;
+    ///     let store = SledStore::open_with(&path, SledOptions::default().encryption(key.clone()))?;
     ///     let mut token = OAuthToken::new().with_user_name("ana").with_refresh_token("1000.r");
     ///     store.save_token(&mut token)?;
     /// }
-    /// let wrong = Options::default().encryption(Key::generate()?);
+    /// let wrong = SledOptions::default().encryption(Key::generate()?);
     /// assert!(matches!(SledStore::open_with(&path, wrong), Err(Error::WrongKey { .. })));
     /// assert!(matches!(SledStore::open(&path), Err(Error::KeyRequired { .. })));
-    /// let store = SledStore::open_with(&path, Options::default().encryption(key))?;
+    /// let store = SledStore::open_with(&path, SledOptions::default().encryption(key))?;
     /// assert!(store.find_token(&OAuthToken::new().with_user_name("ana"))?.is_some());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -246,7 +243,7 @@ impl Options {
     ///
     /// ```
     /// use std::time::{Duration, Instant};
-    /// use tokenstore::{Error, Options, SledStore};
+    /// use tokenstore::{Error, SledOptions, SledStore};
     ///
     /// let dir = tempfile::tempdir()?;
     /// let path = dir.path().join("tokens");
@@ -255,7 +252,7 @@ impl Options {
     /// assert!(matches!(SledStore::open(&path), Err(Error::Locked { .. })));
     /// // ...or waits, here in vain: the first handle stays open.
     /// let started = Instant::now();
-    /// let waiting = Options::default().wait_for_lock(Duration::from_millis(300));
+    /// let waiting = SledOptions::default().wait_for_lock(Duration::from_millis(300));
     /// assert!(matches!(SledStore::open_with(&path, waiting), Err(Error::Locked { .. })));
     /// assert!(started.elapsed() >= Duration::from_millis(300));
     /// # drop(first);
@@ -351,7 +348,7 @@ pub struct SledStore {
     written: AtomicU64,
     /// [`RESNAPSHOT_AFTER_WRITES`] (a field so a test can lower it).
     resnapshot_after: u64,
-    options: Options,
+    options: SledOptions,
     path: PathBuf,
     /// Dropped after every handle on the sled database (fields drop in
     /// order) and before the directory lock.
@@ -368,6 +365,10 @@ impl std::fmt::Debug for SledStore {
             .finish_non_exhaustive()
     }
 }
+
+/// The name [`SledOptions`] had before the opener took options for every
+/// backend ([`OpenOptions`](crate::OpenOptions)).
+pub type Options = SledOptions;
 
 /// Maps sled's errors to ours; sled's types never reach the public API.
 fn storage(e: sled::Error) -> Error {
@@ -414,7 +415,7 @@ fn abort(e: Error) -> ConflictableTransactionError<Error> {
 
 impl SledStore {
     /// Opens (creating if needed) the database directory `path` with the
-    /// default [`Options`]: durable writes.
+    /// default [`SledOptions`]: durable writes.
     ///
     /// # Errors
     /// [`Error::Locked`] if the database is open elsewhere,
@@ -422,14 +423,14 @@ impl SledStore {
     /// version, [`Error::Io`] if the path cannot be used (for example it is a
     /// file), [`Error::Corruption`] if its metadata is damaged.
     pub fn open(path: impl AsRef<Path>) -> Result<SledStore> {
-        Self::open_with(path, Options::default())
+        Self::open_with(path, SledOptions::default())
     }
 
     /// Opens (creating if needed) the database directory `path`.
     ///
     /// # Errors
     /// As for [`open`](Self::open).
-    pub fn open_with(path: impl AsRef<Path>, options: Options) -> Result<SledStore> {
+    pub fn open_with(path: impl AsRef<Path>, options: SledOptions) -> Result<SledStore> {
         let path = path.as_ref().to_path_buf();
         create_private_dir(&path)?;
         let lock = lock_directory(&path, options.lock_wait)?;
@@ -486,13 +487,31 @@ impl SledStore {
         Ok(store)
     }
 
+    /// Whether `path` holds a token store (a directory a store was opened
+    /// in), without opening it.
+    ///
+    /// ```
+    /// use tokenstore::SledStore;
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let path = dir.path().join("tokens");
+    /// assert!(!SledStore::exists(&path));
+    /// drop(SledStore::open(&path)?);
+    /// assert!(SledStore::exists(&path));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn exists(path: impl AsRef<Path>) -> bool {
+        let path = path.as_ref();
+        path.is_dir() && path.join(LOCK_FILE).is_file()
+    }
+
     /// The database directory.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
     /// The options the store was opened with.
-    pub fn options(&self) -> &Options {
+    pub fn options(&self) -> &SledOptions {
         &self.options
     }
 
@@ -516,10 +535,10 @@ impl SledStore {
     /// every write; buffered ones can call it at chosen points.
     ///
     /// ```
-    /// use tokenstore::{Durability, OAuthToken, Options, SledStore, TokenStore};
+    /// use tokenstore::{Durability, OAuthToken, SledOptions, SledStore, TokenStore};
     ///
     /// let dir = tempfile::tempdir()?;
-    /// let options = Options::default().durability(Durability::BUFFERED);
+    /// let options = SledOptions::default().durability(Durability::BUFFERED);
     /// let store = SledStore::open_with(dir.path().join("tokens"), options)?;
     /// for n in 0..100 {
     ///     let mut token = OAuthToken::new().with_user_name(format!("user{n}")).with_access_token(format!("a{n}"));
@@ -542,14 +561,14 @@ impl SledStore {
     /// records it read. Safe to run while the store is in use (for example
     /// from a thread of its own right after opening): writes that race it
     /// are never shadowed by what it read. When the store started this
-    /// warm-up itself at open ([`Options::warm_on_open`], the default for a
+    /// warm-up itself at open ([`SledOptions::warm_on_open`], the default for a
     /// plain store), this waits for that one to finish instead.
     ///
     /// ```
-    /// use tokenstore::{OAuthToken, Options, SledStore, TokenStore};
+    /// use tokenstore::{OAuthToken, SledOptions, SledStore, TokenStore};
     ///
     /// let dir = tempfile::tempdir()?;
-    /// let options = Options::default().warm_on_open(false);
+    /// let options = SledOptions::default().warm_on_open(false);
     /// let store = SledStore::open_with(dir.path().join("tokens"), options)?;
     /// store.save_token(&mut OAuthToken::new().with_user_name("ana").with_refresh_token("1000.r"))?;
     /// assert_eq!(store.warm_cache()?, 1);
@@ -934,7 +953,7 @@ impl Drop for Resnapshot {
     }
 }
 
-fn sled_config(options: &Options, data_dir: &Path) -> sled::Config {
+fn sled_config(options: &SledOptions, data_dir: &Path) -> sled::Config {
     let flush_every = match options.durability {
         Durability::Durable => Some(500),
         Durability::Buffered { flush_every } => Some(
@@ -960,7 +979,7 @@ struct Engine {
 impl Engine {
     /// Opens (creating) the sled database in `data_dir`; `path` is the
     /// store directory, for messages.
-    fn open(options: &Options, data_dir: &Path, path: &Path) -> Result<Engine> {
+    fn open(options: &SledOptions, data_dir: &Path, path: &Path) -> Result<Engine> {
         let db = open_sled(&sled_config(options, data_dir), path)?;
         let open_tree = |name: &str| db.open_tree(name).map_err(storage);
         Ok(Engine {
@@ -1482,7 +1501,7 @@ mod tests {
         let path = dir.path().join("s");
         {
             let store =
-                SledStore::open_with(&path, Options::default().warm_on_open(false)).unwrap();
+                SledStore::open_with(&path, SledOptions::default().warm_on_open(false)).unwrap();
             assert!(store.warming.thread.lock().is_none());
             for n in 0..50 {
                 store.save_token(&mut user(n)).unwrap();
@@ -1506,7 +1525,7 @@ mod tests {
         let mut store = SledStore::open(&path).unwrap();
         store.set_encryption(Some(key.clone())).unwrap();
         drop(store);
-        let store = SledStore::open_with(&path, Options::default().encryption(key)).unwrap();
+        let store = SledStore::open_with(&path, SledOptions::default().encryption(key)).unwrap();
         assert!(store.warming.thread.lock().is_none());
         assert_eq!(store.cache.as_ref().unwrap().weight(), 0);
     }
@@ -1532,13 +1551,15 @@ mod tests {
         let before = 3_000;
         {
             let store =
-                SledStore::open_with(&path, Options::default().warm_on_open(false)).unwrap();
+                SledStore::open_with(&path, SledOptions::default().warm_on_open(false)).unwrap();
             store
                 .batch(|b| (0..before).try_for_each(|n| b.save_token(&mut user(n))))
                 .unwrap();
         }
         // A record cache too small for the hints to answer most lookups.
-        let options = Options::default().record_cache(16 << 10).warm_on_open(true);
+        let options = SledOptions::default()
+            .record_cache(16 << 10)
+            .warm_on_open(true);
         let store = Arc::new(SledStore::open_with(&path, options).unwrap());
         // Saves racing the warm-up's walk of the index trees.
         let writer = {
@@ -1590,7 +1611,9 @@ mod tests {
         drop(SledStore::open(&path).unwrap());
         let walked = Arc::new(std::sync::Barrier::new(2));
         WALKED.with(|w| *w.borrow_mut() = Some(Arc::clone(&walked)));
-        let options = Options::default().record_cache(16 << 10).warm_on_open(true);
+        let options = SledOptions::default()
+            .record_cache(16 << 10)
+            .warm_on_open(true);
         let store = SledStore::open_with(&path, options).unwrap();
         walked.wait();
         for n in 0..200 {
@@ -1612,7 +1635,7 @@ mod tests {
     #[test]
     fn colliding_cache_keys_never_answer_for_another_user() {
         let dir = tempfile::tempdir().unwrap();
-        let options = Options::default().warm_on_open(false);
+        let options = SledOptions::default().warm_on_open(false);
         let mut store = SledStore::open_with(dir.path().join("s"), options).unwrap();
         Arc::get_mut(store.cache.as_mut().unwrap()).unwrap().collide = true;
         for n in 0..20 {
@@ -1637,7 +1660,11 @@ mod tests {
     fn a_key_change_drops_the_index_filter() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s");
-        let options = || Options::default().record_cache(16 << 10).warm_on_open(true);
+        let options = || {
+            SledOptions::default()
+                .record_cache(16 << 10)
+                .warm_on_open(true)
+        };
         {
             let store = SledStore::open_with(&path, options()).unwrap();
             for n in 0..200 {
@@ -1700,7 +1727,7 @@ mod tests {
     #[test]
     fn saves_are_planned_from_the_trees_not_the_read_caches() {
         let dir = tempfile::tempdir().unwrap();
-        let options = Options::default().warm_on_open(false);
+        let options = SledOptions::default().warm_on_open(false);
         let mut store = SledStore::open_with(dir.path().join("s"), options).unwrap();
         store.save_token(&mut user(1)).unwrap();
         let wrong = IndexFilter::new(16);
@@ -1735,7 +1762,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key = Key::from_bytes([7; 32]);
         let mut store =
-            SledStore::open_with(dir.path().join("s"), Options::default().encryption(key)).unwrap();
+            SledStore::open_with(dir.path().join("s"), SledOptions::default().encryption(key))
+                .unwrap();
         Arc::get_mut(&mut store.sealing).unwrap().set_seal_budget(3);
         let token = |n: u32| {
             OAuthToken::new()

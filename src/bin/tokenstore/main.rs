@@ -570,16 +570,14 @@ fn find(store: &dyn Backend, args: &FindArgs, out: Output) -> CliResult {
     let refresh = secret(&args.refresh, "--refresh")?;
     let grant = secret(&args.grant, "--grant")?;
     let client_secret = secret(&args.client_secret, "--client-secret")?;
-    let query = OAuthToken {
-        id: args.id.clone(),
-        user_name: args.user.clone(),
-        client_id: args.client_id.clone(),
-        client_secret,
-        refresh_token: refresh,
-        access_token: access,
-        grant_token: grant,
-        ..OAuthToken::default()
-    };
+    let mut query = OAuthToken::new();
+    query.id = args.id.clone();
+    query.user_name = args.user.clone();
+    query.client_id = args.client_id.clone();
+    query.client_secret = client_secret;
+    query.refresh_token = refresh;
+    query.access_token = access;
+    query.grant_token = grant;
     let Some(rule) = lookup_key(&query) else {
         return Err(CliError::input(
             "these options select no record: give --user, or --access (without client \

@@ -1,0 +1,377 @@
+//! One way to open any store, and the only module that names the backends:
+//! [`open`] reads a string — a directory path (the embedded
+//! [`SledStore`]), `postgres://…` (the shared PostgreSQL backend, with the
+//! `postgres` feature) or `memory:` — and returns an [`AnyStore`]: the six
+//! [`TokenStore`] operations plus what tools need ([`Backend`]).
+//!
+//! The CLI, the Python bindings and the demo hold an `AnyStore` and never ask
+//! which backend is behind it.
+
+use std::fmt;
+use std::ops::{Deref, DerefMut};
+use std::path::Path;
+use std::time::Duration;
+
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::key::Key;
+use crate::memory::MemoryStore;
+use crate::sled_store::{Durability, SledOptions, SledStore};
+use crate::store::TokenStore;
+use crate::token::OAuthToken;
+
+/// How [`open_with`] opens a store, whatever its backend: each setting
+/// reaches the backends it means something to (named as in
+/// [`SledOptions`] and `PostgresOptions`), and the others ignore it. The
+/// defaults: no key, create a missing store, fail at once if an embedded
+/// store is locked by another process, each backend's own defaults for
+/// the rest.
+///
+/// ```
+/// use std::time::Duration;
+/// use tokenstore::{Durability, Error, Key, OpenOptions};
+///
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("tokens");
+/// let path = path.to_str().unwrap();
+/// // A mistyped path is an error, not a new empty store...
+/// let existing = OpenOptions::new().create(false);
+/// assert!(matches!(tokenstore::open_with(path, existing), Err(Error::StoreNotFound { .. })));
+/// // ...unless creating it is what is asked.
+/// let options = OpenOptions::new()
+///     .encryption(Key::generate()?)
+///     .durability(Durability::BUFFERED)
+///     .wait_for_lock(Duration::from_secs(10));
+/// let store = tokenstore::open_with(path, options)?;
+/// assert!(store.info()?.encrypted);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct OpenOptions {
+    key: Option<Key>,
+    wait_for_lock: Option<Duration>,
+    create: bool,
+    durability: Option<Durability>,
+    record_cache: Option<u64>,
+    pool_size: Option<u32>,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            key: None,
+            wait_for_lock: None,
+            create: true,
+            durability: None,
+            record_cache: None,
+            pool_size: None,
+        }
+    }
+}
+
+impl fmt::Debug for OpenOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpenOptions")
+            .field("key", &self.key.as_ref().map(|_| "[redacted]"))
+            .field("wait_for_lock", &self.wait_for_lock)
+            .field("create", &self.create)
+            .field("durability", &self.durability)
+            .field("record_cache", &self.record_cache)
+            .field("pool_size", &self.pool_size)
+            .finish()
+    }
+}
+
+impl OpenOptions {
+    /// The defaults.
+    pub fn new() -> Self {
+        OpenOptions::default()
+    }
+
+    /// Opens (or creates) an encrypted store with this key
+    /// ([`SledOptions::encryption`], `PostgresOptions::encryption`).
+    #[must_use]
+    pub fn encryption(mut self, key: Key) -> Self {
+        self.key = Some(key);
+        self
+    }
+
+    /// The same as [`encryption`](Self::encryption).
+    #[must_use]
+    pub fn key(self, key: Key) -> Self {
+        self.encryption(key)
+    }
+
+    /// Opens with this key if it is `Some`, without one otherwise.
+    #[must_use]
+    pub fn maybe_key(mut self, key: Option<Key>) -> Self {
+        self.key = key;
+        self
+    }
+
+    /// Whether a store that does not exist yet is created (the default) or
+    /// refused with [`Error::StoreNotFound`]: tools that expect an existing
+    /// store pass `false`, so that a mistyped path is an error.
+    #[must_use]
+    pub fn create(mut self, create: bool) -> Self {
+        self.create = create;
+        self
+    }
+
+    /// When an embedded store is locked by another process, waits up to
+    /// `timeout` for it to be released instead of failing at once with
+    /// [`Error::Locked`] ([`SledOptions::wait_for_lock`]).
+    #[must_use]
+    pub fn wait_for_lock(mut self, timeout: Duration) -> Self {
+        self.wait_for_lock = Some(timeout);
+        self
+    }
+
+    /// When an embedded store's writes reach the disk
+    /// ([`SledOptions::durability`]; a database server decides its own).
+    #[must_use]
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = Some(durability);
+        self
+    }
+
+    /// The bound of an embedded store's record cache, in bytes
+    /// ([`SledOptions::record_cache`]).
+    #[must_use]
+    pub fn record_cache(mut self, bytes: u64) -> Self {
+        self.record_cache = Some(bytes);
+        self
+    }
+
+    /// How many connections a database backend keeps
+    /// (`PostgresOptions::pool_size`).
+    #[must_use]
+    pub fn pool_size(mut self, connections: u32) -> Self {
+        self.pool_size = Some(connections);
+        self
+    }
+
+    /// The key, if one was given.
+    pub fn encryption_key(&self) -> Option<&Key> {
+        self.key.as_ref()
+    }
+
+    /// How long to wait for a locked embedded store, if at all.
+    pub fn lock_wait(&self) -> Option<Duration> {
+        self.wait_for_lock
+    }
+
+    /// Whether a missing store is created.
+    pub fn creates(&self) -> bool {
+        self.create
+    }
+
+    /// The embedded engine's options that these stand for.
+    fn sled_options(&self) -> SledOptions {
+        let mut options = SledOptions::default();
+        if let Some(wait) = self.wait_for_lock {
+            options = options.wait_for_lock(wait);
+        }
+        if let Some(durability) = self.durability {
+            options = options.durability(durability);
+        }
+        if let Some(bytes) = self.record_cache {
+            options = options.record_cache(bytes);
+        }
+        match &self.key {
+            Some(key) => options.encryption(key.clone()),
+            None => options,
+        }
+    }
+}
+
+/// Which backend a store string names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreKind {
+    /// A directory: the embedded sled store.
+    Sled,
+    /// `postgres://…` or `postgresql://…`: the shared PostgreSQL backend.
+    Postgres,
+    /// `memory:`: a store in this process's memory, gone when dropped.
+    Memory,
+}
+
+impl StoreKind {
+    /// The backend `spec` names (see [`open`]).
+    ///
+    /// ```
+    /// use tokenstore::StoreKind;
+    ///
+    /// assert_eq!(StoreKind::of("./tokens"), StoreKind::Sled);
+    /// assert_eq!(StoreKind::of("postgres://app@db.internal/tokens"), StoreKind::Postgres);
+    /// assert_eq!(StoreKind::of("memory:"), StoreKind::Memory);
+    /// ```
+    pub fn of(spec: &str) -> StoreKind {
+        let lower = spec.trim_start().to_ascii_lowercase();
+        if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
+            StoreKind::Postgres
+        } else if lower == "memory:" {
+            StoreKind::Memory
+        } else {
+            StoreKind::Sled
+        }
+    }
+}
+
+/// A store of any backend, opened from a string by [`open`]: dereferences to
+/// [`dyn Backend`](Backend) and is itself a [`TokenStore`].
+pub struct AnyStore {
+    inner: Box<dyn Backend>,
+}
+
+impl AnyStore {
+    /// Wraps an opened backend.
+    ///
+    /// ```
+    /// use tokenstore::{AnyStore, MemoryStore};
+    ///
+    /// let store = AnyStore::new(Box::new(MemoryStore::new()));
+    /// assert_eq!(store.kind(), "memory");
+    /// ```
+    pub fn new(inner: Box<dyn Backend>) -> Self {
+        AnyStore { inner }
+    }
+
+    /// The backend, to keep or to downcast-free pass on.
+    pub fn into_inner(self) -> Box<dyn Backend> {
+        self.inner
+    }
+}
+
+impl fmt::Debug for AnyStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.inner.fmt(f)
+    }
+}
+
+impl Deref for AnyStore {
+    type Target = dyn Backend;
+    fn deref(&self) -> &Self::Target {
+        &*self.inner
+    }
+}
+
+impl DerefMut for AnyStore {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut *self.inner
+    }
+}
+
+impl TokenStore for AnyStore {
+    fn find_token(&self, query: &OAuthToken) -> Result<Option<OAuthToken>> {
+        self.inner.find_token(query)
+    }
+    fn save_token(&self, token: &mut OAuthToken) -> Result<()> {
+        self.inner.save_token(token)
+    }
+    fn delete_token(&self, id: &str) -> Result<bool> {
+        self.inner.delete_token(id)
+    }
+    fn get_tokens(&self) -> Result<Vec<OAuthToken>> {
+        self.inner.get_tokens()
+    }
+    fn delete_tokens(&self) -> Result<usize> {
+        self.inner.delete_tokens()
+    }
+    fn find_token_by_id(&self, id: &str) -> Result<Option<OAuthToken>> {
+        self.inner.find_token_by_id(id)
+    }
+    fn with_refresh_lock(&self, id: &str, critical: &mut dyn FnMut() -> Result<()>) -> Result<()> {
+        self.inner.with_refresh_lock(id, critical)
+    }
+}
+
+/// Opens the store `spec` names with default options (see [`open_with`]).
+///
+/// ```
+/// use tokenstore::{OAuthToken, TokenStore};
+///
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("tokens");
+/// let store = tokenstore::open(path.to_str().unwrap())?; // the embedded store, created
+/// assert_eq!(store.kind(), "sled");
+/// store.save_token(&mut OAuthToken::new().with_user_name("ana").with_refresh_token("1000.r"))?;
+/// assert_eq!(store.count()?, 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// # Errors
+/// As for [`open_with`].
+pub fn open(spec: &str) -> Result<AnyStore> {
+    open_with(spec, OpenOptions::default())
+}
+
+/// Opens the store `spec` names:
+///
+/// - `postgres://user:password@host:port/database` (or `postgresql://`):
+///   the shared PostgreSQL backend (cargo feature `postgres`), which any
+///   number of processes on any number of machines may use at once;
+/// - `memory:`: an empty store in this process's memory;
+/// - anything else: a directory holding the embedded sled store (created if
+///   missing, unless [`OpenOptions::create`] is `false`), which one process
+///   owns at a time.
+///
+/// # Errors
+/// [`Error::StoreNotFound`] when the store does not exist and
+/// [`OpenOptions::create`] is `false`; [`Error::Locked`] when an embedded store is open in another process
+/// (after [`OpenOptions::wait_for_lock`], if set); [`Error::Unsupported`]
+/// for `postgres://` in a build without the `postgres` feature; the
+/// backend's errors opening it ([`Error::WrongKey`], [`Error::KeyRequired`],
+/// [`Error::UnsupportedVersion`], I/O, ...).
+pub fn open_with(spec: &str, options: OpenOptions) -> Result<AnyStore> {
+    match StoreKind::of(spec) {
+        StoreKind::Memory => {
+            if options.key.is_some() {
+                return Err(Error::Unsupported {
+                    operation: "encryption".into(),
+                    backend: "memory",
+                    instead: "open it without a key (nothing of a memory store reaches a disk)"
+                        .into(),
+                });
+            }
+            Ok(AnyStore::new(Box::new(MemoryStore::new())))
+        }
+        StoreKind::Postgres => open_postgres(spec, options),
+        StoreKind::Sled => {
+            if !options.create && !SledStore::exists(Path::new(spec)) {
+                return Err(Error::StoreNotFound {
+                    location: spec.to_owned(),
+                });
+            }
+            Ok(AnyStore::new(Box::new(SledStore::open_with(
+                spec,
+                options.sled_options(),
+            )?)))
+        }
+    }
+}
+
+#[cfg(feature = "postgres")]
+fn open_postgres(url: &str, options: OpenOptions) -> Result<AnyStore> {
+    let mut pg = crate::postgres_store::PostgresOptions::default().create(options.create);
+    if let Some(key) = options.key {
+        pg = pg.encryption(key);
+    }
+    if let Some(size) = options.pool_size {
+        pg = pg.pool_size(size);
+    }
+    Ok(AnyStore::new(Box::new(
+        crate::postgres_store::PostgresStore::connect_with(url, pg)?,
+    )))
+}
+
+#[cfg(not(feature = "postgres"))]
+fn open_postgres(_url: &str, _options: OpenOptions) -> Result<AnyStore> {
+    Err(Error::Unsupported {
+        operation: "postgres:// stores".into(),
+        backend: "this build of tokenstore",
+        instead: "build tokenstore with the `postgres` feature (cargo build --features postgres)"
+            .into(),
+    })
+}
