@@ -964,7 +964,11 @@ fn purge_removes_only_records_idle_past_the_limit() {
         .output()
         .unwrap();
     assert!(output.status.success());
-    assert_eq!(stdout_json(&output)["purged"][0]["id"], "1");
+    let report = stdout_json(&output);
+    assert_eq!(report["purged"][0]["id"], "1");
+    // No other writer here: nothing was refreshed or deleted meanwhile.
+    assert_eq!(report["kept_refreshed_meanwhile"], 0);
+    assert_eq!(report["deleted_meanwhile"], 0);
     let users: Vec<_> = records(&db)
         .into_iter()
         .map(|t| t.user_name.unwrap())
