@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # Runs the PostgreSQL suites (the conformance suite against PostgresStore,
-# tests/postgres_store.rs) against a real, throw-away PostgreSQL server:
-# uses the installed server (Debian's postgresql), installing it if missing
-# and possible; initdb in a temporary directory (as the `postgres` user when
-# run as root: PostgreSQL refuses root), a free port on 127.0.0.1, trust
-# authentication, and removes everything on exit. It exports
+# tests/postgres_*.rs, tests/cli_postgres.rs) against a real, throw-away
+# PostgreSQL server: uses the installed server (Debian's postgresql),
+# installing it if missing and possible; initdb in a temporary directory (as
+# the `postgres` user when run as root: PostgreSQL refuses root), a free port
+# on 127.0.0.1, trust authentication, and removes everything on exit. It
+# exports
 #   TOKENSTORE_TEST_PG_URL      admin URL (each test creates its own database)
 #   TOKENSTORE_TEST_PG_RESTART  a command that restarts the server
 #   TOKENSTORE_TEST_PG_DUMP     the pg_dump binary
 # and runs
 #   cargo test --features postgres --test conformance -- postgres
 #   cargo test --features postgres --test cli_postgres
-#   cargo test --features postgres --test postgres_store -- --skip <restart test>
-#   cargo test --features postgres --test postgres_store -- --exact <restart test>
+#   cargo test --features postgres --test postgres_store
+#   cargo test --features postgres --test postgres_processes
+#   cargo test --features postgres --test postgres_restart   (alone, last)
 # Extra arguments go to each cargo command (cargo's options, before `--`;
 # RUST_TEST_NOCAPTURE=1 shows the tests' FIGURES lines).
 # Where no server can be had it prints SKIPPED and exits 0; with CI=true it
@@ -85,7 +87,7 @@ echo "PostgreSQL $("$bindir/postgres" --version | awk '{print $3}') on 127.0.0.1
 
 cargo test --features postgres --test conformance "$@" -- postgres
 cargo test --features postgres --test cli_postgres "$@"
+cargo test --features postgres --test postgres_store "$@"
+cargo test --features postgres --test postgres_processes "$@"
 # The restart test restarts the server under every connection: alone, last.
-restart=the_server_restarted_mid_run_gives_clear_errors_then_work_resumes
-cargo test --features postgres --test postgres_store "$@" -- --skip "$restart"
-cargo test --features postgres --test postgres_store "$@" -- --exact "$restart"
+cargo test --features postgres --test postgres_restart "$@"

@@ -1,6 +1,8 @@
-//! What the command-line tests of the embedded store (tests/cli.rs) and of
+//! What the command-line tests of the embedded store (tests/cli_*.rs) and of
 //! PostgreSQL (tests/cli_postgres.rs) share: the three-user seed, and the
 //! checks that a copy carries the id counter.
+
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 

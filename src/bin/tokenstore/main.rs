@@ -9,6 +9,7 @@ mod export;
 mod import;
 #[cfg(feature = "oauth")]
 mod oauth;
+mod purge;
 mod render;
 
 use std::io::BufRead;
@@ -381,7 +382,9 @@ fn run(cli: &Cli) -> CliResult {
                 Command::Clear { yes } => clear(store, *yes, out),
                 Command::Check => check(store, out),
                 Command::Stats => stats(store, out),
-                Command::Purge { idle_days, dry_run } => purge(store, *idle_days, *dry_run, out),
+                Command::Purge { idle_days, dry_run } => {
+                    purge::run(store, *idle_days, *dry_run, out)
+                }
                 Command::Export(args) => export::run(store, args),
                 Command::Import(_)
                 | Command::Keygen { .. }
@@ -711,43 +714,6 @@ fn stats(store: &dyn Backend, out: Output) -> CliResult {
                     if info.encrypted { "yes" } else { "no" }.to_string(),
                 ),
             ])
-        },
-    );
-    Ok(())
-}
-
-fn purge(store: &dyn Backend, idle_days: u32, dry_run: bool, out: Output) -> CliResult {
-    let now = now_ms();
-    let cutoff = now - i64::from(idle_days) * 86_400_000;
-    let idle: Vec<OAuthToken> = sorted_tokens(store)?
-        .into_iter()
-        .filter(|t| t.expiry_time.is_some_and(|e| e < cutoff))
-        .collect();
-    store.batch(|batch| {
-        for token in &idle {
-            batch.delete_token(token.id.as_deref().unwrap_or_default())?;
-        }
-        if dry_run {
-            batch.discard();
-        }
-        Ok::<_, tokenstore::Error>(())
-    })?;
-    let verb = if dry_run { "would purge" } else { "purged" };
-    out.print(
-        json!({
-            "dry_run": dry_run,
-            "idle_days": idle_days,
-            "purged": idle.iter().map(|t| render::token_json(t, false, now)).collect::<Vec<_>>(),
-        }),
-        || {
-            let mut text = format!(
-                "{verb} {} record(s) whose access token expired more than {idle_days} day(s) ago\n",
-                idle.len()
-            );
-            if !idle.is_empty() {
-                text.push_str(&render::token_table(&idle, false, now));
-            }
-            text
         },
     );
     Ok(())
