@@ -73,8 +73,12 @@ fn backing_off(backoff: &mut HashMap<String, Instant>, id: &str) -> bool {
     }
 }
 
-/// Notes that the background refresh of `id` failed at `now`.
+/// Notes that the background refresh of `id` failed at `now`, and forgets
+/// every failure older than [`BACKGROUND_BACKOFF`], so the map holds at most
+/// the records that failed within the last backoff period. (The walk comes
+/// after a request to the accounts server, which costs far more.)
 fn note_failure(backoff: &mut HashMap<String, Instant>, id: &str, now: Instant) {
+    backoff.retain(|_, failed| now.duration_since(*failed) < BACKGROUND_BACKOFF);
     backoff.insert(id.to_owned(), now);
 }
 
@@ -215,5 +219,34 @@ mod tests {
             background_threads(&client) == 0
         });
         assert_eq!(store.entered.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn the_backoff_map_forgets_failures_older_than_the_backoff() {
+        let store = Arc::new(Gated::default());
+        store.open();
+        let id = in_the_window(&store, "ana");
+        let client = client(&store);
+        let stale = Instant::now()
+            .checked_sub(BACKGROUND_BACKOFF * 2)
+            .expect("the monotonic clock has run for two minutes");
+        {
+            let mut backoff = client.backoff.lock();
+            for n in 0..1000 {
+                backoff.insert(format!("gone-{n}"), stale);
+            }
+            backoff.insert("recent".to_owned(), Instant::now());
+        }
+        client.access_token_by_id(&id).unwrap();
+        wait_until("the failure to be noted", || {
+            client.backoff.lock().contains_key(&id)
+        });
+        let backoff = client.backoff.lock();
+        assert_eq!(backoff.len(), 2, "only the new failure and the recent one");
+        assert!(backoff.contains_key("recent"));
+        drop(backoff);
+        wait_until("the background thread to end", || {
+            background_threads(&client) == 0
+        });
     }
 }
