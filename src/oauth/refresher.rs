@@ -9,8 +9,12 @@
 //! google-auth-library-java's shared refresh task does). A caller arriving
 //! after the flight ended starts a new one, which re-reads the store first.
 //!
-//! Entries live only while a flight runs, so the map holds at most one
-//! entry per record being refreshed right now.
+//! A flight can also be claimed first and flown later, in another thread
+//! (refresh ahead claims it before spawning the thread that flies it):
+//! callers arriving in between join it.
+//!
+//! Entries live only from the claim to the landing, so the map holds at
+//! most one entry per record being refreshed right now.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,15 +23,18 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::error::{Error, Result};
 
+/// The flights in the air, by record id.
+type Running<T> = Arc<Mutex<HashMap<String, Arc<Flight<T>>>>>;
+
 /// The flights running now, by record id.
 pub(crate) struct Flights<T> {
-    running: Mutex<HashMap<String, Arc<Flight<T>>>>,
+    running: Running<T>,
 }
 
 impl<T> Default for Flights<T> {
     fn default() -> Self {
         Flights {
-            running: Mutex::new(HashMap::new()),
+            running: Arc::default(),
         }
     }
 }
@@ -45,51 +52,66 @@ pub(crate) enum Joined<T> {
     Waited(Result<T>),
 }
 
+/// A caller arriving at a record's flight: it leads a new one or joins the
+/// one in the air.
+enum Entry<T> {
+    Lead(Landing<T>),
+    Join(Arc<Flight<T>>),
+}
+
 impl<T: Clone> Flights<T> {
     /// Runs `work` for `id` unless a flight for `id` is running; then waits
     /// for that flight and returns a copy of its outcome.
     pub fn run(&self, id: &str, work: impl FnOnce() -> Result<T>) -> Joined<T> {
-        let (flight, leader) = {
-            let mut running = self.running.lock();
-            match running.get(id) {
-                Some(flight) => (Arc::clone(flight), false),
-                None => {
-                    let flight = Arc::new(Flight {
-                        outcome: Mutex::new(None),
-                        landed: Condvar::new(),
-                    });
-                    running.insert(id.to_owned(), Arc::clone(&flight));
-                    (flight, true)
-                }
-            }
-        };
-        if !leader {
-            let mut outcome = flight.outcome.lock();
-            while outcome.is_none() {
-                flight.landed.wait(&mut outcome);
-            }
-            return Joined::Waited(copy(outcome.as_ref().expect("checked above")));
+        match self.enter(id) {
+            Entry::Lead(landing) => Joined::Led(landing.fly(work)),
+            Entry::Join(flight) => Joined::Waited(flight.wait()),
         }
-        // Lands the flight even if `work` panics, so no waiter hangs.
-        let landing = Landing {
-            flights: self,
-            id,
-            flight: &flight,
-        };
-        let result = work();
-        landing.land(copy(&result));
-        Joined::Led(result)
     }
 
-    /// Whether a flight for `id` is in the air.
-    pub fn is_running(&self, id: &str) -> bool {
-        self.running.lock().contains_key(id)
+    /// Starts the flight for `id` now, to be flown later, by this thread or
+    /// another, with [`Landing::fly`]; `None` if one is in the air. Callers
+    /// arriving meanwhile join it as if its work were running.
+    pub fn claim(&self, id: &str) -> Option<Landing<T>> {
+        match self.enter(id) {
+            Entry::Lead(landing) => Some(landing),
+            Entry::Join(_) => None,
+        }
+    }
+
+    fn enter(&self, id: &str) -> Entry<T> {
+        let mut running = self.running.lock();
+        if let Some(flight) = running.get(id) {
+            return Entry::Join(Arc::clone(flight));
+        }
+        let flight = Arc::new(Flight {
+            outcome: Mutex::new(None),
+            landed: Condvar::new(),
+        });
+        running.insert(id.to_owned(), Arc::clone(&flight));
+        Entry::Lead(Landing {
+            running: Arc::clone(&self.running),
+            id: id.to_owned(),
+            flight,
+            landed: false,
+        })
     }
 
     /// How many flights are running (for tests of the map's size).
     #[cfg(test)]
     fn running(&self) -> usize {
         self.running.lock().len()
+    }
+}
+
+impl<T: Clone> Flight<T> {
+    /// Waits for the flight to land; a copy of its outcome.
+    fn wait(&self) -> Result<T> {
+        let mut outcome = self.outcome.lock();
+        while outcome.is_none() {
+            self.landed.wait(&mut outcome);
+        }
+        copy(outcome.as_ref().expect("checked above"))
     }
 }
 
@@ -100,32 +122,46 @@ fn copy<T: Clone>(result: &Result<T>) -> Result<T> {
     }
 }
 
-struct Landing<'a, T> {
-    flights: &'a Flights<T>,
-    id: &'a str,
-    flight: &'a Arc<Flight<T>>,
+/// A flight led by its holder, who lands it with [`fly`](Self::fly). Landed
+/// even if dropped unflown or if its work panics, so no waiter hangs.
+pub(crate) struct Landing<T> {
+    running: Running<T>,
+    id: String,
+    flight: Arc<Flight<T>>,
+    landed: bool,
 }
 
-impl<T> Landing<'_, T> {
-    fn land(self, outcome: Result<T>) {
-        self.publish(outcome);
-        std::mem::forget(self);
+impl<T: Clone> Landing<T> {
+    /// Runs `work` as the flight's leader and lands it with the outcome.
+    pub fn fly(mut self, work: impl FnOnce() -> Result<T>) -> Result<T> {
+        let result = work();
+        self.publish(copy(&result));
+        result
     }
+}
 
-    fn publish(&self, outcome: Result<T>) {
+impl<T> Landing<T> {
+    fn publish(&mut self, outcome: Result<T>) {
         // Removed before it is published: a caller arriving now starts a
         // new flight, which re-reads the store the leader just saved to.
-        self.flights.running.lock().remove(self.id);
+        self.running.lock().remove(&self.id);
         *self.flight.outcome.lock() = Some(outcome);
         self.flight.landed.notify_all();
+        self.landed = true;
     }
 }
 
-impl<T> Drop for Landing<'_, T> {
+impl<T> Drop for Landing<T> {
     fn drop(&mut self) {
-        self.publish(Err(Error::from(std::io::Error::other(
-            "the refresh this call waited for was interrupted (the refreshing thread panicked); try again",
-        ))));
+        if self.landed {
+            return;
+        }
+        let reason = if std::thread::panicking() {
+            "the refresh this call waited for was interrupted (the refreshing thread panicked); try again"
+        } else {
+            "the refresh this call waited for could not start; try again"
+        };
+        self.publish(Err(Error::from(std::io::Error::other(reason))));
     }
 }
 
@@ -185,5 +221,48 @@ mod tests {
             }
         });
         assert_eq!(flights.running(), 0);
+    }
+
+    /// Waits until a caller has joined the flight `landing` leads (it holds
+    /// the flight, beside the map and the landing).
+    fn joined(landing: &Landing<u32>) {
+        while Arc::strong_count(&landing.flight) < 3 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn a_claimed_flight_is_joined_until_another_thread_flies_it() {
+        let flights = Flights::<u32>::default();
+        let landing = flights.claim("1").expect("nothing in the air");
+        assert!(flights.claim("1").is_none(), "claimed once");
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| flights.run("1", || Ok(0)));
+            joined(&landing);
+            let flown = std::thread::spawn(move || landing.fly(|| Ok(7)));
+            assert_eq!(flown.join().unwrap().unwrap(), 7);
+            match waiter.join().unwrap() {
+                Joined::Waited(r) => assert_eq!(r.unwrap(), 7),
+                Joined::Led(_) => panic!("the waiter led its own flight"),
+            }
+        });
+        assert_eq!(flights.running(), 0);
+    }
+
+    #[test]
+    fn a_claim_dropped_unflown_releases_its_waiters() {
+        let flights = Flights::<u32>::default();
+        let landing = flights.claim("1").expect("nothing in the air");
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| flights.run("1", || Ok(0)));
+            joined(&landing);
+            drop(landing);
+            match waiter.join().unwrap() {
+                Joined::Waited(r) => assert!(matches!(r, Err(Error::Io(_)))),
+                Joined::Led(_) => panic!("the waiter led its own flight"),
+            }
+        });
+        assert_eq!(flights.running(), 0);
+        assert!(flights.claim("1").is_some(), "free to claim again");
     }
 }
