@@ -15,6 +15,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Everything that can go wrong in a token store.
 ///
 /// Neither `Display` nor `Debug` of an `Error` ever contains a secret.
+/// Messages name the library's own remedies; front ends (the command, the
+/// Python package) add theirs, by [`Error::kind`] or variant.
 ///
 /// ```
 /// use tokenstore::{Error, MemoryStore, OAuthToken, TokenStore};
@@ -51,7 +53,7 @@ pub enum Error {
     },
 
     /// Stored bytes could not be decoded or contradict each other.
-    #[error("corruption{}: {detail}; run `tokenstore check` (or the store's `check()`) to list every problem, restore from a backup if it persists", match id { Some(id) => format!(" in record {id:?}"), None => String::new() })]
+    #[error("corruption{}: {detail}; run the store's check (Backend::check) to list every problem, restore from a backup if it persists", match id { Some(id) => format!(" in record {id:?}"), None => String::new() })]
     Corruption {
         /// The id of the damaged record, when one is concerned.
         id: Option<String>,
@@ -97,7 +99,7 @@ pub enum Error {
 
     /// The store is encrypted and was opened without a key.
     #[error(
-        "the token store at {} is encrypted; open it with its key (Options::encryption, or TOKENSTORE_KEY / --key-file for the command)",
+        "the token store at {} is encrypted; open it with its key (OpenOptions::encryption or SledOptions::encryption)",
         path.display()
     )]
     KeyRequired {
@@ -108,7 +110,7 @@ pub enum Error {
 
     /// A key was given for a store that is not encrypted.
     #[error(
-        "the token store at {} is not encrypted; open it without a key, or encrypt it first (SledStore::set_encryption, or `tokenstore encrypt`)",
+        "the token store at {} is not encrypted; open it without a key, or encrypt it first (Backend::set_encryption)",
         path.display()
     )]
     NotEncrypted {
@@ -122,7 +124,7 @@ pub enum Error {
     /// work; writes need the key changed first.
     #[error(
         "the token store at {} has sealed 2^32 records with its current key, the most one key \
-         safely seals; change the key (SledStore::set_encryption, or `tokenstore rekey`) to write again",
+         safely seals; change the key (Backend::set_encryption) to write again",
         path.display()
     )]
     RekeyRequired {
@@ -209,7 +211,7 @@ pub enum Error {
 
     /// No record matches what an access token was asked for (a user name,
     /// an id, or a query). Nothing was sent to the accounts server.
-    #[error("no token record for {what}; log the user in first (OAuthClient::login, or `tokenstore login`)")]
+    #[error("no token record for {what}; log the user in first (OAuthClient::login)")]
     NotFound {
         /// What was looked for, e.g. `user "ana@example.com"` or `id "3"`
         /// (never a token value).
@@ -220,7 +222,7 @@ pub enum Error {
     /// client credentials the refresh needs. The store is unchanged.
     #[error(
         "record {id:?} has no {missing}, so its access token cannot be refreshed; \
-         log the user in again (OAuthClient::login, or `tokenstore login`)"
+         log the user in again (OAuthClient::login)"
     )]
     NotRefreshable {
         /// The record's id.
@@ -235,7 +237,7 @@ pub enum Error {
     #[error(
         "the accounts server refused the {credential} ({code}): it expired, was revoked \
          or was already used; log the user in again with a new grant code \
-         (OAuthClient::login, or `tokenstore login`)"
+         (OAuthClient::login)"
     )]
     GrantRefused {
         /// `grant code` or `refresh token`.

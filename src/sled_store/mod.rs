@@ -1775,7 +1775,7 @@ mod tests {
         }
         let err = store.save_token(&mut token(3)).unwrap_err();
         assert!(matches!(err, Error::RekeyRequired { .. }), "{err}");
-        assert!(err.to_string().contains("tokenstore rekey"), "{err}");
+        assert!(err.to_string().contains("Backend::set_encryption"), "{err}");
         let refused = store.batch(|b| b.save_token(&mut token(4)));
         assert!(matches!(refused, Err(Error::RekeyRequired { .. })));
         // Nothing was written by the refused saves; reads still work.
