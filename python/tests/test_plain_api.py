@@ -167,3 +167,34 @@ def test_docstring_examples_run():
 
     result = doctest.testmod(tokenstore)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_an_access_token_shows_redacted_everywhere_but_its_explicit_accessors(caplog, capsys):
+    import logging
+
+    secret = "1000.access-token-secret-7"
+    token = tokenstore.AccessToken(secret, "3", 1_700_000_000_000, "https://www.zohoapis.com")
+    caplog.set_level(logging.INFO, logger="tokenstore-test")
+    logging.getLogger("tokenstore-test").info("token %s", token)
+    logging.getLogger("tokenstore-test").info("token %r", token)
+    print(token, [token])
+    shown = {
+        "str": str(token),
+        "repr": repr(token),
+        "format": format(token),
+        "f-string": f"{token}",
+        "f-string !s": f"{token!s}",
+        "f-string !r": f"{token!r}",
+        "%s": "%s" % (token,),
+        "str.format": "{}".format(token),
+        "a list": str([token]),
+        "print": capsys.readouterr().out,
+        "log": caplog.text,
+    }
+    for how, text in shown.items():
+        assert secret not in text, f"{how} shows the access token"
+        assert "[redacted]" in text and "'3'" in text, f"{how}: {text!r}"
+    assert len(caplog.records) == 2
+    # The explicit ways still give the value.
+    assert token.token == secret
+    assert token.authorization == f"Zoho-oauthtoken {secret}"
