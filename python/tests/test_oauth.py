@@ -35,7 +35,8 @@ def test_a_valid_token_is_handed_out_without_a_request(tmp_path, zoho):
         got = store.access_token(user_name=USER, accounts_url=zoho.base)
         assert got.token == "1000.access.seed" and got.id == "1"
         assert got.authorization == "Zoho-oauthtoken 1000.access.seed"
-        assert "1000.access.seed" not in repr(got)
+        for shown in (repr(got), str(got), f"{got}", format(got)):
+            assert "1000.access.seed" not in shown and "[redacted]" in shown
         assert zoho.requests == []
 
 

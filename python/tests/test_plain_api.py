@@ -71,7 +71,7 @@ def test_errors_are_matchable_and_secret_free(tmp_path):
 
 def test_repr_redacts_secrets():
     token = Token(id="1", user_name="ana", client_secret="cs-1", refresh_token="rt-1", access_token="at-1", grant_token="gt-1")
-    shown = repr(token) + str(token) + repr([token])
+    shown = repr(token) + str(token) + repr([token]) + f"{token}" + format(token) + "%s" % (token,)
     for secret in ("cs-1", "rt-1", "at-1", "gt-1"):
         assert secret not in shown
     assert "ana" in shown and "[redacted]" in shown
@@ -167,3 +167,65 @@ def test_docstring_examples_run():
 
     result = doctest.testmod(tokenstore)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_an_access_token_shows_redacted_everywhere_but_its_explicit_accessors(caplog, capsys):
+    import logging
+
+    secret = "1000.access-token-secret-7"
+    token = tokenstore.AccessToken(secret, "3", 1_700_000_000_000, "https://www.zohoapis.com")
+    caplog.set_level(logging.INFO, logger="tokenstore-test")
+    logging.getLogger("tokenstore-test").info("token %s", token)
+    logging.getLogger("tokenstore-test").info("token %r", token)
+    print(token, [token])
+    shown = {
+        "str": str(token),
+        "repr": repr(token),
+        "format": format(token),
+        "f-string": f"{token}",
+        "f-string !s": f"{token!s}",
+        "f-string !r": f"{token!r}",
+        "%s": "%s" % (token,),
+        "str.format": "{}".format(token),
+        "a list": str([token]),
+        "print": capsys.readouterr().out,
+        "log": caplog.text,
+    }
+    for how, text in shown.items():
+        assert secret not in text, f"{how} shows the access token"
+        assert "[redacted]" in text and "'3'" in text, f"{how}: {text!r}"
+    assert len(caplog.records) == 2
+    # The explicit ways still give the value.
+    assert token.token == secret
+    assert token.authorization == f"Zoho-oauthtoken {secret}"
+
+
+def test_errors_about_a_secret_never_echo_it(tmp_path):
+    with tokenstore.open(tmp_path / "db") as store:
+        store.save(Token(user_name="ana", client_id="c", client_secret="cs-secret-1", refresh_token="rt-secret-1", access_token="at-secret-1"))
+        raised = []
+        for query in (
+            Token(access_token="at-secret-2"),
+            Token(refresh_token="rt-secret-2", client_id="c", client_secret="cs-secret-2"),
+            Token(grant_token="gt-secret-2", client_id="c", client_secret="cs-secret-2"),
+        ):
+            with pytest.raises(tokenstore.NotFoundError) as e:
+                store.access_token(query=query)
+            raised.append(e.value)
+        with pytest.raises(tokenstore.ConflictError) as e:
+            store.save(Token(user_name="bob", access_token="at-secret-1"))
+        raised.append(e.value)
+        with pytest.raises(tokenstore.InvalidTokenError) as e:
+            store.save(Token(user_name="bob", refresh_token="rt-secret-3", client_secret=b"cs-secret-3"))  # type: ignore[arg-type]
+        raised.append(e.value)
+        for err in raised:
+            shown = str(err) + repr(err) + repr(err.args)
+            for secret in ("cs-secret-1", "rt-secret-1", "at-secret-1", "at-secret-2", "rt-secret-2", "cs-secret-2", "gt-secret-2", "rt-secret-3", "cs-secret-3"):
+                assert secret not in shown, f"{type(err).__name__} shows {secret}: {shown}"
+
+
+def test_a_stores_repr_shows_where_it_is_never_its_key(tmp_path):
+    key = base64.b64encode(os.urandom(32)).decode()
+    with tokenstore.open(tmp_path / "db", key=key) as store:
+        shown = repr(store) + str(store) + f"{store}"
+        assert str(tmp_path / "db") in shown and key not in shown

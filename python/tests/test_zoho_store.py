@@ -237,3 +237,59 @@ def test_a_malformed_expiry_does_not_break_a_lookup(any_store):
     query.set_expires_in("soon")
     assert any_store.find_token(query) is query
     assert query.get_expires_in() == "soon" and query.get_id() == "1"
+
+
+class WatchedToken(OAuthToken):
+    """An OAuthToken that records every attribute written to it once
+    ``watch()`` is called: the SDK shares its token between threads, so a
+    lookup must not write anything it does not mean to leave there."""
+
+    def __init__(self, *args, **kwargs):
+        object.__setattr__(self, "writes", None)
+        super().__init__(*args, **kwargs)
+
+    def watch(self) -> "WatchedToken":
+        object.__setattr__(self, "writes", [])
+        return self
+
+    def __setattr__(self, name, value):
+        if self.writes is not None:
+            # "_OAuthToken__expires_in" -> "expires_in"
+            self.writes.append((name.rsplit("__", 1)[-1], value))
+        super().__setattr__(name, value)
+
+
+def test_find_token_writes_nothing_when_it_fills_nothing(store):
+    store.save_token(full_token())
+    expiry = str(now_ms() + 60_000)
+    # A miss: nothing to fill.
+    miss = WatchedToken(user_signature=UserSignature("bob@example.com"))
+    miss.set_expires_in(expiry)
+    assert store.find_token(miss.watch()) is None
+    assert miss.writes == []
+    assert miss.get_expires_in() == expiry
+    # A hit with every field present: nothing to fill either.
+    full = WatchedToken(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, grant_token="1000.grant.mine",
+                        refresh_token=REFRESH, redirect_url="https://example.com/cb", id="1",
+                        access_token="1000.access.mine", user_signature=UserSignature(USER),
+                        api_domain="https://www.zohoapis.eu")
+    full.set_expires_in(expiry)
+    assert store.find_token(full.watch()) is full
+    assert full.writes == []
+    assert (full.get_expires_in(), full.get_access_token()) == (expiry, "1000.access.mine")
+
+
+@pytest.mark.parametrize("own_expiry", [None, "soon"])
+def test_find_token_writes_only_the_fields_it_fills(store, own_expiry):
+    stored = full_token()
+    store.save_token(stored)
+    query = WatchedToken(user_signature=UserSignature(USER))
+    query.set_expires_in(own_expiry)
+    assert store.find_token(query.watch()) is query
+    filled = [("id", "1"), ("client_id", CLIENT_ID), ("client_secret", CLIENT_SECRET), ("refresh_token", REFRESH),
+              ("access_token", ACCESS), ("grant_token", None)]
+    if own_expiry is None:
+        filled.append(("expires_in", stored.get_expires_in()))
+    filled += [("redirect_url", None), ("api_domain", "https://www.zohoapis.com")]
+    assert query.writes == filled
+    assert query.get_expires_in() == (own_expiry or stored.get_expires_in())

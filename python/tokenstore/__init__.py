@@ -124,9 +124,21 @@ class Token:
 
 @dataclasses.dataclass(frozen=True, repr=False)
 class AccessToken:
-    """A valid access token, from :meth:`Store.access_token`. ``repr`` never
-    shows the token itself; :attr:`authorization` is the header value Zoho's
-    APIs expect."""
+    """A valid access token, from :meth:`Store.access_token`.
+
+    ``str``, ``repr`` and ``format`` (so ``print``, f-strings and logging)
+    never show the token itself, only its record's id, expiry and API
+    domain; :attr:`token` is the value and :attr:`authorization` the header
+    value Zoho's APIs expect::
+
+        >>> token = AccessToken("1000.secret", "3", None, None)
+        >>> print(token)
+        AccessToken(id='3', token=[redacted], expiry_time=None, api_domain=None)
+        >>> f"{token}" == str(token) == repr(token)
+        True
+        >>> token.authorization
+        'Zoho-oauthtoken 1000.secret'
+    """
 
     token: str
     id: str
@@ -138,11 +150,10 @@ class AccessToken:
         """``Zoho-oauthtoken <token>``: the ``Authorization`` header value."""
         return f"Zoho-oauthtoken {self.token}"
 
-    def __str__(self) -> str:
-        return self.token
-
     def __repr__(self) -> str:
         return f"AccessToken(id={self.id!r}, token=[redacted], expiry_time={self.expiry_time!r}, api_domain={self.api_domain!r})"
+
+    __str__ = __repr__
 
 
 def _resolve_key(key: Optional[Key]) -> Optional[Key]:

@@ -91,11 +91,12 @@ def _check_id(id: Any) -> None:
         raise _error(f"no token with id {id!r}: ids are strings")
 
 
-def _to_token(oauth_token: Any) -> Token:
+def _to_token(oauth_token: Any, *, with_expiry: bool = True) -> Token:
     """The SDK's OAuthToken as a plain Token: the user is the user
-    signature's name, ``expires_in`` (epoch ms as a str) the expiry."""
+    signature's name, ``expires_in`` (epoch ms as a str) the expiry, left
+    out when ``with_expiry`` is false. Only reads ``oauth_token``."""
     signature = oauth_token.get_user_signature()
-    expires_in = oauth_token.get_expires_in()
+    expires_in = oauth_token.get_expires_in() if with_expiry else None
     expiry_time: Optional[int] = None
     if expires_in is not None and str(expires_in) != "":
         try:
@@ -219,13 +220,9 @@ class Store(TokenStore):
         if not isinstance(token, OAuthToken):
             return token
         # The expiry plays no part in a lookup; a malformed one is the
-        # SDK's business until the token is saved.
-        token_expiry = token.get_expires_in()
-        token.set_expires_in(None)
-        try:
-            query = _to_token(token)
-        finally:
-            token.set_expires_in(token_expiry)
+        # SDK's business until the token is saved. The query is built
+        # without writing to ``token``: the SDK shares it between threads.
+        query = _to_token(token, with_expiry=False)
         fresh = self._refreshed(query)
         try:
             # After a refresh the query's own access token may no longer
