@@ -60,8 +60,7 @@ pub trait Backend: TokenStore + Send + Sync + fmt::Debug {
         Err(Error::Unsupported {
             operation: "changing the encryption key in place".into(),
             backend: self.kind(),
-            instead: "copy the records into a new store opened with the new key"
-                .into(),
+            instead: "copy the records into a new store opened with the new key".into(),
         })
     }
 }

@@ -32,7 +32,8 @@ pub enum Replay {
 /// caller and the writes to apply (`None`: nothing to write).
 pub type Plan<'p, T> = dyn FnMut(&dyn StoreView, u64) -> Result<(T, Option<WriteSet>)> + Send + 'p;
 
-/// A batch's stage, as [`Backend::apply_batch`](crate::Backend::apply_batch) takes it.
+/// A batch's stage, as [`Backend::apply_batch`](crate::Backend::apply_batch) takes it
+/// (re-exported as `tokenstore::BatchStage`).
 pub type Stage<'s> = dyn FnMut(&mut Batch<'_>) -> Result<()> + Send + 's;
 
 /// A storage engine: the crate-private seam every backend implements (the

@@ -56,6 +56,7 @@ mod token;
 pub use backend::{Backend, StoreInfo};
 pub use batch::Batch;
 pub use check::{CheckReport, Problem};
+pub use engine::Stage as BatchStage;
 pub use error::{Error, ErrorKind, Result};
 pub use key::Key;
 pub use memory::MemoryStore;

@@ -118,7 +118,11 @@ fn what_a_backend_cannot_do_is_unsupported() {
         .set_encryption(Some(Key::generate().unwrap()), &mut |_, _| {})
         .unwrap_err();
     assert!(matches!(err, Error::Unsupported { .. }), "{err:?}");
-    assert!(err.to_string().contains("a new store opened with the new key"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("a new store opened with the new key"),
+        "{err}"
+    );
 
     let err = tokenstore::open_with("memory:", OpenOptions::new().key(Key::generate().unwrap()))
         .unwrap_err();

@@ -486,3 +486,45 @@ fn batches_apply_all_or_nothing() {
     store.save_token(&mut next).unwrap();
     assert_eq!(next.id.as_deref(), Some("41"));
 }
+
+// ---- the seal budget of a key holds for this backend too ----
+
+/// Every backend counts its seals against the key's budget (2^32 for
+/// AES-GCM with random nonces): a store whose count is at the budget
+/// refuses writes with `RekeyRequired`, writes nothing, and still reads.
+#[test]
+fn a_key_at_its_seal_budget_refuses_writes() {
+    let Some(db) = TestDb::new("seal_budget") else {
+        return;
+    };
+    let key = Key::generate().unwrap();
+    let store =
+        PostgresStore::connect_with(&db.url, PostgresOptions::default().encryption(key)).unwrap();
+    let mut ana = tokens::zoho("ana@example.com", "seals");
+    store.save_token(&mut ana).unwrap();
+    // Seals counted so far: that one record.
+    let mut client = db.client();
+    let sealed: i64 = client
+        .query_one("SELECT last_value FROM tokenstore_seals", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(sealed, 1);
+    client
+        .execute("SELECT setval('tokenstore_seals', 4294967296)", &[])
+        .unwrap();
+    let mut bob = tokens::zoho("bob@example.com", "seals-bob");
+    let err = store.save_token(&mut bob).unwrap_err();
+    assert!(matches!(err, Error::RekeyRequired { .. }), "{err:?}");
+    assert_eq!(bob.id, None, "a refused save leaves the token as it was");
+    let batch =
+        store.batch(|b| b.save_token(&mut tokens::zoho("carol@example.com", "seals-carol")));
+    assert!(
+        matches!(batch, Err(Error::RekeyRequired { .. })),
+        "{batch:?}"
+    );
+    assert_eq!(store.len().unwrap(), 1);
+    let query = OAuthToken::new().with_user_name("ana@example.com");
+    assert_eq!(store.find_token(&query).unwrap(), Some(ana));
+    // A delete seals nothing and still works.
+    assert!(store.delete_token("1").unwrap());
+}

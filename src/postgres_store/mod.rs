@@ -738,11 +738,12 @@ impl PostgresStore {
                     .map_err(map_pg(what))?;
                 let last_issued = self.counter_and_key(&mut tx, what)?;
                 let (out, writes) = plan(&View::new(&mut tx, &self.sealing), last_issued)?;
-                if let Some(writes) = &writes {
+                // Kept for the conflict's holder if the server refuses it.
+                planned = writes;
+                if let Some(writes) = &planned {
                     self.apply_writes(&mut tx, writes, last_issued, what)?;
                 }
                 commit(tx, what)?;
-                planned = writes;
                 Ok(out)
             })();
             let retry = match &outcome {

@@ -102,7 +102,7 @@ pub fn run(store: &dyn Backend, idle_days: u32, dry_run: bool, out: Output) -> C
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokenstore::{AnyStore, Batch, CheckReport, StoreInfo, TokenStore};
+    use tokenstore::{AnyStore, BatchStage, CheckReport, StoreInfo, TokenStore};
 
     const DAY: i64 = 86_400_000;
 
@@ -161,10 +161,7 @@ mod tests {
         fn check(&self) -> tokenstore::Result<CheckReport> {
             self.inner.check()
         }
-        fn apply_batch(
-            &self,
-            stage: &mut dyn FnMut(&mut Batch<'_>) -> tokenstore::Result<()>,
-        ) -> tokenstore::Result<()> {
+        fn apply_batch(&self, stage: &mut BatchStage<'_>) -> tokenstore::Result<()> {
             self.inner.apply_batch(stage)
         }
         fn info(&self) -> tokenstore::Result<StoreInfo> {
