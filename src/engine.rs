@@ -13,7 +13,7 @@
 use crate::batch::Batch;
 use crate::error::{Error, Result};
 use crate::plan::{self, Overlay, StoreView, WriteSet};
-use crate::store::TokenStore;
+use crate::store::{RefreshLock, TokenStore};
 use crate::token::OAuthToken;
 
 /// Whether an engine may run a write's plan more than once.
@@ -67,12 +67,12 @@ pub trait Engine: Send + Sync {
         })
     }
 
-    /// [`TokenStore::with_refresh_lock`]: the default suits a store that
+    /// [`TokenStore::refresh_lock`]: the default suits a store that
     /// belongs to one process, where the refresher's in-process lock is all
     /// there is.
-    fn refresh_lock(&self, id: &str, critical: &mut dyn FnMut() -> Result<()>) -> Result<()> {
+    fn refresh_lock(&self, id: &str) -> Result<RefreshLock<'_>> {
         let _ = id;
-        critical()
+        Ok(RefreshLock::local())
     }
 }
 
@@ -156,7 +156,7 @@ impl<E: Engine> TokenStore for E {
         self.read(|view| plan::find_by_id(view, id))
     }
 
-    fn with_refresh_lock(&self, id: &str, critical: &mut dyn FnMut() -> Result<()>) -> Result<()> {
-        self.refresh_lock(id, critical)
+    fn refresh_lock(&self, id: &str) -> Result<RefreshLock<'_>> {
+        Engine::refresh_lock(self, id)
     }
 }

@@ -68,7 +68,7 @@ pub use rules::{lookup_key, LookupKey};
 #[doc(hidden)]
 pub use sled_store::fuzzing;
 pub use sled_store::{Durability, Options, SledOptions, SledStore};
-pub use store::TokenStore;
+pub use store::{RefreshLock, TokenStore};
 pub use token::{now_ms, Field, IndexedField, OAuthToken, DEFAULT_EXPIRY_MARGIN_MS};
 
 /// The README's examples, compiled and run as doc tests.

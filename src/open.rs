@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::memory::MemoryStore;
 use crate::sled_store::{Durability, SledOptions, SledStore};
-use crate::store::TokenStore;
+use crate::store::{RefreshLock, TokenStore};
 use crate::token::OAuthToken;
 
 /// How [`open_with`] opens a store, whatever its backend: each setting
@@ -282,8 +282,8 @@ impl TokenStore for AnyStore {
     fn find_token_by_id(&self, id: &str) -> Result<Option<OAuthToken>> {
         self.inner.find_token_by_id(id)
     }
-    fn with_refresh_lock(&self, id: &str, critical: &mut dyn FnMut() -> Result<()>) -> Result<()> {
-        self.inner.with_refresh_lock(id, critical)
+    fn refresh_lock(&self, id: &str) -> Result<RefreshLock<'_>> {
+        self.inner.refresh_lock(id)
     }
 }
 

@@ -6,7 +6,7 @@ use crate::error::Result;
 use crate::token::OAuthToken;
 
 /// The six operations of the Zoho CRM SDKs' `TokenStore`, with their
-/// semantics made exact (see SPEC.md).
+/// semantics made exact (see docs/SPEC.md).
 ///
 /// The trait is object-safe; callers hold a `dyn TokenStore + Send + Sync`
 /// and never need to know which backend is behind it.
@@ -63,32 +63,65 @@ pub trait TokenStore {
     /// The record with this id, or `None` (also for the empty id).
     fn find_token_by_id(&self, id: &str) -> Result<Option<OAuthToken>>;
 
-    /// Runs `critical` while holding this store's lock for refreshing the
-    /// record `id`, exclusive across every process that shares the store.
+    /// Takes this store's lock for refreshing the record `id`, exclusive
+    /// across every process that shares the store, for that record only;
+    /// it is held until the returned guard is dropped.
     ///
-    /// This is the seam that extends single-flight refresh (SPEC.md §7)
+    /// This is the seam that extends single-flight refresh (docs/SPEC.md §7)
     /// beyond one process: the refresher takes its in-process lock first,
     /// then this one, re-reads the record, and only then asks the accounts
     /// server. A store that belongs to one process (the embedded
     /// [`SledStore`](crate::SledStore), [`MemoryStore`](crate::MemoryStore))
-    /// needs nothing more than the in-process lock, so the default just runs
-    /// `critical`; a shared backend (PostgreSQL) overrides it with a lock the
-    /// server holds (an advisory lock on the record).
+    /// needs nothing more than the in-process lock, so the default is
+    /// [`RefreshLock::local`]; a shared backend (PostgreSQL) returns a lock
+    /// the server holds (an advisory lock on the record).
     ///
     /// ```
-    /// use tokenstore::{MemoryStore, TokenStore};
+    /// use tokenstore::{MemoryStore, OAuthToken, TokenStore};
     ///
     /// let store = MemoryStore::new();
-    /// let mut ran = false;
-    /// store.with_refresh_lock("1", &mut || {
-    ///     ran = true;
-    ///     Ok(())
-    /// })?;
-    /// assert!(ran);
+    /// let lock = store.refresh_lock("1")?;
+    /// // ... re-read record 1, refresh it, save it ...
+    /// drop(lock);
     /// # Ok::<(), tokenstore::Error>(())
     /// ```
-    fn with_refresh_lock(&self, id: &str, critical: &mut dyn FnMut() -> Result<()>) -> Result<()> {
+    ///
+    /// # Errors
+    /// A shared backend's errors taking the lock (its server unavailable,
+    /// or the wait past its time-out).
+    fn refresh_lock(&self, id: &str) -> Result<RefreshLock<'_>> {
         let _ = id;
-        critical()
+        Ok(RefreshLock::local())
+    }
+}
+
+/// A held refresh lock ([`TokenStore::refresh_lock`]): released when
+/// dropped.
+#[must_use = "the refresh lock is released as soon as the guard is dropped"]
+pub struct RefreshLock<'a> {
+    held: Option<Box<dyn Send + 'a>>,
+}
+
+impl<'a> RefreshLock<'a> {
+    /// The lock of a store that belongs to one process: nothing to hold
+    /// beyond the refresher's own in-process lock.
+    pub fn local() -> Self {
+        RefreshLock { held: None }
+    }
+
+    /// A lock that `guard` holds and releases when it is dropped (for a
+    /// store implementation).
+    pub fn held_by(guard: impl Send + 'a) -> Self {
+        RefreshLock {
+            held: Some(Box::new(guard)),
+        }
+    }
+}
+
+impl std::fmt::Debug for RefreshLock<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RefreshLock")
+            .field("shared", &self.held.is_some())
+            .finish()
     }
 }

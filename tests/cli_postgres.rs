@@ -346,7 +346,7 @@ fn copy_sled_to_postgres_and_back_keeps_records_ids_and_counter() {
 }
 
 /// Unlike the embedded store, which one process holds at a time, the
-/// shared store lets all eight run at once: only `with_refresh_lock` (the
+/// shared store lets all eight run at once: only `refresh_lock` (the
 /// server's advisory lock on the record) keeps them to one request.
 #[cfg(feature = "oauth")]
 #[test]

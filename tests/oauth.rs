@@ -552,11 +552,7 @@ impl TokenStore for RacedStore {
     fn find_token_by_id(&self, id: &str) -> tokenstore::Result<Option<OAuthToken>> {
         self.inner.find_token_by_id(id)
     }
-    fn with_refresh_lock(
-        &self,
-        id: &str,
-        critical: &mut dyn FnMut() -> tokenstore::Result<()>,
-    ) -> tokenstore::Result<()> {
+    fn refresh_lock(&self, id: &str) -> tokenstore::Result<tokenstore::RefreshLock<'_>> {
         let first = {
             let mut locked = self.locked.lock().unwrap();
             locked.push(id.to_owned());
@@ -570,7 +566,7 @@ impl TokenStore for RacedStore {
                 .with_expiry_time(now_ms() + self.other_lifetime_ms);
             self.inner.save_token(&mut other)?;
         }
-        critical()
+        self.inner.refresh_lock(id)
     }
 }
 

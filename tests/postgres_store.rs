@@ -140,17 +140,14 @@ fn refresh_locks_exclude_across_connections_for_one_id_only() {
             let (inside, overlaps, entered) = (&inside, &overlaps, &entered);
             scope.spawn(move || {
                 for _ in 0..3 {
-                    store
-                        .with_refresh_lock("42", &mut || {
-                            if inside.fetch_add(1, Ordering::SeqCst) != 0 {
-                                overlaps.fetch_add(1, Ordering::SeqCst);
-                            }
-                            entered.fetch_add(1, Ordering::SeqCst);
-                            std::thread::sleep(Duration::from_millis(20));
-                            inside.fetch_sub(1, Ordering::SeqCst);
-                            Ok(())
-                        })
-                        .unwrap();
+                    let lock = store.refresh_lock("42").unwrap();
+                    if inside.fetch_add(1, Ordering::SeqCst) != 0 {
+                        overlaps.fetch_add(1, Ordering::SeqCst);
+                    }
+                    entered.fetch_add(1, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(20));
+                    inside.fetch_sub(1, Ordering::SeqCst);
+                    drop(lock);
                 }
             });
         }
@@ -166,39 +163,37 @@ fn refresh_locks_exclude_across_connections_for_one_id_only() {
         for (n, store) in stores.iter().enumerate() {
             let (inside, arrived, most) = (&inside, &arrived, &most);
             scope.spawn(move || {
-                store
-                    .with_refresh_lock(&format!("id-{n}"), &mut || {
-                        inside.fetch_add(1, Ordering::SeqCst);
-                        arrived.fetch_add(1, Ordering::SeqCst);
-                        let deadline = Instant::now() + Duration::from_secs(5);
-                        while arrived.load(Ordering::SeqCst) < 6 && Instant::now() < deadline {
-                            std::thread::sleep(Duration::from_millis(2));
-                        }
-                        most.fetch_max(inside.load(Ordering::SeqCst), Ordering::SeqCst);
-                        inside.fetch_sub(1, Ordering::SeqCst);
-                        Ok(())
-                    })
-                    .unwrap();
+                let lock = store.refresh_lock(&format!("id-{n}")).unwrap();
+                inside.fetch_add(1, Ordering::SeqCst);
+                arrived.fetch_add(1, Ordering::SeqCst);
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while arrived.load(Ordering::SeqCst) < 6 && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                most.fetch_max(inside.load(Ordering::SeqCst), Ordering::SeqCst);
+                inside.fetch_sub(1, Ordering::SeqCst);
+                drop(lock);
             });
         }
     });
     assert_eq!(most.load(Ordering::SeqCst), 6, "different ids do not wait");
 
-    // The closure may use the store (a refresh saves), and its error comes back.
+    // The store can be used while the lock is held (a refresh saves), and
+    // a holder that fails (or panics) releases it when the guard drops.
     let store = &stores[0];
-    let err = store
-        .with_refresh_lock("7", &mut || {
-            let mut token = OAuthToken::new()
-                .with_id("7")
-                .with_access_token("1000.access-refreshed");
-            store.save_token(&mut token)?;
-            Err(Error::InvalidToken {
-                reason: "the refresh failed".into(),
-            })
+    let holder = || -> tokenstore::Result<()> {
+        let _lock = store.refresh_lock("7")?;
+        let mut token = OAuthToken::new()
+            .with_id("7")
+            .with_access_token("1000.access-refreshed");
+        store.save_token(&mut token)?;
+        Err(Error::InvalidToken {
+            reason: "the refresh failed".into(),
         })
-        .unwrap_err();
-    assert!(matches!(err, Error::InvalidToken { .. }));
+    };
+    assert!(matches!(holder(), Err(Error::InvalidToken { .. })));
     assert!(store.find_token_by_id("7").unwrap().is_some());
+    drop(stores[1].refresh_lock("7").unwrap());
 }
 
 // ---- async callers ----
@@ -219,7 +214,7 @@ fn calls_from_inside_an_async_runtime_work_and_do_not_panic() {
         store.save_token(&mut token).unwrap();
         let query = OAuthToken::new().with_user_name("ana");
         assert_eq!(store.find_token(&query).unwrap(), Some(token));
-        store.with_refresh_lock("1", &mut || Ok(())).unwrap();
+        drop(store.refresh_lock("1").unwrap());
         assert!(store.check().unwrap().is_ok());
         drop(store);
     });

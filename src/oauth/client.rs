@@ -211,19 +211,17 @@ impl OAuthClient {
     /// [`Error::RateLimited`], [`Error::Network`], ...), on which the record
     /// is kept.
     pub fn revoke(&self, id: &str) -> Result<bool> {
+        let _lock = self.store.refresh_lock(id)?;
+        let record = self.stored(id)?;
         let mut asked = false;
-        self.store.with_refresh_lock(id, &mut || {
-            let record = self.stored(id)?;
-            if let Some(refresh) = present(&record.refresh_token) {
-                let accounts = self.config.accounts_url_for(Some(&record));
-                let (status, body) =
-                    self.post(&accounts, REVOKE_PATH, Some(("token", refresh)), &[])?;
-                parse_revoke(status, &body, &accounts)?;
-                asked = true;
-            }
-            self.store.delete_token(id)?;
-            Ok(())
-        })?;
+        if let Some(refresh) = present(&record.refresh_token) {
+            let accounts = self.config.accounts_url_for(Some(&record));
+            let (status, body) =
+                self.post(&accounts, REVOKE_PATH, Some(("token", refresh)), &[])?;
+            parse_revoke(status, &body, &accounts)?;
+            asked = true;
+        }
+        self.store.delete_token(id)?;
         Ok(asked)
     }
 
@@ -297,32 +295,23 @@ impl OAuthClient {
         margin_ms: i64,
         force: bool,
     ) -> Result<(AccessToken, bool)> {
-        let mut outcome = None;
-        self.store.with_refresh_lock(id, &mut || {
-            let record = self.stored(id)?;
-            if !force && !needs_refresh(&record, margin_ms) {
-                outcome = Some((AccessToken::from_record(&record)?, false));
-                return Ok(());
-            }
-            let started = now_ms();
-            let grant = self.request_refresh(&record)?;
-            let mut update = OAuthToken {
-                id: Some(id.to_owned()),
-                ..granted(grant, started)
-            };
-            self.store.save_token(&mut update)?;
-            outcome = Some((AccessToken::from_record(&update)?, true));
-            Ok(())
-        })?;
-        outcome.ok_or_else(|| {
-            Error::from(std::io::Error::other(
-                "the store's refresh lock did not run the refresh; this is a bug in the backend",
-            ))
-        })
+        let _lock = self.store.refresh_lock(id)?;
+        let record = self.stored(id)?;
+        if !force && !needs_refresh(&record, margin_ms) {
+            return Ok((AccessToken::from_record(&record)?, false));
+        }
+        let started = now_ms();
+        let grant = self.request_refresh(&record)?;
+        let mut update = OAuthToken {
+            id: Some(id.to_owned()),
+            ..granted(grant, started)
+        };
+        self.store.save_token(&mut update)?;
+        Ok((AccessToken::from_record(&update)?, true))
     }
 }
 
-/// SPEC.md §7: no access token, or one expiring within the margin. An access
+/// docs/SPEC.md §7: no access token, or one expiring within the margin. An access
 /// token without an expiry time is used as it is.
 fn needs_refresh(record: &OAuthToken, margin_ms: i64) -> bool {
     present(&record.access_token).is_none() || record.is_expired(now_ms(), margin_ms)

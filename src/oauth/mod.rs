@@ -9,7 +9,7 @@
 //! 1. read the record; valid past the margin → return it (no lock, no
 //!    request);
 //! 2. join the record's flight if one is running (wait for its outcome), or
-//!    lead one: take the store's [`TokenStore::with_refresh_lock`](crate::TokenStore::with_refresh_lock) (a no-op
+//!    lead one: take the store's [`TokenStore::refresh_lock`](crate::TokenStore::refresh_lock) (a no-op
 //!    for one-process stores, an advisory lock for shared ones), **re-read**
 //!    the record, and only if it still needs it, refresh and save through
 //!    [`TokenStore::save_token`](crate::TokenStore::save_token);

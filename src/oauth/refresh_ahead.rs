@@ -132,11 +132,7 @@ mod tests {
         fn find_token_by_id(&self, id: &str) -> Result<Option<OAuthToken>> {
             self.inner.find_token_by_id(id)
         }
-        fn with_refresh_lock(
-            &self,
-            _id: &str,
-            _critical: &mut dyn FnMut() -> Result<()>,
-        ) -> Result<()> {
+        fn refresh_lock(&self, _id: &str) -> Result<crate::RefreshLock<'_>> {
             self.entered.fetch_add(1, Ordering::SeqCst);
             let mut open = self.open.lock();
             while !*open {

@@ -86,13 +86,14 @@ use crate::engine::{self, Engine, Plan, Replay, Stage};
 use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::plan::{StoreView, WriteSet};
+use crate::store::RefreshLock;
 use crate::token::{IndexedField, OAuthToken};
 
 /// The write lock of every process sharing the database: held shared by
 /// saves, exclusively by every other write.
 const WRITE_LOCK: i64 = 0x746f_6b65_6e73_0002;
 /// The first key of the two-key advisory locks taken by
-/// [`TokenStore::with_refresh_lock`] (the second is a hash of the record id).
+/// [`TokenStore::refresh_lock`] (the second is a hash of the record id).
 const REFRESH_LOCK_CLASS: i32 = 0x746f_6b65;
 
 type Manager = PostgresConnectionManager<NoTls>;
@@ -140,7 +141,7 @@ impl Default for PostgresOptions {
 
 impl PostgresOptions {
     /// The most connections the store opens for its operations (at least
-    /// 1; default 8). [`TokenStore::with_refresh_lock`] holds connections
+    /// 1; default 8). [`TokenStore::refresh_lock`] holds connections
     /// of a second pool of the same size, so that a refresh holding a lock
     /// can always still save.
     #[must_use]
@@ -609,28 +610,29 @@ impl Engine for PostgresStore {
         })
     }
 
-    /// Holds a transaction-scoped advisory lock keyed on `id` (on a
-    /// connection of its own, from a second pool) while `critical` runs:
-    /// exclusive across every process sharing the database, for this id
-    /// only. The lock is released when `critical` returns or panics, and
-    /// by the server if this process dies. Waiting for it is bounded by the
-    /// statement timeout ([`Error::Unavailable`] past it).
+    /// Takes a transaction-scoped advisory lock keyed on `id`, on a
+    /// connection of its own (from a second pool) held by a thread of its
+    /// own, which also keeps the blocking client off any async runtime of
+    /// the caller: exclusive across every process sharing the database, for
+    /// this id only. It is released when the guard drops (also when the
+    /// caller panics), and by the server if this process dies. Waiting for
+    /// it is bounded by the statement timeout ([`Error::Unavailable`] past
+    /// it).
     ///
-    /// If the lock's connection breaks while `critical` runs, the server
+    /// If the lock's connection breaks while it is held, the server
     /// releases the lock early; the refresher's re-read before it asks the
     /// accounts server keeps that harmless in practice.
-    fn refresh_lock(&self, id: &str, critical: &mut dyn FnMut() -> Result<()>) -> Result<()> {
+    fn refresh_lock(&self, id: &str) -> Result<RefreshLock<'_>> {
         let key = refresh_lock_key(id);
         let lock_pool = self
             .lock_pool
-            .as_ref()
+            .clone()
             .expect("the pool lives as long as the store");
-        // The lock's transaction lives on a thread of its own, which also
-        // keeps the blocking client off any async runtime of the caller.
-        std::thread::scope(|scope| {
-            let (acquired_tx, acquired) = mpsc::channel::<Result<()>>();
-            let (release, release_rx) = mpsc::channel::<()>();
-            scope.spawn(move || {
+        let (acquired_tx, acquired) = mpsc::channel::<Result<()>>();
+        let (release, release_rx) = mpsc::channel::<()>();
+        let holder = std::thread::Builder::new()
+            .name("tokenstore-refresh-lock".into())
+            .spawn(move || {
                 let what = "taking the refresh lock";
                 let locked = (|| {
                     let mut conn = lock_pool
@@ -643,7 +645,7 @@ impl Engine for PostgresStore {
                     )
                     .map_err(map_pg(what))?;
                     let _ = acquired_tx.send(Ok(()));
-                    // Until `critical` is done (or unwinds, dropping `release`).
+                    // Until the guard drops `release`.
                     let _ = release_rx.recv();
                     let _ = tx.rollback();
                     Ok(())
@@ -651,19 +653,37 @@ impl Engine for PostgresStore {
                 if let Err(e) = locked {
                     let _ = acquired_tx.send(Err(e));
                 }
-            });
-            let outcome = match acquired.recv() {
-                Ok(Ok(())) => critical(),
-                Ok(Err(e)) => Err(e),
-                Err(_) => Err(unavailable(
-                    "taking the refresh lock",
-                    "the lock's thread ended early".into(),
-                    false,
-                )),
-            };
-            drop(release);
-            outcome
-        })
+            })
+            .map_err(|e| unavailable("taking the refresh lock", e.to_string(), false))?;
+        let guard = HeldLock {
+            release: Some(release),
+            holder: Some(holder),
+        };
+        match acquired.recv() {
+            Ok(Ok(())) => Ok(RefreshLock::held_by(guard)),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(unavailable(
+                "taking the refresh lock",
+                "the lock's thread ended early".into(),
+                false,
+            )),
+        }
+    }
+}
+
+/// The thread holding a refresh lock's transaction, told to end it (and
+/// waited for) when this drops.
+struct HeldLock {
+    release: Option<mpsc::Sender<()>>,
+    holder: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for HeldLock {
+    fn drop(&mut self) {
+        drop(self.release.take());
+        if let Some(holder) = self.holder.take() {
+            let _ = holder.join();
+        }
     }
 }
 
