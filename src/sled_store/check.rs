@@ -23,7 +23,7 @@ impl SledStore {
         let mut records: HashMap<String, Option<OAuthToken>> = HashMap::new();
         let mut holders: HashMap<(IndexedField, blake3::Hash), Vec<String>> = HashMap::new();
 
-        for entry in self.records.iter() {
+        for entry in self.engine().records.iter() {
             let (key, bytes) = entry.map_err(storage)?;
             report.records += 1;
             let id = String::from_utf8_lossy(&key).into_owned();

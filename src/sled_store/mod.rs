@@ -32,7 +32,6 @@ use open::Engine;
 use open::{open_sled, secure_permissions, sled_config};
 pub use options::{Durability, Options, SledOptions};
 use read::Committed;
-use resnapshot::Resnapshot;
 use resnapshot::RESNAPSHOT_AFTER_WRITES;
 use warm::Warming;
 use write::Counters;
@@ -98,10 +97,9 @@ fn index_tree_name(field: IndexedField) -> String {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct SledStore {
-    db: sled::Db,
-    records: Tree,
-    indexes: [Tree; 4],
-    meta: Tree,
+    /// The sled database and its trees; `None` once closed (only `close`
+    /// and the drop take it, so no method sees it gone).
+    engine: Option<Engine>,
     /// Serializes writers; holds the id counter and the seal count.
     /// Shared with the background warm-up, which reads under it (see
     /// [`warm_records`]).
@@ -128,11 +126,10 @@ pub struct SledStore {
     resnapshot_after: u64,
     options: SledOptions,
     path: PathBuf,
-    /// Dropped after every handle on the sled database (fields drop in
-    /// order) and before the directory lock.
-    resnapshot: Resnapshot,
-    /// Held for the life of the store: the process-level lock on the directory.
-    _lock: File,
+    /// Held for the life of the store: the process-level lock on the
+    /// directory (released by `shut_down` after every handle on the
+    /// database is gone, not by field order).
+    lock: Option<File>,
 }
 
 impl std::fmt::Debug for SledStore {
@@ -218,12 +215,12 @@ impl SledStore {
 
     /// How many records are stored.
     pub fn len(&self) -> usize {
-        self.records.len()
+        self.engine().records.len()
     }
 
     /// Whether no record is stored.
     pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
+        self.engine().records.is_empty()
     }
 
     /// The last id the id counter issued (`0` before the first): generated
@@ -253,16 +250,16 @@ impl SledStore {
     /// # Errors
     /// [`Error::Io`] when the flush fails.
     pub fn flush(&self) -> Result<()> {
-        self.db.flush().map(drop).map_err(storage)
+        self.engine().db.flush().map(drop).map_err(storage)
     }
 
     /// The size of the database on disk, in bytes, as sled accounts it.
     pub fn size_on_disk(&self) -> Result<u64> {
-        self.db.size_on_disk().map_err(storage)
+        self.engine().db.size_on_disk().map_err(storage)
     }
 
     fn index(&self, field: IndexedField) -> &Tree {
-        &self.indexes[field as usize]
+        &self.engine().indexes[field as usize]
     }
 }
 
@@ -289,7 +286,8 @@ impl StorageEngine for SledStore {
     }
 
     fn records(&self) -> Result<Vec<OAuthToken>> {
-        self.records
+        self.engine()
+            .records
             .iter()
             .map(|entry| {
                 let (key, value) = entry.map_err(storage)?;
@@ -311,12 +309,12 @@ impl StorageEngine for SledStore {
             }
             Ok((batch, count))
         };
-        let (records, count) = keys_of(&self.records)?;
+        let (records, count) = keys_of(&self.engine().records)?;
         let indexes = [
-            keys_of(&self.indexes[0])?.0,
-            keys_of(&self.indexes[1])?.0,
-            keys_of(&self.indexes[2])?.0,
-            keys_of(&self.indexes[3])?.0,
+            keys_of(&self.engine().indexes[0])?.0,
+            keys_of(&self.engine().indexes[1])?.0,
+            keys_of(&self.engine().indexes[2])?.0,
+            keys_of(&self.engine().indexes[3])?.0,
         ];
         // One transaction, so a crash leaves all records or none.
         self.transact(None, |trees| {
@@ -331,20 +329,68 @@ impl StorageEngine for SledStore {
     }
 }
 
-impl Drop for SledStore {
-    fn drop(&mut self) {
+impl SledStore {
+    /// The sled database and its trees.
+    fn engine(&self) -> &Engine {
+        self.engine
+            .as_ref()
+            .expect("a store is open until it is closed or dropped")
+    }
+
+    /// Closes the store and reports what failed: the background warm-up is
+    /// stopped, everything is flushed (also in buffered mode), the database
+    /// handles are dropped (after many writes the database is reopened once
+    /// so that the next open does not replay them, see [`RESNAPSHOT_AFTER_WRITES`]),
+    /// the files get owner-only modes, and the directory lock is released.
+    /// Dropping the store does the same, ignoring failures.
+    ///
+    /// ```
+    /// use tokenstore::{Durability, OAuthToken, SledOptions, SledStore, TokenStore};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let path = dir.path().join("tokens");
+    /// let store = SledStore::open_with(&path, SledOptions::default().durability(Durability::BUFFERED))?;
+    /// store.save_token(&mut OAuthToken::new().with_user_name("ana").with_refresh_token("1000.r"))?;
+    /// store.close()?; // flushed, or an error saying why not
+    /// assert_eq!(SledStore::open(&path)?.len(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the final flush or the permission change fails
+    /// (what was acknowledged durably is on disk all the same).
+    pub fn close(mut self) -> Result<()> {
+        self.shut_down()
+    }
+
+    /// The close, once: explicit steps in order, whatever the order of
+    /// the fields.
+    fn shut_down(&mut self) -> Result<()> {
+        let Some(engine) = self.engine.take() else {
+            return Ok(());
+        };
         // Its thread holds handles on the database.
         self.stop_warming();
-        // A clean close loses nothing, also in buffered mode. A failure here
-        // has nowhere to go; what was acknowledged durably is already on disk.
-        let flushed = self.db.flush().is_ok();
-        if flushed && *self.written.get_mut() >= self.resnapshot_after {
-            let data_dir = layout::data_dir(&self.path, self.generation);
-            self.resnapshot.armed =
-                Some((sled_config(&self.options, &data_dir), self.path.clone()));
+        // A clean close loses nothing, also in buffered mode.
+        let flushed = engine.db.flush().map(drop).map_err(storage);
+        let data_dir = layout::data_dir(&self.path, self.generation);
+        let config = sled_config(&self.options, &data_dir);
+        drop(engine);
+        if flushed.is_ok() && *self.written.get_mut() >= self.resnapshot_after {
+            resnapshot::resnapshot(&config, &self.path);
         }
         // Files sled created since the open (snapshots) get owner-only
         // modes too; the 0700 directory already keeps others out.
-        let _ = secure_permissions(&self.path);
+        let secured = secure_permissions(&self.path);
+        drop(self.lock.take());
+        flushed.and(secured)
+    }
+}
+
+impl Drop for SledStore {
+    fn drop(&mut self) {
+        // A failure here has nowhere to go; what was acknowledged durably
+        // is already on disk.
+        let _ = self.shut_down();
     }
 }

@@ -29,31 +29,23 @@ impl SledStore {
         let generation = layout::current_generation(&path)?;
         layout::remove_stale(&path, generation)?;
         let data_dir = layout::data_dir(&path, generation);
-        let Engine {
-            db,
-            records,
-            indexes,
-            meta,
-        } = Engine::open(&options, &data_dir, &path)?;
+        let engine = Engine::open(&options, &data_dir, &path)?;
 
         let sealing = Sealing::new(options.encryption.as_ref());
-        check_format(&db, &meta, &records, &sealing, &path)?;
+        check_format(&engine.db, &engine.meta, &engine.records, &sealing, &path)?;
         secure_permissions(&path)?;
-        let last_issued = match meta.get(LAST_ISSUED_KEY).map_err(storage)? {
+        let last_issued = match engine.meta.get(LAST_ISSUED_KEY).map_err(storage)? {
             None => 0,
             Some(bytes) => u64::from_be_bytes(bytes.as_ref().try_into().map_err(|_| {
                 Error::corruption(None, "the stored id counter is not 8 bytes long")
             })?),
         };
 
-        let sealed = read_sealed(&db, &meta, &sealing)?;
+        let sealed = read_sealed(&engine.db, &engine.meta, &sealing)?;
 
         let record_cache = options.record_cache_bytes();
         let store = SledStore {
-            db,
-            records,
-            indexes,
-            meta,
+            engine: Some(engine),
             writer: Arc::new(Mutex::new(Counters {
                 last_issued,
                 sealed,
@@ -67,10 +59,9 @@ impl SledStore {
             generation,
             written: AtomicU64::new(0),
             resnapshot_after: RESNAPSHOT_AFTER_WRITES,
-            resnapshot: Resnapshot::default(),
             options,
             path,
-            _lock: lock,
+            lock: Some(lock),
         };
         if store.options.warms_on_open() {
             store.start_warming();

@@ -8,7 +8,7 @@ pub(super) type Entry = (OAuthToken, Option<Arc<Cached>>);
 
 impl SledStore {
     pub(super) fn record_uncached(&self, id: &str) -> Result<Option<OAuthToken>> {
-        match self.records.get(id.as_bytes()).map_err(storage)? {
+        match self.engine().records.get(id.as_bytes()).map_err(storage)? {
             Some(bytes) => self.sealing.decode(id, &bytes).map(Some),
             None => Ok(None),
         }
@@ -40,7 +40,11 @@ impl StoreView for Committed<'_> {
     }
 
     fn contains(&self, id: &str) -> Result<bool> {
-        self.0.records.contains_key(id.as_bytes()).map_err(storage)
+        self.0
+            .engine()
+            .records
+            .contains_key(id.as_bytes())
+            .map_err(storage)
     }
 
     fn record_with(&self, field: IndexedField, value: &str) -> Result<Option<OAuthToken>> {
@@ -66,7 +70,10 @@ impl StoreView for SledStore {
     }
 
     fn contains(&self, id: &str) -> Result<bool> {
-        self.records.contains_key(id.as_bytes()).map_err(storage)
+        self.engine()
+            .records
+            .contains_key(id.as_bytes())
+            .map_err(storage)
     }
 
     fn record_with(&self, field: IndexedField, value: &str) -> Result<Option<OAuthToken>> {

@@ -85,10 +85,10 @@ impl SledStore {
 
         // Copy every record, re-encoded, with index entries for the new
         // digests. Nothing points at the new database until `switch_to`.
-        let total = self.records.len();
+        let total = self.engine().records.len();
         let mut records = SledBatch::default();
         let mut entries: BTreeMap<(usize, [u8; DIGEST_LEN]), Vec<String>> = BTreeMap::new();
-        for (done, entry) in self.records.iter().enumerate() {
+        for (done, entry) in self.engine().records.iter().enumerate() {
             let (raw_id, bytes) = entry.map_err(storage)?;
             let id = std::str::from_utf8(&raw_id)
                 .map_err(|_| Error::corruption(None, "a record key is not UTF-8"))?;
@@ -130,10 +130,7 @@ impl SledStore {
         // The commit point.
         layout::switch_to(&self.path, generation)?;
 
-        let old = std::mem::replace(&mut self.db, engine.db);
-        self.records = engine.records;
-        self.indexes = engine.indexes;
-        self.meta = engine.meta;
+        let old = self.engine.replace(engine);
         self.sealing = Arc::new(new);
         self.writer.lock().sealed = sealed;
         // Every digest changed: the filter would rule out keys on disk.

@@ -38,7 +38,7 @@ impl SledStore {
             return Ok(0);
         };
         warm_records(
-            &self.records,
+            &self.engine().records,
             cache,
             &self.sealing,
             &self.writer,
@@ -53,12 +53,12 @@ impl SledStore {
         let Some(cache) = self.cache.clone() else {
             return;
         };
-        let records = self.records.clone();
-        let indexes = self.indexes.clone();
+        let records = self.engine().records.clone();
+        let indexes = self.engine().indexes.clone();
         let filter_slot = Arc::clone(&self.filter);
         #[cfg(test)]
         let walked = tests::WALKED.with(|w| w.borrow_mut().take());
-        let db = self.db.clone();
+        let db = self.engine().db.clone();
         let sealing = Arc::clone(&self.sealing);
         let stop = Arc::clone(&self.warming.stop);
         let writer = Arc::clone(&self.writer);

@@ -28,8 +28,15 @@ impl SledStore {
         &self,
         write: impl Fn(&Trees<'_>) -> std::result::Result<A, ConflictableTransactionError<Error>>,
     ) -> Result<A> {
-        let [user, access, refresh, grant] = &self.indexes;
-        (&self.records, user, access, refresh, grant, &self.meta)
+        let [user, access, refresh, grant] = &self.engine().indexes;
+        (
+            &self.engine().records,
+            user,
+            access,
+            refresh,
+            grant,
+            &self.engine().meta,
+        )
             .transaction(|(records, user, access, refresh, grant, meta)| {
                 write(&Trees {
                     records,
