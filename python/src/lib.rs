@@ -67,7 +67,7 @@ create_exception!(
     tokenstore,
     StorageError,
     Error,
-    "An I/O error from the file system or the storage engine, or a database server that is unreachable or refused a statement."
+    "An I/O error from the file system or the storage engine, a database server that is unreachable or refused a statement, or a thread of the store that failed while writing (read the record back before repeating the write)."
 );
 create_exception!(
     tokenstore,
@@ -107,40 +107,42 @@ create_exception!(
     "The store was opened in a parent process before os.fork(); a child must open its own store."
 );
 
-/// The Python exception for an engine error. The engine's messages never
+/// The Python exception for an engine error: one class per
+/// [`ErrorKind`](tokenstore::ErrorKind), the family the engine files each
+/// variant under, so that a new variant needs no change here. A kind newer
+/// than this module raises the base `Error`. The engine's messages never
 /// hold a secret, so they pass through as they are.
 fn to_py(err: tokenstore::Error) -> PyErr {
-    use tokenstore::Error as E;
+    use tokenstore::ErrorKind as K;
     let message = err.to_string();
-    match err {
-        E::InvalidToken { .. } => InvalidTokenError::new_err(message),
-        E::Conflict { field, id } => Python::attach(|py| {
-            let err = ConflictError::new_err(message);
-            let value = err.value(py);
-            // Attributes are a convenience; failing to set them must not
-            // hide the conflict itself.
-            let _ = value.setattr("field", field.name());
-            let _ = value.setattr("holder_id", id);
-            err
-        }),
-        E::Corruption { .. } => CorruptionError::new_err(message),
-        E::Locked { .. } => LockedError::new_err(message),
-        E::UnsupportedVersion { .. } => UnsupportedVersionError::new_err(message),
-        E::WrongKey { .. }
-        | E::KeyRequired { .. }
-        | E::NotEncrypted { .. }
-        | E::RekeyRequired { .. }
-        | E::InvalidKey { .. } => EncryptionKeyError::new_err(message),
-        E::Io(_) | E::Unavailable { .. } | E::Database { .. } => StorageError::new_err(message),
-        E::Unsupported { .. } => UnsupportedError::new_err(message),
-        E::NotFound { .. } => NotFoundError::new_err(message),
-        E::NotRefreshable { .. } => NotRefreshableError::new_err(message),
-        E::GrantRefused { .. } => GrantRefusedError::new_err(message),
-        E::InvalidClient { .. }
-        | E::RateLimited { .. }
-        | E::Network { .. }
-        | E::MalformedResponse { .. }
-        | E::InvalidAccountsUrl { .. } => OAuthError::new_err(message),
+    match err.kind() {
+        K::InvalidToken => InvalidTokenError::new_err(message),
+        K::Conflict => {
+            let err_py = ConflictError::new_err(message);
+            if let tokenstore::Error::Conflict { field, id } = err {
+                Python::attach(|py| {
+                    let value = err_py.value(py);
+                    // Attributes are a convenience; failing to set them must
+                    // not hide the conflict itself.
+                    let _ = value.setattr("field", field.name());
+                    let _ = value.setattr("holder_id", id);
+                });
+            }
+            err_py
+        }
+        K::Corruption => CorruptionError::new_err(message),
+        K::Locked => LockedError::new_err(message),
+        K::UnsupportedVersion => UnsupportedVersionError::new_err(message),
+        K::Key => EncryptionKeyError::new_err(message),
+        // A store string that cannot be used or names no store: no class of
+        // its own (NotFoundError is about records), the base class.
+        K::InvalidLocation => Error::new_err(message),
+        K::Storage => StorageError::new_err(message),
+        K::Unsupported => UnsupportedError::new_err(message),
+        K::NotFound => NotFoundError::new_err(message),
+        K::NotRefreshable => NotRefreshableError::new_err(message),
+        K::GrantRefused => GrantRefusedError::new_err(message),
+        K::OAuth => OAuthError::new_err(message),
         _ => Error::new_err(message),
     }
 }
