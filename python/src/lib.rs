@@ -14,9 +14,9 @@ use parking_lot::{Mutex, RwLock};
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyString};
+use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
 use tokenstore::oauth::{AccessToken, Config, Login, OAuthClient};
-use tokenstore::{AnyStore, Key, OAuthToken, OpenOptions, TokenStore};
+use tokenstore::{AnyStore, Field, Key, OAuthToken, OpenOptions, TokenStore};
 use zeroize::Zeroizing;
 
 type DynStore = dyn TokenStore + Send + Sync;
@@ -177,72 +177,67 @@ fn key_from_py(key: &Bound<'_, PyAny>) -> PyResult<Key> {
     ))
 }
 
-/// The fields of a token, in the order of `tokenstore.Token`.
-const STRING_FIELDS: [&str; 9] = [
-    "id",
-    "user_name",
-    "client_id",
-    "client_secret",
-    "refresh_token",
-    "access_token",
-    "grant_token",
-    "redirect_url",
-    "api_domain",
-];
-
-fn string_field<'a>(token: &'a mut OAuthToken, name: &str) -> &'a mut Option<String> {
-    match name {
-        "id" => &mut token.id,
-        "user_name" => &mut token.user_name,
-        "client_id" => &mut token.client_id,
-        "client_secret" => &mut token.client_secret,
-        "refresh_token" => &mut token.refresh_token,
-        "access_token" => &mut token.access_token,
-        "grant_token" => &mut token.grant_token,
-        "redirect_url" => &mut token.redirect_url,
-        "api_domain" => &mut token.api_domain,
-        _ => unreachable!("STRING_FIELDS lists only these"),
-    }
+/// Whether a field's Python value is an `int` rather than a `str`: only
+/// `expiry_time`, whose text in the engine's registry is decimal
+/// milliseconds.
+fn holds_int(field: Field) -> bool {
+    field.name() == "expiry_time"
 }
 
-/// A token from a dict of its fields (missing keys and `None` are absent).
+/// A token from a dict of its fields, every field of the engine's registry
+/// ([`Field::ALL`]) by its name (missing keys and `None` are absent).
 fn token_from_py(fields: &Bound<'_, PyDict>) -> PyResult<OAuthToken> {
     let mut token = OAuthToken::default();
-    for name in STRING_FIELDS {
-        if let Some(value) = fields.get_item(name)? {
-            if !value.is_none() {
-                let text: String = value.extract().map_err(|_| {
+    for field in Field::ALL {
+        let Some(value) = fields.get_item(field.name())? else {
+            continue;
+        };
+        if value.is_none() {
+            continue;
+        }
+        // Wiped once set: it may be a secret.
+        let text = Zeroizing::new(if holds_int(field) {
+            value
+                .extract::<i64>()
+                .map_err(|_| {
                     InvalidTokenError::new_err(format!(
-                        "invalid token: {name} must be a str, not {}",
-                        value
-                            .get_type()
-                            .name()
-                            .map(|n| n.to_string())
-                            .unwrap_or_default()
+                        "invalid token: {field} must be an int (milliseconds since the Unix epoch)"
                     ))
-                })?;
-                *string_field(&mut token, name) = Some(text);
-            }
-        }
-    }
-    if let Some(value) = fields.get_item("expiry_time")? {
-        if !value.is_none() {
-            token.expiry_time = Some(value.extract().map_err(|_| {
-                InvalidTokenError::new_err(
-                    "invalid token: expiry_time must be an int (milliseconds since the Unix epoch)",
-                )
-            })?);
-        }
+                })?
+                .to_string()
+        } else {
+            value.extract::<String>().map_err(|_| {
+                InvalidTokenError::new_err(format!(
+                    "invalid token: {field} must be a str, not {}",
+                    value
+                        .get_type()
+                        .name()
+                        .map(|n| n.to_string())
+                        .unwrap_or_default()
+                ))
+            })?
+        });
+        field.set_text(&mut token, Some(&text)).map_err(to_py)?;
     }
     Ok(token)
 }
 
-fn token_to_py<'py>(py: Python<'py>, mut token: OAuthToken) -> PyResult<Bound<'py, PyDict>> {
+/// The dict of a token: every field of the registry, `None` when absent.
+fn token_to_py<'py>(py: Python<'py>, token: &OAuthToken) -> PyResult<Bound<'py, PyDict>> {
     let dict = PyDict::new(py);
-    for name in STRING_FIELDS {
-        dict.set_item(name, string_field(&mut token, name).take())?;
+    for field in Field::ALL {
+        let text = Zeroizing::new(field.text(token));
+        if holds_int(field) {
+            let number = text
+                .as_deref()
+                .map(str::parse::<i64>)
+                .transpose()
+                .map_err(|_| CorruptionError::new_err(format!("{field} is not a number")))?;
+            dict.set_item(field.name(), number)?;
+        } else {
+            dict.set_item(field.name(), text.as_deref())?;
+        }
     }
-    dict.set_item("expiry_time", token.expiry_time)?;
     Ok(dict)
 }
 
@@ -357,13 +352,13 @@ impl NativeStore {
     ) -> PyResult<Option<Bound<'py, PyDict>>> {
         let query = token_from_py(query)?;
         let found = self.call(py, |s| s.find_token(&query))?;
-        found.map(|t| token_to_py(py, t)).transpose()
+        found.map(|t| token_to_py(py, &t)).transpose()
     }
 
     /// The record with this id.
     fn get<'py>(&self, py: Python<'py>, id: String) -> PyResult<Option<Bound<'py, PyDict>>> {
         let found = self.call(py, |s| s.find_token_by_id(&id))?;
-        found.map(|t| token_to_py(py, t)).transpose()
+        found.map(|t| token_to_py(py, &t)).transpose()
     }
 
     /// Upserts `token`; returns the record as now stored (id set).
@@ -374,7 +369,7 @@ impl NativeStore {
     ) -> PyResult<Bound<'py, PyDict>> {
         let mut token = token_from_py(token)?;
         self.call(py, |s| s.save_token(&mut token))?;
-        token_to_py(py, token)
+        token_to_py(py, &token)
     }
 
     /// Removes the record `id`; whether it existed.
@@ -385,7 +380,7 @@ impl NativeStore {
     /// Every record.
     fn all<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
         let tokens = self.call(py, |s| s.get_tokens())?;
-        tokens.into_iter().map(|t| token_to_py(py, t)).collect()
+        tokens.iter().map(|t| token_to_py(py, t)).collect()
     }
 
     /// Removes every record; how many there were.
@@ -441,7 +436,7 @@ impl NativeStore {
         }
         let client = self.client(accounts_url)?;
         let record = py.detach(|| client.login(&login)).map_err(to_py)?;
-        token_to_py(py, record)
+        token_to_py(py, &record)
     }
 
     /// Revokes the refresh token of record `id` at the accounts server, then
@@ -500,6 +495,10 @@ impl Drop for NativeStore {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_class::<NativeStore>()?;
+    // The engine's one list of a token's fields: (name, holds a secret), in
+    // declaration order. `tokenstore.Token` is checked against it.
+    let fields = Field::ALL.map(|field| (field.name(), field.is_secret()));
+    m.add("FIELDS", PyTuple::new(py, fields)?)?;
     m.add("Error", py.get_type::<Error>())?;
     m.add("InvalidTokenError", py.get_type::<InvalidTokenError>())?;
     m.add("ConflictError", py.get_type::<ConflictError>())?;

@@ -70,8 +70,9 @@ __all__ = [
 #: used when no key is given.
 KEY_ENV = "TOKENSTORE_KEY"
 
-#: The fields that hold secrets: never shown by ``repr``.
-SECRET_FIELDS = frozenset({"client_secret", "refresh_token", "access_token", "grant_token"})
+#: The fields that hold secrets: never shown by ``repr``. From the engine's
+#: one list of a token's fields, ``_native.FIELDS``.
+SECRET_FIELDS = frozenset(name for name, secret in _native.FIELDS if secret)
 
 Key = Union[str, bytes]
 
@@ -120,6 +121,18 @@ class Token:
     def from_dict(cls, fields: Mapping[str, Any]) -> "Token":
         """A token from a mapping of its field names."""
         return cls(**fields)
+
+
+# Token spells its fields out, for type checkers and readers; they must be
+# the engine's, in its order: the native module converts by these names.
+_TOKEN_FIELDS = tuple(f.name for f in dataclasses.fields(Token))
+_ENGINE_FIELDS = tuple(name for name, _ in _native.FIELDS)
+if _TOKEN_FIELDS != _ENGINE_FIELDS:
+    raise ImportError(
+        f"tokenstore.Token has the fields {', '.join(_TOKEN_FIELDS)}, its native module "
+        f"{', '.join(_ENGINE_FIELDS)}: the package's Python files and native module "
+        "disagree (reinstall it, or give Token the engine's fields in the engine's order)"
+    )
 
 
 @dataclasses.dataclass(frozen=True, repr=False)

@@ -1,9 +1,12 @@
 """Type stubs of the native core (``tokenstore._native``). Use the Python
 surface (``tokenstore.open``, ``tokenstore.Token``) rather than this."""
 
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 TokenFields = Dict[str, Any]
+
+#: Every field of a token, in declaration order: (name, holds a secret).
+FIELDS: Tuple[Tuple[str, bool], ...]
 
 class Error(Exception): ...
 class InvalidTokenError(Error): ...
