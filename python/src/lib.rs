@@ -149,9 +149,11 @@ fn to_py(err: tokenstore::Error) -> PyErr {
 
 /// Opens the store named by `db` through the engine's one entry point: a
 /// directory is the embedded store, `postgres://…` the shared backend (when
-/// the engine is built with it), `memory:` a store in memory.
-fn open_store(db: &str, key: Option<Key>) -> tokenstore::Result<AnyStore> {
-    tokenstore::open_with(db, OpenOptions::new().maybe_key(key))
+/// the engine is built with it), `memory:` a store in memory. Unless
+/// `create`, a store that does not exist is refused (`StoreNotFound`) and
+/// nothing is created.
+fn open_store(db: &str, key: Option<Key>, create: bool) -> tokenstore::Result<AnyStore> {
+    tokenstore::open_with(db, OpenOptions::new().maybe_key(key).create(create))
 }
 
 /// A key given from Python: base64 text (the form of `TOKENSTORE_KEY`) or
@@ -329,12 +331,18 @@ impl NativeStore {
 #[pymethods]
 impl NativeStore {
     /// Opens `db` (a directory: the embedded store), encrypted with `key`
-    /// when given (base64 str or 32 bytes).
+    /// when given (base64 str or 32 bytes); creates it when missing unless
+    /// `create` is false.
     #[new]
-    #[pyo3(signature = (db, key=None))]
-    fn new(py: Python<'_>, db: String, key: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+    #[pyo3(signature = (db, key=None, create=true))]
+    fn new(
+        py: Python<'_>,
+        db: String,
+        key: Option<&Bound<'_, PyAny>>,
+        create: bool,
+    ) -> PyResult<Self> {
         let key = key.map(key_from_py).transpose()?;
-        let store = py.detach(|| open_store(&db, key)).map_err(to_py)?;
+        let store = py.detach(|| open_store(&db, key, create)).map_err(to_py)?;
         Ok(NativeStore {
             db: store.location(),
             kind: store.kind(),

@@ -43,6 +43,10 @@ def _invalid_url(tmp_path):
     tokenstore.open("postgres://nobody@127.0.0.1:not-a-port/none")
 
 
+def _store_not_found(tmp_path):
+    tokenstore.open(tmp_path / "missing", create=False)
+
+
 def _unreachable_server(tmp_path):
     tokenstore.open("postgres://nobody:pw@127.0.0.1:1/none")
 
@@ -82,6 +86,7 @@ CASES = [
     (_wrong_key, tokenstore.EncryptionKeyError),
     (_malformed_key, tokenstore.EncryptionKeyError),
     (_invalid_url, tokenstore.Error),
+    (_store_not_found, tokenstore.Error),
     (_unreachable_server, tokenstore.StorageError),
     (_unsupported, tokenstore.UnsupportedError),
     (_not_found, tokenstore.NotFoundError),

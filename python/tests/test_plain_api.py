@@ -307,3 +307,22 @@ else:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd="/")
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("ImportError: tokenstore.Token has the fields id, user_name"), out.stdout
+
+
+def test_create_false_opens_only_an_existing_store(tmp_path):
+    missing = tmp_path / "mistyped" / "db"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for where in (missing, empty):
+        for opening in (lambda: tokenstore.open(where, create=False), lambda: tokenstore.Store(where, create=False)):
+            with pytest.raises(tokenstore.Error) as raised:
+                opening()
+            assert type(raised.value) is tokenstore.Error
+            assert str(where) in str(raised.value) and "nothing was created" in str(raised.value)
+    assert not (tmp_path / "mistyped").exists()
+    assert list(empty.iterdir()) == []
+    # An existing store opens as always; the default still creates.
+    with tokenstore.open(tmp_path / "db") as store:
+        saved = store.save(Token(user_name="ana", refresh_token="1000.r"))
+    with tokenstore.open(tmp_path / "db", create=False) as store:
+        assert store.get(saved.id) == saved

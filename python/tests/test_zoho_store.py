@@ -310,3 +310,15 @@ def test_every_field_reaches_the_sdks_token(store):
         assert [getattr(found, g)() for g in getters] + [found.get_user_signature().get_name()] == expected
     stored = store.tokens.get(token.get_id())
     assert (stored.user_name, stored.grant_token, stored.expiry_time) == (USER, "1000.grant.all", int(token.get_expires_in()))
+
+
+def test_create_false_refuses_a_missing_store(tmp_path):
+    with pytest.raises(SDKException) as raised:
+        Store(tmp_path / "mistyped", create=False)
+    assert raised.value.code == TOKEN_STORE
+    assert type(raised.value.__cause__) is tokenstore.Error
+    assert not (tmp_path / "mistyped").exists()
+    with Store(tmp_path / "tokens") as store:  # as FileStore, creating it by default
+        store.save_token(full_token())
+    with Store(tmp_path / "tokens", create=False) as store:
+        assert store.find_token_by_id("1").get_refresh_token() == REFRESH

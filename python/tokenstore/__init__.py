@@ -187,8 +187,8 @@ class Store:
 
     __slots__ = ("_native",)
 
-    def __init__(self, db: Union[str, "os.PathLike[str]"], key: Optional[Key] = None) -> None:
-        self._native = _native.NativeStore(os.fspath(db), _resolve_key(key))
+    def __init__(self, db: Union[str, "os.PathLike[str]"], key: Optional[Key] = None, *, create: bool = True) -> None:
+        self._native = _native.NativeStore(os.fspath(db), _resolve_key(key), create)
 
     def find(
         self,
@@ -339,8 +339,9 @@ class Store:
         return f"tokenstore.Store({self.db!r}{', closed' if self.closed else ''})"
 
 
-def open(db: Union[str, "os.PathLike[str]"], key: Optional[Key] = None) -> Store:  # noqa: A001
-    """Opens (creating if needed) the token store ``db`` names:
+def open(db: Union[str, "os.PathLike[str]"], key: Optional[Key] = None, *, create: bool = True) -> Store:  # noqa: A001
+    """Opens (creating it if needed, unless ``create=False``) the token store
+    ``db`` names:
 
     * a directory: the embedded store, which belongs to one process at a
       time (the right choice for one process with any number of threads);
@@ -353,8 +354,13 @@ def open(db: Union[str, "os.PathLike[str]"], key: Optional[Key] = None) -> Store
     prints) or the 32 raw bytes; when not given, ``TOKENSTORE_KEY`` from the
     environment, if set.
 
+    ``create=False`` opens only a store that exists: a missing directory,
+    or a ``postgres://`` database without tokenstore's tables, raises
+    :class:`Error` and nothing is created, so that a mistyped path is an
+    error rather than a new, empty store.
+
     Raises :class:`LockedError` at once when another process has it open
     (the message names ``postgres://``, the answer for several workers),
     :class:`EncryptionKeyError` for a missing or wrong key.
     """
-    return Store(db, key)
+    return Store(db, key, create=create)

@@ -175,17 +175,25 @@ class Store(TokenStore):
     :func:`tokenstore.open`).
     ``key`` encrypts it: the base64 text or the 32 raw bytes; when not given,
     ``TOKENSTORE_KEY`` from the environment, if set. ``refresh=True``: hand
-    the SDK tokens refreshed single-flight (see the module's docs).
+    the SDK tokens refreshed single-flight (see the module's docs). Like
+    FileStore, a missing store is created; ``create=False`` refuses it
+    instead (nothing is created), for a worker that must find the tokens
+    another process saved.
 
     Every error is an ``SDKException`` with code ``TOKEN_STORE``, a message
     that never holds a secret, and the tokenstore error as its cause.
     """
 
     def __init__(
-        self, db: Union[str, "os.PathLike[str]"], *, key: Union[str, bytes, None] = None, refresh: bool = False
+        self,
+        db: Union[str, "os.PathLike[str]"],
+        *,
+        key: Union[str, bytes, None] = None,
+        refresh: bool = False,
+        create: bool = True,
     ) -> None:
         try:
-            self._store = tokenstore.open(db, key=key)
+            self._store = tokenstore.open(db, key=key, create=create)
         except tokenstore.Error as e:
             raise _error(f"cannot open the token store: {e}", e) from e
         self._refresh = refresh
