@@ -14,9 +14,9 @@ use parking_lot::{Mutex, RwLock};
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyString};
+use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
 use tokenstore::oauth::{AccessToken, Config, Login, OAuthClient};
-use tokenstore::{AnyStore, Key, OAuthToken, OpenOptions, TokenStore};
+use tokenstore::{AnyStore, Field, Key, OAuthToken, OpenOptions, TokenStore};
 use zeroize::Zeroizing;
 
 type DynStore = dyn TokenStore + Send + Sync;
@@ -67,7 +67,7 @@ create_exception!(
     tokenstore,
     StorageError,
     Error,
-    "An I/O error from the file system or the storage engine, or a database server that is unreachable or refused a statement."
+    "An I/O error from the file system or the storage engine, a database server that is unreachable or refused a statement, or a thread of the store that failed while writing (read the record back before repeating the write)."
 );
 create_exception!(
     tokenstore,
@@ -107,49 +107,53 @@ create_exception!(
     "The store was opened in a parent process before os.fork(); a child must open its own store."
 );
 
-/// The Python exception for an engine error. The engine's messages never
+/// The Python exception for an engine error: one class per
+/// [`ErrorKind`](tokenstore::ErrorKind), the family the engine files each
+/// variant under, so that a new variant needs no change here. A kind newer
+/// than this module raises the base `Error`. The engine's messages never
 /// hold a secret, so they pass through as they are.
 fn to_py(err: tokenstore::Error) -> PyErr {
-    use tokenstore::Error as E;
+    use tokenstore::ErrorKind as K;
     let message = err.to_string();
-    match err {
-        E::InvalidToken { .. } => InvalidTokenError::new_err(message),
-        E::Conflict { field, id } => Python::attach(|py| {
-            let err = ConflictError::new_err(message);
-            let value = err.value(py);
-            // Attributes are a convenience; failing to set them must not
-            // hide the conflict itself.
-            let _ = value.setattr("field", field.name());
-            let _ = value.setattr("holder_id", id);
-            err
-        }),
-        E::Corruption { .. } => CorruptionError::new_err(message),
-        E::Locked { .. } => LockedError::new_err(message),
-        E::UnsupportedVersion { .. } => UnsupportedVersionError::new_err(message),
-        E::WrongKey { .. }
-        | E::KeyRequired { .. }
-        | E::NotEncrypted { .. }
-        | E::RekeyRequired { .. }
-        | E::InvalidKey { .. } => EncryptionKeyError::new_err(message),
-        E::Io(_) | E::Unavailable { .. } | E::Database { .. } => StorageError::new_err(message),
-        E::Unsupported { .. } => UnsupportedError::new_err(message),
-        E::NotFound { .. } => NotFoundError::new_err(message),
-        E::NotRefreshable { .. } => NotRefreshableError::new_err(message),
-        E::GrantRefused { .. } => GrantRefusedError::new_err(message),
-        E::InvalidClient { .. }
-        | E::RateLimited { .. }
-        | E::Network { .. }
-        | E::MalformedResponse { .. }
-        | E::InvalidAccountsUrl { .. } => OAuthError::new_err(message),
+    match err.kind() {
+        K::InvalidToken => InvalidTokenError::new_err(message),
+        K::Conflict => {
+            let err_py = ConflictError::new_err(message);
+            if let tokenstore::Error::Conflict { field, id } = err {
+                Python::attach(|py| {
+                    let value = err_py.value(py);
+                    // Attributes are a convenience; failing to set them must
+                    // not hide the conflict itself.
+                    let _ = value.setattr("field", field.name());
+                    let _ = value.setattr("holder_id", id);
+                });
+            }
+            err_py
+        }
+        K::Corruption => CorruptionError::new_err(message),
+        K::Locked => LockedError::new_err(message),
+        K::UnsupportedVersion => UnsupportedVersionError::new_err(message),
+        K::Key => EncryptionKeyError::new_err(message),
+        // A store string that cannot be used or names no store: no class of
+        // its own (NotFoundError is about records), the base class.
+        K::InvalidLocation => Error::new_err(message),
+        K::Storage => StorageError::new_err(message),
+        K::Unsupported => UnsupportedError::new_err(message),
+        K::NotFound => NotFoundError::new_err(message),
+        K::NotRefreshable => NotRefreshableError::new_err(message),
+        K::GrantRefused => GrantRefusedError::new_err(message),
+        K::OAuth => OAuthError::new_err(message),
         _ => Error::new_err(message),
     }
 }
 
 /// Opens the store named by `db` through the engine's one entry point: a
 /// directory is the embedded store, `postgres://…` the shared backend (when
-/// the engine is built with it), `memory:` a store in memory.
-fn open_store(db: &str, key: Option<Key>) -> tokenstore::Result<AnyStore> {
-    tokenstore::open_with(db, OpenOptions::new().maybe_key(key))
+/// the engine is built with it), `memory:` a store in memory. Unless
+/// `create`, a store that does not exist is refused (`StoreNotFound`) and
+/// nothing is created.
+fn open_store(db: &str, key: Option<Key>, create: bool) -> tokenstore::Result<AnyStore> {
+    tokenstore::open_with(db, OpenOptions::new().maybe_key(key).create(create))
 }
 
 /// A key given from Python: base64 text (the form of `TOKENSTORE_KEY`) or
@@ -175,72 +179,67 @@ fn key_from_py(key: &Bound<'_, PyAny>) -> PyResult<Key> {
     ))
 }
 
-/// The fields of a token, in the order of `tokenstore.Token`.
-const STRING_FIELDS: [&str; 9] = [
-    "id",
-    "user_name",
-    "client_id",
-    "client_secret",
-    "refresh_token",
-    "access_token",
-    "grant_token",
-    "redirect_url",
-    "api_domain",
-];
-
-fn string_field<'a>(token: &'a mut OAuthToken, name: &str) -> &'a mut Option<String> {
-    match name {
-        "id" => &mut token.id,
-        "user_name" => &mut token.user_name,
-        "client_id" => &mut token.client_id,
-        "client_secret" => &mut token.client_secret,
-        "refresh_token" => &mut token.refresh_token,
-        "access_token" => &mut token.access_token,
-        "grant_token" => &mut token.grant_token,
-        "redirect_url" => &mut token.redirect_url,
-        "api_domain" => &mut token.api_domain,
-        _ => unreachable!("STRING_FIELDS lists only these"),
-    }
+/// Whether a field's Python value is an `int` rather than a `str`: only
+/// `expiry_time`, whose text in the engine's registry is decimal
+/// milliseconds.
+fn holds_int(field: Field) -> bool {
+    field.name() == "expiry_time"
 }
 
-/// A token from a dict of its fields (missing keys and `None` are absent).
+/// A token from a dict of its fields, every field of the engine's registry
+/// ([`Field::ALL`]) by its name (missing keys and `None` are absent).
 fn token_from_py(fields: &Bound<'_, PyDict>) -> PyResult<OAuthToken> {
     let mut token = OAuthToken::default();
-    for name in STRING_FIELDS {
-        if let Some(value) = fields.get_item(name)? {
-            if !value.is_none() {
-                let text: String = value.extract().map_err(|_| {
+    for field in Field::ALL {
+        let Some(value) = fields.get_item(field.name())? else {
+            continue;
+        };
+        if value.is_none() {
+            continue;
+        }
+        // Wiped once set: it may be a secret.
+        let text = Zeroizing::new(if holds_int(field) {
+            value
+                .extract::<i64>()
+                .map_err(|_| {
                     InvalidTokenError::new_err(format!(
-                        "invalid token: {name} must be a str, not {}",
-                        value
-                            .get_type()
-                            .name()
-                            .map(|n| n.to_string())
-                            .unwrap_or_default()
+                        "invalid token: {field} must be an int (milliseconds since the Unix epoch)"
                     ))
-                })?;
-                *string_field(&mut token, name) = Some(text);
-            }
-        }
-    }
-    if let Some(value) = fields.get_item("expiry_time")? {
-        if !value.is_none() {
-            token.expiry_time = Some(value.extract().map_err(|_| {
-                InvalidTokenError::new_err(
-                    "invalid token: expiry_time must be an int (milliseconds since the Unix epoch)",
-                )
-            })?);
-        }
+                })?
+                .to_string()
+        } else {
+            value.extract::<String>().map_err(|_| {
+                InvalidTokenError::new_err(format!(
+                    "invalid token: {field} must be a str, not {}",
+                    value
+                        .get_type()
+                        .name()
+                        .map(|n| n.to_string())
+                        .unwrap_or_default()
+                ))
+            })?
+        });
+        field.set_text(&mut token, Some(&text)).map_err(to_py)?;
     }
     Ok(token)
 }
 
-fn token_to_py<'py>(py: Python<'py>, mut token: OAuthToken) -> PyResult<Bound<'py, PyDict>> {
+/// The dict of a token: every field of the registry, `None` when absent.
+fn token_to_py<'py>(py: Python<'py>, token: &OAuthToken) -> PyResult<Bound<'py, PyDict>> {
     let dict = PyDict::new(py);
-    for name in STRING_FIELDS {
-        dict.set_item(name, string_field(&mut token, name).take())?;
+    for field in Field::ALL {
+        let text = Zeroizing::new(field.text(token));
+        if holds_int(field) {
+            let number = text
+                .as_deref()
+                .map(str::parse::<i64>)
+                .transpose()
+                .map_err(|_| CorruptionError::new_err(format!("{field} is not a number")))?;
+            dict.set_item(field.name(), number)?;
+        } else {
+            dict.set_item(field.name(), text.as_deref())?;
+        }
     }
-    dict.set_item("expiry_time", token.expiry_time)?;
     Ok(dict)
 }
 
@@ -332,12 +331,18 @@ impl NativeStore {
 #[pymethods]
 impl NativeStore {
     /// Opens `db` (a directory: the embedded store), encrypted with `key`
-    /// when given (base64 str or 32 bytes).
+    /// when given (base64 str or 32 bytes); creates it when missing unless
+    /// `create` is false.
     #[new]
-    #[pyo3(signature = (db, key=None))]
-    fn new(py: Python<'_>, db: String, key: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+    #[pyo3(signature = (db, key=None, create=true))]
+    fn new(
+        py: Python<'_>,
+        db: String,
+        key: Option<&Bound<'_, PyAny>>,
+        create: bool,
+    ) -> PyResult<Self> {
         let key = key.map(key_from_py).transpose()?;
-        let store = py.detach(|| open_store(&db, key)).map_err(to_py)?;
+        let store = py.detach(|| open_store(&db, key, create)).map_err(to_py)?;
         Ok(NativeStore {
             db: store.location(),
             kind: store.kind(),
@@ -355,13 +360,13 @@ impl NativeStore {
     ) -> PyResult<Option<Bound<'py, PyDict>>> {
         let query = token_from_py(query)?;
         let found = self.call(py, |s| s.find_token(&query))?;
-        found.map(|t| token_to_py(py, t)).transpose()
+        found.map(|t| token_to_py(py, &t)).transpose()
     }
 
     /// The record with this id.
     fn get<'py>(&self, py: Python<'py>, id: String) -> PyResult<Option<Bound<'py, PyDict>>> {
         let found = self.call(py, |s| s.find_token_by_id(&id))?;
-        found.map(|t| token_to_py(py, t)).transpose()
+        found.map(|t| token_to_py(py, &t)).transpose()
     }
 
     /// Upserts `token`; returns the record as now stored (id set).
@@ -372,7 +377,7 @@ impl NativeStore {
     ) -> PyResult<Bound<'py, PyDict>> {
         let mut token = token_from_py(token)?;
         self.call(py, |s| s.save_token(&mut token))?;
-        token_to_py(py, token)
+        token_to_py(py, &token)
     }
 
     /// Removes the record `id`; whether it existed.
@@ -383,7 +388,7 @@ impl NativeStore {
     /// Every record.
     fn all<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
         let tokens = self.call(py, |s| s.get_tokens())?;
-        tokens.into_iter().map(|t| token_to_py(py, t)).collect()
+        tokens.iter().map(|t| token_to_py(py, t)).collect()
     }
 
     /// Removes every record; how many there were.
@@ -439,7 +444,7 @@ impl NativeStore {
         }
         let client = self.client(accounts_url)?;
         let record = py.detach(|| client.login(&login)).map_err(to_py)?;
-        token_to_py(py, record)
+        token_to_py(py, &record)
     }
 
     /// Revokes the refresh token of record `id` at the accounts server, then
@@ -498,6 +503,10 @@ impl Drop for NativeStore {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_class::<NativeStore>()?;
+    // The engine's one list of a token's fields: (name, holds a secret), in
+    // declaration order. `tokenstore.Token` is checked against it.
+    let fields = Field::ALL.map(|field| (field.name(), field.is_secret()));
+    m.add("FIELDS", PyTuple::new(py, fields)?)?;
     m.add("Error", py.get_type::<Error>())?;
     m.add("InvalidTokenError", py.get_type::<InvalidTokenError>())?;
     m.add("ConflictError", py.get_type::<ConflictError>())?;

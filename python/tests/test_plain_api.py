@@ -229,3 +229,100 @@ def test_a_stores_repr_shows_where_it_is_never_its_key(tmp_path):
     with tokenstore.open(tmp_path / "db", key=key) as store:
         shown = repr(store) + str(store) + f"{store}"
         assert str(tmp_path / "db") in shown and key not in shown
+
+
+ENGINE_FIELDS = (
+    ("id", False),
+    ("user_name", False),
+    ("client_id", False),
+    ("client_secret", True),
+    ("refresh_token", True),
+    ("access_token", True),
+    ("grant_token", True),
+    ("expiry_time", False),
+    ("redirect_url", False),
+    ("api_domain", False),
+)
+
+
+def test_token_has_the_engines_fields_and_secrets():
+    import dataclasses
+
+    assert tokenstore._native.FIELDS == ENGINE_FIELDS
+    assert tuple(f.name for f in dataclasses.fields(Token)) == tuple(name for name, _ in ENGINE_FIELDS)
+    assert tokenstore.SECRET_FIELDS == {"client_secret", "refresh_token", "access_token", "grant_token"}
+
+
+def test_every_field_round_trips_with_its_type():
+    import dataclasses
+
+    full = Token(user_name="ana", client_id="1000.C", client_secret="cs", refresh_token="1000.r",
+                 access_token="1000.a", grant_token="1000.g", expiry_time=1_700_000_000_123,
+                 redirect_url="https://example.com/cb", api_domain="https://www.zohoapis.eu")
+    with tokenstore.open("memory:") as store:
+        saved = store.save(full)
+        assert saved == dataclasses.replace(full, id=saved.id) and saved.id
+        assert store.get(saved.id) == saved == store.all()[0]
+        assert type(saved.expiry_time) is int
+        # Empty strings are absent, and a record comes back with every field.
+        other = store.save(Token(user_name="bob", refresh_token="1000.r2", client_secret=""))
+        assert other == Token(id=other.id, user_name="bob", refresh_token="1000.r2")
+        for bad in ("1700000000000", 1.5):
+            with pytest.raises(tokenstore.InvalidTokenError, match="expiry_time must be an int"):
+                store.save(Token(user_name="carl", refresh_token="1000.r3", expiry_time=bad))  # type: ignore[arg-type]
+        with pytest.raises(tokenstore.InvalidTokenError, match="api_domain must be a str"):
+            store.save(Token(user_name="carl", refresh_token="1000.r3", api_domain=b"x"))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        ENGINE_FIELDS + (("refresh_expiry_time", False),),  # a field the engine gained
+        ENGINE_FIELDS[1:] + ENGINE_FIELDS[:1],  # the same fields in another order
+    ],
+    ids=["one-more", "reordered"],
+)
+def test_a_token_that_is_not_the_engines_fails_the_import(fields):
+    import subprocess
+    import sys
+
+    # The native module is loaded by hand, its FIELDS changed, then the
+    # package imported over it.
+    code = f"""
+import importlib.machinery, importlib.util, sys
+package = importlib.util.find_spec("tokenstore").submodule_search_locations[0]
+found = importlib.machinery.PathFinder.find_spec("_native", [package])
+spec = importlib.util.spec_from_file_location("tokenstore._native", found.origin)
+native = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(native)
+native.FIELDS = {fields!r}
+sys.modules["tokenstore._native"] = native
+try:
+    import tokenstore
+except ImportError as e:
+    print("ImportError:", e)
+else:
+    print("imported")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd="/")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("ImportError: tokenstore.Token has the fields id, user_name"), out.stdout
+
+
+def test_create_false_opens_only_an_existing_store(tmp_path):
+    missing = tmp_path / "mistyped" / "db"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for where in (missing, empty):
+        for opening in (lambda: tokenstore.open(where, create=False), lambda: tokenstore.Store(where, create=False)):
+            with pytest.raises(tokenstore.Error) as raised:
+                opening()
+            assert type(raised.value) is tokenstore.Error
+            assert str(where) in str(raised.value) and "nothing was created" in str(raised.value)
+    assert not (tmp_path / "mistyped").exists()
+    assert list(empty.iterdir()) == []
+    # An existing store opens as always; the default still creates.
+    with tokenstore.open(tmp_path / "db") as store:
+        saved = store.save(Token(user_name="ana", refresh_token="1000.r"))
+    with tokenstore.open(tmp_path / "db", create=False) as store:
+        assert store.get(saved.id) == saved

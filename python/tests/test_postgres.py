@@ -84,3 +84,22 @@ def test_8_worker_processes_cause_one_refresh_with_refresh_opt_in(pg_url, server
         p.join(timeout=60)
     assert len(server.refreshes()) == 1
     assert len(set(tokens)) == 1 and tokens[0] != "1000.access.old"
+
+
+def _tables(url):
+    import subprocess
+
+    out = subprocess.run(["psql", url, "-Atq", "-c", "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"],
+                         check=True, capture_output=True, text=True)
+    return int(out.stdout)
+
+
+def test_create_false_needs_the_tables(pg_url):
+    with pytest.raises(tokenstore.Error) as raised:
+        tokenstore.open(pg_url, create=False)
+    assert type(raised.value) is tokenstore.Error and "nothing was created" in str(raised.value)
+    assert _tables(pg_url) == 0
+    tokenstore.open(pg_url).close()
+    assert _tables(pg_url) > 0
+    with tokenstore.open(pg_url, create=False) as store:
+        assert store.all() == []

@@ -293,3 +293,32 @@ def test_find_token_writes_only_the_fields_it_fills(store, own_expiry):
     filled += [("redirect_url", None), ("api_domain", "https://www.zohoapis.com")]
     assert query.writes == filled
     assert query.get_expires_in() == (own_expiry or stored.get_expires_in())
+
+
+def test_every_field_reaches_the_sdks_token(store):
+    token = OAuthToken(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, grant_token="1000.grant.all",
+                       refresh_token=REFRESH, redirect_url="https://example.com/cb", access_token=ACCESS,
+                       user_signature=UserSignature(USER), api_domain="https://www.zohoapis.eu")
+    token.set_expires_in(str(now_ms() + 60_000))
+    store.save_token(token)
+    getters = ["get_id", "get_client_id", "get_client_secret", "get_grant_token", "get_refresh_token",
+               "get_redirect_url", "get_access_token", "get_expires_in", "get_api_domain"]
+    expected = [getattr(token, g)() for g in getters] + [USER]
+    assert None not in expected
+    for found in (store.find_token_by_id(token.get_id()), store.get_tokens()[0],
+                  store.find_token(OAuthToken(user_signature=UserSignature(USER)))):
+        assert [getattr(found, g)() for g in getters] + [found.get_user_signature().get_name()] == expected
+    stored = store.tokens.get(token.get_id())
+    assert (stored.user_name, stored.grant_token, stored.expiry_time) == (USER, "1000.grant.all", int(token.get_expires_in()))
+
+
+def test_create_false_refuses_a_missing_store(tmp_path):
+    with pytest.raises(SDKException) as raised:
+        Store(tmp_path / "mistyped", create=False)
+    assert raised.value.code == TOKEN_STORE
+    assert type(raised.value.__cause__) is tokenstore.Error
+    assert not (tmp_path / "mistyped").exists()
+    with Store(tmp_path / "tokens") as store:  # as FileStore, creating it by default
+        store.save_token(full_token())
+    with Store(tmp_path / "tokens", create=False) as store:
+        assert store.find_token_by_id("1").get_refresh_token() == REFRESH

@@ -70,8 +70,9 @@ __all__ = [
 #: used when no key is given.
 KEY_ENV = "TOKENSTORE_KEY"
 
-#: The fields that hold secrets: never shown by ``repr``.
-SECRET_FIELDS = frozenset({"client_secret", "refresh_token", "access_token", "grant_token"})
+#: The fields that hold secrets: never shown by ``repr``. From the engine's
+#: one list of a token's fields, ``_native.FIELDS``.
+SECRET_FIELDS = frozenset(name for name, secret in _native.FIELDS if secret)
 
 Key = Union[str, bytes]
 
@@ -120,6 +121,18 @@ class Token:
     def from_dict(cls, fields: Mapping[str, Any]) -> "Token":
         """A token from a mapping of its field names."""
         return cls(**fields)
+
+
+# Token spells its fields out, for type checkers and readers; they must be
+# the engine's, in its order: the native module converts by these names.
+_TOKEN_FIELDS = tuple(f.name for f in dataclasses.fields(Token))
+_ENGINE_FIELDS = tuple(name for name, _ in _native.FIELDS)
+if _TOKEN_FIELDS != _ENGINE_FIELDS:
+    raise ImportError(
+        f"tokenstore.Token has the fields {', '.join(_TOKEN_FIELDS)}, its native module "
+        f"{', '.join(_ENGINE_FIELDS)}: the package's Python files and native module "
+        "disagree (reinstall it, or give Token the engine's fields in the engine's order)"
+    )
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
@@ -174,8 +187,8 @@ class Store:
 
     __slots__ = ("_native",)
 
-    def __init__(self, db: Union[str, "os.PathLike[str]"], key: Optional[Key] = None) -> None:
-        self._native = _native.NativeStore(os.fspath(db), _resolve_key(key))
+    def __init__(self, db: Union[str, "os.PathLike[str]"], key: Optional[Key] = None, *, create: bool = True) -> None:
+        self._native = _native.NativeStore(os.fspath(db), _resolve_key(key), create)
 
     def find(
         self,
@@ -326,8 +339,9 @@ class Store:
         return f"tokenstore.Store({self.db!r}{', closed' if self.closed else ''})"
 
 
-def open(db: Union[str, "os.PathLike[str]"], key: Optional[Key] = None) -> Store:  # noqa: A001
-    """Opens (creating if needed) the token store ``db`` names:
+def open(db: Union[str, "os.PathLike[str]"], key: Optional[Key] = None, *, create: bool = True) -> Store:  # noqa: A001
+    """Opens (creating it if needed, unless ``create=False``) the token store
+    ``db`` names:
 
     * a directory: the embedded store, which belongs to one process at a
       time (the right choice for one process with any number of threads);
@@ -340,8 +354,13 @@ def open(db: Union[str, "os.PathLike[str]"], key: Optional[Key] = None) -> Store
     prints) or the 32 raw bytes; when not given, ``TOKENSTORE_KEY`` from the
     environment, if set.
 
+    ``create=False`` opens only a store that exists: a missing directory,
+    or a ``postgres://`` database without tokenstore's tables, raises
+    :class:`Error` and nothing is created, so that a mistyped path is an
+    error rather than a new, empty store.
+
     Raises :class:`LockedError` at once when another process has it open
     (the message names ``postgres://``, the answer for several workers),
     :class:`EncryptionKeyError` for a missing or wrong key.
     """
-    return Store(db, key)
+    return Store(db, key, create=create)

@@ -91,76 +91,78 @@ def _check_id(id: Any) -> None:
         raise _error(f"no token with id {id!r}: ids are strings")
 
 
+def _expiry_from_sdk(expires_in: Any) -> Optional[int]:
+    # The SDK keeps the expiry as epoch milliseconds in a str.
+    if expires_in is None or str(expires_in) == "":
+        return None
+    try:
+        return int(expires_in)
+    except (TypeError, ValueError):
+        raise _error(
+            "the token's expires_in is not an expiry time in milliseconds since the Unix epoch"
+        ) from None
+
+
+#: The SDK's OAuthToken names two fields differently: the user is its user
+#: signature, the expiry ``expires_in``.
+_SDK_NAMES = {"user_name": "user_signature", "expiry_time": "expires_in"}
+
+#: Every field of a token (the engine's list, in its order), with the name
+#: of the SDK's ``get_``/``set_`` methods for it.
+_FIELDS = tuple((name, _SDK_NAMES.get(name, name)) for name, _ in tokenstore._native.FIELDS)
+
+#: The conversions of the two fields the SDK holds in another form.
+_FROM_SDK = {
+    "user_name": lambda signature: None if signature is None else signature.get_name(),
+    "expiry_time": _expiry_from_sdk,
+}
+_TO_SDK = {"user_name": UserSignature, "expiry_time": str}
+
+_missing_accessors = [
+    f"{verb}_{sdk}" for _, sdk in _FIELDS for verb in ("get", "set") if not hasattr(OAuthToken, f"{verb}_{sdk}")
+]
+if _missing_accessors:  # pragma: no cover - an SDK that is not a drop-in target
+    raise ImportError(
+        f"the installed Zoho CRM SDK's OAuthToken lacks {', '.join(_missing_accessors)}, "
+        "which tokenstore.zoho needs for the fields of a token; install zohocrmsdk8-0"
+    )
+
+
 def _to_token(oauth_token: Any, *, with_expiry: bool = True) -> Token:
     """The SDK's OAuthToken as a plain Token: the user is the user
     signature's name, ``expires_in`` (epoch ms as a str) the expiry, left
     out when ``with_expiry`` is false. Only reads ``oauth_token``."""
-    signature = oauth_token.get_user_signature()
-    expires_in = oauth_token.get_expires_in() if with_expiry else None
-    expiry_time: Optional[int] = None
-    if expires_in is not None and str(expires_in) != "":
-        try:
-            expiry_time = int(expires_in)
-        except (TypeError, ValueError):
-            raise _error(
-                "the token's expires_in is not an expiry time in milliseconds since the Unix epoch"
-            ) from None
-    return Token(
-        id=oauth_token.get_id(),
-        user_name=signature.get_name() if signature is not None else None,
-        client_id=oauth_token.get_client_id(),
-        client_secret=oauth_token.get_client_secret(),
-        refresh_token=oauth_token.get_refresh_token(),
-        access_token=oauth_token.get_access_token(),
-        grant_token=oauth_token.get_grant_token(),
-        expiry_time=expiry_time,
-        redirect_url=oauth_token.get_redirect_url(),
-        api_domain=oauth_token.get_api_domain(),
-    )
+    fields: Dict[str, Any] = {}
+    for name, sdk in _FIELDS:
+        if name == "expiry_time" and not with_expiry:
+            continue
+        value = getattr(oauth_token, f"get_{sdk}")()
+        convert = _FROM_SDK.get(name)
+        fields[name] = convert(value) if convert else value
+    return Token(**fields)
 
 
 def _fill(oauth_token: Any, stored: Token) -> None:
     """Sets the fields ``oauth_token`` lacks (``None``) from ``stored``, as
     FileStore's ``set_merge_data`` does."""
-    if oauth_token.get_id() is None:
-        oauth_token.set_id(stored.id)
-    if oauth_token.get_user_signature() is None and stored.user_name is not None:
-        oauth_token.set_user_signature(UserSignature(stored.user_name))
-    if oauth_token.get_client_id() is None:
-        oauth_token.set_client_id(stored.client_id)
-    if oauth_token.get_client_secret() is None:
-        oauth_token.set_client_secret(stored.client_secret)
-    if oauth_token.get_refresh_token() is None:
-        oauth_token.set_refresh_token(stored.refresh_token)
-    if oauth_token.get_access_token() is None:
-        oauth_token.set_access_token(stored.access_token)
-    if oauth_token.get_grant_token() is None:
-        oauth_token.set_grant_token(stored.grant_token)
-    if oauth_token.get_expires_in() is None and stored.expiry_time is not None:
-        oauth_token.set_expires_in(str(stored.expiry_time))
-    if oauth_token.get_redirect_url() is None:
-        oauth_token.set_redirect_url(stored.redirect_url)
-    if oauth_token.get_api_domain() is None:
-        oauth_token.set_api_domain(stored.api_domain)
+    for name, sdk in _FIELDS:
+        if getattr(oauth_token, f"get_{sdk}")() is not None:
+            continue
+        value = getattr(stored, name)
+        convert = _TO_SDK.get(name)
+        if convert is not None:
+            if value is None:
+                continue  # no UserSignature(None), no "None"
+            value = convert(value)
+        getattr(oauth_token, f"set_{sdk}")(value)
 
 
 def _new_oauth_token(stored: Token) -> Any:
     """A new, complete OAuthToken built as FileStore builds one (its
     ``__init__`` refuses some field combinations, so it is bypassed)."""
     oauth_token = object.__new__(OAuthToken)
-    for setter in (
-        "set_id",
-        "set_user_signature",
-        "set_client_id",
-        "set_client_secret",
-        "set_refresh_token",
-        "set_access_token",
-        "set_grant_token",
-        "set_redirect_url",
-        "set_expires_in",
-        "set_api_domain",
-    ):
-        getattr(oauth_token, setter)(None)
+    for _, sdk in _FIELDS:
+        getattr(oauth_token, f"set_{sdk}")(None)
     _fill(oauth_token, stored)
     return oauth_token
 
@@ -173,17 +175,25 @@ class Store(TokenStore):
     :func:`tokenstore.open`).
     ``key`` encrypts it: the base64 text or the 32 raw bytes; when not given,
     ``TOKENSTORE_KEY`` from the environment, if set. ``refresh=True``: hand
-    the SDK tokens refreshed single-flight (see the module's docs).
+    the SDK tokens refreshed single-flight (see the module's docs). Like
+    FileStore, a missing store is created; ``create=False`` refuses it
+    instead (nothing is created), for a worker that must find the tokens
+    another process saved.
 
     Every error is an ``SDKException`` with code ``TOKEN_STORE``, a message
     that never holds a secret, and the tokenstore error as its cause.
     """
 
     def __init__(
-        self, db: Union[str, "os.PathLike[str]"], *, key: Union[str, bytes, None] = None, refresh: bool = False
+        self,
+        db: Union[str, "os.PathLike[str]"],
+        *,
+        key: Union[str, bytes, None] = None,
+        refresh: bool = False,
+        create: bool = True,
     ) -> None:
         try:
-            self._store = tokenstore.open(db, key=key)
+            self._store = tokenstore.open(db, key=key, create=create)
         except tokenstore.Error as e:
             raise _error(f"cannot open the token store: {e}", e) from e
         self._refresh = refresh
