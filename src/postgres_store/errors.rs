@@ -1,0 +1,65 @@
+//! The client's errors mapped to ours; its types never reach the public API.
+
+use super::*;
+
+/// Column `index` of `row`: an error, never a panic, when the tables were
+/// altered behind the store's back.
+pub(crate) fn col<'r, T: postgres::types::FromSql<'r>>(
+    row: &'r postgres::Row,
+    index: usize,
+) -> Result<T> {
+    row.try_get(index).map_err(|e| {
+        Error::corruption(
+            None,
+            format!("column {index} of a tokenstore_ table has an unexpected type: {e}"),
+        )
+    })
+}
+
+/// Commits: a server's refusal means nothing landed, a broken connection
+/// means the outcome is unknown.
+pub(super) fn commit(tx: postgres::Transaction<'_>, what: &'static str) -> Result<()> {
+    tx.commit().map_err(|e| pg_error(what, e, true))
+}
+
+pub(super) fn unavailable(what: &str, detail: String, maybe_committed: bool) -> Error {
+    Error::Unavailable {
+        what: what.to_owned(),
+        detail,
+        maybe_committed,
+    }
+}
+
+/// Maps the client's errors to ours; its types never reach the public API.
+pub(crate) fn map_pg(what: &'static str) -> impl Fn(postgres::Error) -> Error {
+    move |e| pg_error(what, e, false)
+}
+
+pub(super) fn pg_error(what: &'static str, e: postgres::Error, committing: bool) -> Error {
+    let Some(db) = e.as_db_error() else {
+        // The connection broke, timed out or was closed: during a commit
+        // the server may have committed before it went.
+        return unavailable(what, e.to_string(), committing);
+    };
+    let code = db.code();
+    if *code == SqlState::QUERY_CANCELED {
+        return unavailable(
+            what,
+            "the server cancelled the statement after the statement timeout \
+             (PostgresOptions::statement_timeout); another process may hold a lock too long"
+                .into(),
+            false,
+        );
+    }
+    let going_away = code.code().starts_with("08")
+        || *code == SqlState::ADMIN_SHUTDOWN
+        || *code == SqlState::CRASH_SHUTDOWN
+        || *code == SqlState::CANNOT_CONNECT_NOW;
+    if going_away {
+        return unavailable(what, db.message().to_owned(), committing);
+    }
+    Error::Database {
+        code: code.code().to_owned(),
+        detail: format!("{} while {what}", db.message()),
+    }
+}
