@@ -1,5 +1,5 @@
 //! What an operation means, decided once for every backend: which record a
-//! query designates (SPEC §2, through [`crate::rules`]) and what a save or a
+//! query designates (docs/SPEC.md §2, through [`crate::rules`]) and what a save or a
 //! delete writes, as a [`WriteSet`] that the backend's engine applies
 //! atomically (see [`crate::engine`]).
 //!

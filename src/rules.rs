@@ -1,4 +1,4 @@
-//! The lookup key of SPEC.md §2: which stored record a query (or an id-less
+//! The lookup key of docs/SPEC.md §2: which stored record a query (or an id-less
 //! save) designates. This is the one place the rules live; every backend asks
 //! [`lookup_key`] and only resolves the answer with its own indexes.
 

@@ -1,4 +1,4 @@
-//! Access tokens on demand (SPEC.md §7) against a fake Zoho accounts server
+//! Access tokens on demand (docs/SPEC.md §7) against a fake Zoho accounts server
 //! on 127.0.0.1: login, refresh at the margin, single flight across
 //! threads, rotation, the legacy answer, every error with the store
 //! unchanged and no secret shown, revoke.

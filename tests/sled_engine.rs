@@ -1,4 +1,4 @@
-//! What only the on-disk engine promises (SPEC.md §4): persistence across
+//! What only the on-disk engine promises (docs/SPEC.md §4): persistence across
 //! reopen, the directory lock, the format version, and damaged data reported
 //! as `Error::Corruption` and by `check()`, never as a panic or a wrong token.
 //!
@@ -135,7 +135,7 @@ fn a_second_open_is_locked_and_the_first_keeps_working() {
         err.to_string().contains("locked by another process"),
         "{err}"
     );
-    // SPEC §6: the message names the shared backend as the answer.
+    // docs/SPEC.md §4: the message names the shared backend as the answer.
     assert!(err.to_string().contains("postgres://"), "{err}");
     saved(&first, zoho("ana@example.com", "a"));
     drop(first);

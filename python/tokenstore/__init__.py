@@ -15,7 +15,7 @@ For the Zoho CRM Python SDK, ``from tokenstore.zoho import Store`` gives a
 drop-in ``TokenStore`` (see ``tokenstore.zoho``).
 
 Which stored record a query designates, how a save merges, and which values
-must be unique are decided by the Rust engine (SPEC §2, §3), never here.
+must be unique are decided by the Rust engine (docs/SPEC.md §2, §3), never here.
 """
 
 from __future__ import annotations

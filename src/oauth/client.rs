@@ -157,7 +157,7 @@ impl OAuthClient {
         Ok(record)
     }
 
-    /// A valid access token for the record `query` finds (SPEC.md §2 rules,
+    /// A valid access token for the record `query` finds (docs/SPEC.md §2 rules,
     /// as [`TokenStore::find_token`]): the stored one when it is valid past
     /// the margin, else a refreshed one, saved first.
     ///

@@ -1,4 +1,4 @@
-//! Access tokens on demand (SPEC.md §7): log a user in at Zoho's accounts
+//! Access tokens on demand (docs/SPEC.md §7): log a user in at Zoho's accounts
 //! server, hand out a valid access token with exactly one refresh request per
 //! expiry however many callers ask at once, and revoke at logout.
 //!

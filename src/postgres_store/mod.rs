@@ -1,7 +1,7 @@
 //! [`PostgresStore`]: the same [`TokenStore`] on a PostgreSQL server that
 //! any number of processes, on any number of machines, share.
 //!
-//! # How it keeps SPEC.md across processes
+//! # How it keeps docs/SPEC.md across processes
 //!
 //! Every write is one transaction that plans with the shared planning of
 //! `store.rs` (`plan_save`, or a [`Batch`]'s overlay, over a [`StoreView`]

@@ -1,4 +1,4 @@
-//! The cases, each a statement of SPEC.md proven against one store.
+//! The cases, each a statement of docs/SPEC.md proven against one store.
 
 use std::collections::HashSet;
 

@@ -1,4 +1,4 @@
-//! The conformance suite of SPEC.md §1–§3, written once over
+//! The conformance suite of docs/SPEC.md §1–§3, written once over
 //! `&dyn TokenStore` and run against every backend.
 
 mod cases;
