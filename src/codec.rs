@@ -217,6 +217,39 @@ impl Sealing {
         }
     }
 
+    /// Checks a store's recorded format (1 plain, 2 sealed) and key check
+    /// value against this sealing: the one place a plain store opened with
+    /// a key, a sealed one opened without (or with another key), and a
+    /// format this build does not know are told apart, for every backend.
+    /// `location` names the store in the error.
+    pub fn check_stored(
+        &self,
+        format: u32,
+        key_check: Option<&[u8]>,
+        location: &Path,
+    ) -> Result<()> {
+        let path = || location.to_path_buf();
+        match (format, self.key_check()) {
+            (f, None) if f == u32::from(PLAIN_VERSION) => Ok(()),
+            (f, Some(_)) if f == u32::from(PLAIN_VERSION) => {
+                Err(Error::NotEncrypted { path: path() })
+            }
+            (f, None) if f == u32::from(SEALED_VERSION) => Err(Error::KeyRequired { path: path() }),
+            (f, Some(expected)) if f == u32::from(SEALED_VERSION) => match key_check {
+                Some(stored) if stored == expected.as_slice() => Ok(()),
+                Some(_) => Err(Error::WrongKey { path: path() }),
+                None => Err(Error::corruption(
+                    None,
+                    "the store is encrypted but its key check value is missing",
+                )),
+            },
+            (found, _) => Err(Error::UnsupportedVersion {
+                found,
+                supported: u32::from(SEALED_VERSION),
+            }),
+        }
+    }
+
     /// The index key of a unique value.
     pub fn digest(&self, value: &str) -> [u8; DIGEST_LEN] {
         let hash = match self {

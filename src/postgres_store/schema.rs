@@ -117,23 +117,8 @@ pub(crate) fn ensure(
     if meta.schema_version > SCHEMA_VERSION || meta.schema_version < 1 {
         return Err(unsupported(meta.schema_version));
     }
-    match (meta.format, sealing.key_check()) {
-        (1, None) => Ok(()),
-        (1, Some(_)) => Err(Error::NotEncrypted { path: target() }),
-        (2, None) => Err(Error::KeyRequired { path: target() }),
-        (2, Some(expected)) => match meta.key_check {
-            Some(stored) if stored.as_slice() == expected.as_slice() => Ok(()),
-            Some(_) => Err(Error::WrongKey { path: target() }),
-            None => Err(Error::corruption(
-                None,
-                "the store is encrypted but its key check value is missing",
-            )),
-        },
-        (other, _) => Err(Error::corruption(
-            None,
-            format!("the tokenstore_meta row names an unknown format {other}"),
-        )),
-    }
+    let format = u32::try_from(meta.format).unwrap_or(0);
+    sealing.check_stored(format, meta.key_check.as_deref(), &target())
 }
 
 fn unsupported(found: i32) -> Error {

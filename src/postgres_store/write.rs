@@ -232,18 +232,16 @@ impl PostgresStore {
         what: &'static str,
     ) -> Result<u64> {
         let row = tx
-            .query_one("SELECT last_issued_id, key_check FROM tokenstore_meta", &[])
+            .query_one(
+                "SELECT last_issued_id, format, key_check FROM tokenstore_meta",
+                &[],
+            )
             .map_err(map_pg(what))?;
-        let stored: Option<&[u8]> = col(&row, 1)?;
-        let ours = self.sealing.key_check().map(|check| check.as_slice());
-        if stored != ours {
-            let path = std::path::PathBuf::from(&self.target);
-            return Err(match (stored, ours) {
-                (Some(_), None) => Error::KeyRequired { path },
-                (None, Some(_)) => Error::NotEncrypted { path },
-                _ => Error::WrongKey { path },
-            });
-        }
+        let format: i16 = col(&row, 1)?;
+        let stored: Option<&[u8]> = col(&row, 2)?;
+        let location = std::path::PathBuf::from(&self.target);
+        self.sealing
+            .check_stored(u32::try_from(format).unwrap_or(0), stored, &location)?;
         let last: i64 = col(&row, 0)?;
         u64::try_from(last)
             .map_err(|_| Error::corruption(None, "the stored id counter is negative"))

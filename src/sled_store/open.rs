@@ -217,29 +217,13 @@ pub(super) fn check_format(
     sealing: &Sealing,
     path: &Path,
 ) -> Result<()> {
-    let path_buf = || path.to_path_buf();
     match meta.get(FORMAT_VERSION_KEY).map_err(storage)? {
         Some(bytes) => {
             let found = u32::from_be_bytes(bytes.as_ref().try_into().map_err(|_| {
                 Error::corruption(None, "the stored format version is not 4 bytes long")
             })?);
-            match (found, sealing.key_check()) {
-                (1, None) => Ok(()),
-                (1, Some(_)) => Err(Error::NotEncrypted { path: path_buf() }),
-                (2, None) => Err(Error::KeyRequired { path: path_buf() }),
-                (2, Some(expected)) => match meta.get(KEY_CHECK_KEY).map_err(storage)? {
-                    Some(stored) if stored.as_ref() == expected.as_slice() => Ok(()),
-                    Some(_) => Err(Error::WrongKey { path: path_buf() }),
-                    None => Err(Error::corruption(
-                        None,
-                        "the store is encrypted but its key check value is missing",
-                    )),
-                },
-                (found, _) => Err(Error::UnsupportedVersion {
-                    found,
-                    supported: u32::from(codec::SEALED_VERSION),
-                }),
-            }
+            let key_check = meta.get(KEY_CHECK_KEY).map_err(storage)?;
+            sealing.check_stored(found, key_check.as_deref(), path)
         }
         None if records.is_empty() => {
             meta.transaction(|meta| {
