@@ -163,7 +163,7 @@ mod tests {
         }
         fn apply_batch(
             &self,
-            stage: &mut dyn FnMut(&mut Batch<'_>) -> tokenstore::Result<()>,
+            stage: &mut (dyn FnMut(&mut Batch<'_>) -> tokenstore::Result<()> + Send + '_),
         ) -> tokenstore::Result<()> {
             self.inner.apply_batch(stage)
         }
