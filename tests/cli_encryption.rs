@@ -89,6 +89,19 @@ fn an_encrypted_store_needs_its_key_from_a_file_or_the_environment() {
 }
 
 #[test]
+fn a_key_file_that_cannot_be_read_is_bad_input() {
+    let f = Fixture::new();
+    let db = seeded(&f);
+    ts(&db)
+        .arg("--key-file")
+        .arg(f.path("absent.key"))
+        .arg("list")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("cannot read the key file"));
+}
+
+#[test]
 fn encrypt_rekey_and_decrypt_keep_every_record() {
     let f = Fixture::new();
     let db = seeded(&f);

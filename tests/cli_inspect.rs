@@ -9,7 +9,7 @@ mod cli_fixture;
 mod cli_seed;
 
 use assert_cmd::cargo::cargo_bin_cmd;
-use cli_fixture::{crlf, records, seeded, stdout_json, text, ts, Fixture};
+use cli_fixture::{crlf, damage_record, records, seeded, stdout_json, text, ts, Fixture};
 use cli_seed::{HEADER, MARK};
 use predicates::prelude::*;
 use tokenstore::SledStore;
@@ -336,6 +336,46 @@ fn purge_removes_only_records_idle_past_the_limit() {
         .assert()
         .success();
     assert_eq!(records(&db).len(), 2);
+}
+
+#[test]
+fn a_damaged_record_an_unknown_format_or_a_failing_disk_exits_three() {
+    let f = Fixture::new();
+    let db = seeded(&f);
+    damage_record(&db, "2");
+    ts(&db)
+        .args(["show", "2"])
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains("corruption in record \"2\""));
+    ts(&db).args(["show", "1"]).assert().success();
+    {
+        // A store written by a later format version.
+        let raw = sled::open(&db).unwrap();
+        raw.open_tree("meta")
+            .unwrap()
+            .insert("format_version", &99u32.to_be_bytes()[..])
+            .unwrap();
+        raw.flush().unwrap();
+    }
+    ts(&db)
+        .arg("list")
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains(
+            "unsupported on-disk format version 99",
+        ));
+
+    // The storage engine's data file cannot be read: an I/O error.
+    let f = Fixture::new();
+    let db = seeded(&f);
+    std::fs::remove_file(db.join("db")).unwrap();
+    std::fs::create_dir(db.join("db")).unwrap();
+    ts(&db)
+        .arg("list")
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains("I/O error"));
 }
 
 #[test]

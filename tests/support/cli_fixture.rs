@@ -73,6 +73,17 @@ pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// Overwrites record `id`'s bytes behind the store's back, so that it no
+/// longer decodes.
+pub fn damage_record(db: &Path, id: &str) {
+    let raw = sled::open(db).unwrap();
+    raw.open_tree("records")
+        .unwrap()
+        .insert(id, &[1u8, 0xFF, 0xFF][..])
+        .unwrap();
+    raw.flush().unwrap();
+}
+
 /// A store with three users, made by importing a CSV.
 pub fn seeded(f: &Fixture) -> PathBuf {
     let csv = seed_csv(f.dir.path());

@@ -269,7 +269,7 @@ fn import_rows(
                         }
                     }
                 }
-                Err(e) => return Err(CliError::input(format!("{}: {e}", row.label()))),
+                Err(e) => return Err(CliError::from(e).within(&row.label())),
             }
         }
     }

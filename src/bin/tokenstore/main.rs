@@ -1,9 +1,9 @@
 //! `tokenstore`: look inside a token store, repair it, clean it up, and
 //! migrate tokens in from the Zoho SDKs' stores (and back out).
 //!
-//! Exit codes: 0 success; 1 problems found or operation refused (`check`
-//! found problems, a record is not there, `clear` without `--yes`, an import
-//! stopped by a conflict); 2 usage, input or I/O error.
+//! Exit codes (`EXIT_*`, and [`exit_code`] for the library's errors): 0
+//! success; 1 problems found or an operation refused; 2 bad usage or input;
+//! 3 the store failed.
 
 mod export;
 mod import;
@@ -39,7 +39,15 @@ const DEFAULT_DB: &str = "tokenstore-db";
         echo \"$REFRESH\" | tokenstore find --refresh - --client-id 1000.X --client-secret x\n  \
         tokenstore purge --idle-days 90 --dry-run\n  \
         tokenstore export --format zoho-csv --include-secrets --output tokens.csv\n\n\
-        Exit codes: 0 ok; 1 problems found or operation refused; 2 usage, input or I/O error."
+        Exit codes:\n  \
+        0  success\n  \
+        1  problems found or refused: `check` found problems, no such record, no --yes,\n     \
+           an import or copy conflict, the accounts server refused the grant code,\n     \
+           the refresh token or the client, or is rate limiting\n  \
+        2  bad usage or input: arguments, files, no store at --db, a missing or wrong key,\n     \
+           the store locked by another process, the accounts server unreachable\n  \
+        3  the store failed: a damaged record, an on-disk format this build cannot read,\n     \
+           a disk or database server error"
 )]
 struct Cli {
     /// The token store: a directory (the embedded store, one process at a
@@ -256,27 +264,62 @@ struct CliError {
     message: String,
 }
 
+/// Problems found, or an operation refused by the store's or the accounts
+/// server's state.
+const EXIT_REFUSED: u8 = 1;
+/// Bad usage or input: arguments, files, the store named, its key.
+const EXIT_INPUT: u8 = 2;
+/// The store failed: damaged, of a format this build cannot read, or its
+/// disk or database server failing.
+const EXIT_STORE: u8 = 3;
+
 impl CliError {
     /// Problems found, or an operation refused: exit 1.
     fn refused(message: impl Into<String>) -> Self {
         CliError {
-            code: 1,
+            code: EXIT_REFUSED,
             message: message.into(),
         }
     }
 
-    /// Bad usage, bad input or I/O: exit 2.
+    /// Bad usage, bad input: exit 2.
     fn input(message: impl Into<String>) -> Self {
         CliError {
-            code: 2,
+            code: EXIT_INPUT,
             message: message.into(),
         }
+    }
+
+    /// The same failure, its message prefixed with what it concerns.
+    fn within(mut self, what: &str) -> Self {
+        self.message = format!("{what}: {}", self.message);
+        self
+    }
+}
+
+/// The exit code of a library error: the one mapping, by kind (the accounts
+/// server's refusals are told apart from its other failures within `OAuth`).
+fn exit_code(error: &tokenstore::Error) -> u8 {
+    use tokenstore::{Error as E, ErrorKind as K};
+    match error.kind() {
+        K::Conflict | K::NotFound | K::NotRefreshable | K::GrantRefused => EXIT_REFUSED,
+        K::OAuth => match error {
+            E::InvalidClient { .. } | E::RateLimited { .. } => EXIT_REFUSED,
+            _ => EXIT_INPUT,
+        },
+        K::InvalidToken | K::InvalidLocation | K::Unsupported | K::Key | K::Locked => EXIT_INPUT,
+        K::Corruption | K::UnsupportedVersion | K::Storage => EXIT_STORE,
+        // A kind added to the library after this was written.
+        _ => EXIT_INPUT,
     }
 }
 
 impl From<tokenstore::Error> for CliError {
     fn from(e: tokenstore::Error) -> Self {
-        CliError::input(e.to_string())
+        CliError {
+            code: exit_code(&e),
+            message: e.to_string(),
+        }
     }
 }
 
@@ -326,11 +369,11 @@ fn run(cli: &Cli) -> CliResult {
         Command::Keygen { output } => keygen(output.as_deref()),
         Command::Copy(args) => {
             let from_key = match args.from_key_file.as_deref() {
-                Some(path) => Some(Key::from_file(path)?),
+                Some(path) => Some(key_file(path)?),
                 None => key()?,
             };
             let to_key = match args.to_key_file.as_deref() {
-                Some(path) => Some(Key::from_file(path)?),
+                Some(path) => Some(key_file(path)?),
                 None => key()?,
             };
             if StoreKind::of(&args.from) == StoreKind::of(&args.to)
@@ -345,14 +388,14 @@ fn run(cli: &Cli) -> CliResult {
             import::copy(&*source, &*target, args, out)
         }
         Command::Encrypt { new_key_file } => {
-            let new = Key::from_file(new_key_file)?;
+            let new = key_file(new_key_file)?;
             change_key(open(&cli.db, false, None)?, Some(new), "encrypted", out)
         }
         Command::Rekey { new_key_file } => {
             let current = key()?.ok_or_else(|| {
                 CliError::input("rekey needs the current key: --key-file PATH or TOKENSTORE_KEY")
             })?;
-            let new = Key::from_file(new_key_file)?;
+            let new = key_file(new_key_file)?;
             change_key(
                 open(&cli.db, false, Some(current))?,
                 Some(new),
@@ -449,9 +492,9 @@ fn same_place(a: &str, b: &str) -> bool {
 }
 
 /// The key from --key-file, else from TOKENSTORE_KEY, else none.
-fn current_key(key_file: Option<&Path>) -> CliResult<Option<Key>> {
-    if let Some(path) = key_file {
-        return Ok(Some(Key::from_file(path)?));
+fn current_key(path: Option<&Path>) -> CliResult<Option<Key>> {
+    if let Some(path) = path {
+        return key_file(path).map(Some);
     }
     match std::env::var("TOKENSTORE_KEY") {
         Ok(text) if !text.trim().is_empty() => Key::from_base64(&text)
@@ -459,6 +502,15 @@ fn current_key(key_file: Option<&Path>) -> CliResult<Option<Key>> {
             .map_err(|e| CliError::input(format!("TOKENSTORE_KEY: {e}"))),
         _ => Ok(None),
     }
+}
+
+/// The key in the file at `path`; a file that cannot be read is bad input
+/// (exit 2), not a failing store.
+fn key_file(path: &Path) -> CliResult<Key> {
+    Key::from_file(path).map_err(|e| match e {
+        tokenstore::Error::Io(_) => CliError::input(e.to_string()),
+        e => CliError::from(e),
+    })
 }
 
 fn keygen(output: Option<&Path>) -> CliResult {
