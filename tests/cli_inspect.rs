@@ -9,7 +9,9 @@ mod cli_fixture;
 mod cli_seed;
 
 use assert_cmd::cargo::cargo_bin_cmd;
-use cli_fixture::{crlf, damage_record, records, seeded, stdout_json, text, ts, Fixture};
+use cli_fixture::{
+    crlf, damage_record, raw_insert, records, seeded, stdout_json, text, ts, Fixture,
+};
 use cli_seed::{HEADER, MARK};
 use predicates::prelude::*;
 use tokenstore::SledStore;
@@ -349,15 +351,8 @@ fn a_damaged_record_an_unknown_format_or_a_failing_disk_exits_three() {
         .code(3)
         .stderr(predicate::str::contains("corruption in record \"2\""));
     ts(&db).args(["show", "1"]).assert().success();
-    {
-        // A store written by a later format version.
-        let raw = sled::open(&db).unwrap();
-        raw.open_tree("meta")
-            .unwrap()
-            .insert("format_version", &99u32.to_be_bytes()[..])
-            .unwrap();
-        raw.flush().unwrap();
-    }
+    // A store written by a later format version.
+    raw_insert(&db, "meta", b"format_version", &99u32.to_be_bytes());
     ts(&db)
         .arg("list")
         .assert()
@@ -376,6 +371,38 @@ fn a_damaged_record_an_unknown_format_or_a_failing_disk_exits_three() {
         .assert()
         .code(3)
         .stderr(predicate::str::contains("I/O error"));
+}
+
+#[test]
+fn library_errors_end_with_the_command_that_helps() {
+    let f = Fixture::new();
+    let db = seeded(&f);
+    let held = SledStore::open(&db).unwrap();
+    ts(&db)
+        .args(["--lock-timeout", "0", "list"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "\nhint: wait longer for the other process with --lock-timeout SECS (this run waited 0 s)\n",
+        ));
+    drop(held);
+    damage_record(&db, "2");
+    let output = ts(&db).args(["show", "2"]).output().unwrap();
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.starts_with("tokenstore: corruption in record \"2\""),
+        "{stderr}"
+    );
+    assert!(
+        stderr.ends_with("\nhint: run `tokenstore check` to list every problem\n"),
+        "{stderr}"
+    );
+    // The command's own refusals need no hint.
+    ts(&db)
+        .args(["show", "404"])
+        .assert()
+        .code(1)
+        .stderr("tokenstore: no record with id \"404\"\n");
 }
 
 #[test]

@@ -262,6 +262,9 @@ struct FindArgs {
 struct CliError {
     code: u8,
     message: String,
+    /// The library error it comes from, which may call for a hint naming
+    /// the command to run (see [`hint`]).
+    error: Option<tokenstore::Error>,
 }
 
 /// Problems found, or an operation refused by the store's or the accounts
@@ -279,6 +282,7 @@ impl CliError {
         CliError {
             code: EXIT_REFUSED,
             message: message.into(),
+            error: None,
         }
     }
 
@@ -287,6 +291,7 @@ impl CliError {
         CliError {
             code: EXIT_INPUT,
             message: message.into(),
+            error: None,
         }
     }
 
@@ -319,6 +324,7 @@ impl From<tokenstore::Error> for CliError {
         CliError {
             code: exit_code(&e),
             message: e.to_string(),
+            error: Some(e),
         }
     }
 }
@@ -331,9 +337,75 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tokenstore: {}", e.message);
+            if let Some(hint) = e.error.as_ref().and_then(|error| hint(error, &cli)) {
+                eprintln!("hint: {hint}");
+            }
             ExitCode::from(e.code)
         }
     }
+}
+
+/// How `login` is run, for the hints that call for it.
+#[cfg(feature = "oauth")]
+const LOGIN: &str =
+    "`tokenstore login --user USER --client-id ID --client-secret - --grant-token -`";
+
+/// The command's own advice on a library error (whose message names only
+/// the library's remedies): the command or option to use, if there is one.
+fn hint(error: &tokenstore::Error, cli: &Cli) -> Option<String> {
+    use tokenstore::Error as E;
+    let keys = match cli.command {
+        Command::Copy(_) => {
+            "--from-key-file FILE / --to-key-file FILE (or --key-file FILE or TOKENSTORE_KEY for both)"
+        }
+        _ => "--key-file FILE or TOKENSTORE_KEY",
+    };
+    Some(match error {
+        E::Corruption { .. } => "run `tokenstore check` to list every problem".to_owned(),
+        E::KeyRequired { .. } => format!("give the store's key: {keys}"),
+        E::WrongKey { .. } => {
+            format!("give the key the store was encrypted or last rekeyed with: {keys}")
+        }
+        E::NotEncrypted { .. } => format!(
+            "open it without a key (no {keys}), or encrypt it first: \
+             `tokenstore encrypt --new-key-file FILE`"
+        ),
+        E::RekeyRequired { .. } => {
+            "give the store a new key: `tokenstore keygen --output new.key`, then \
+             `tokenstore --key-file CURRENT.key rekey --new-key-file new.key`"
+                .to_owned()
+        }
+        E::Locked { .. } => format!(
+            "wait longer for the other process with --lock-timeout SECS (this run waited {} s)",
+            cli.lock_timeout
+        ),
+        E::Unsupported { .. }
+            if matches!(
+                cli.command,
+                Command::Encrypt { .. } | Command::Rekey { .. } | Command::Decrypt { .. }
+            ) =>
+        {
+            "copy the records into a new store opened with the key wanted instead: \
+             `tokenstore copy --from DB --to NEW [--to-key-file FILE]`"
+                .to_owned()
+        }
+        #[cfg(feature = "oauth")]
+        E::NotFound { .. } if matches!(cli.command, Command::Revoke(_)) => {
+            "`tokenstore list` shows the records' ids".to_owned()
+        }
+        #[cfg(feature = "oauth")]
+        E::GrantRefused { .. } if matches!(cli.command, Command::Revoke(_)) => {
+            "the refresh token no longer works anyway: `tokenstore delete ID` removes the record"
+                .to_owned()
+        }
+        #[cfg(feature = "oauth")]
+        E::NotFound { .. } => format!("log the user in first: {LOGIN}"),
+        #[cfg(feature = "oauth")]
+        E::NotRefreshable { .. } | E::GrantRefused { .. } => {
+            format!("log the user in again with a new grant code: {LOGIN}")
+        }
+        _ => return None,
+    })
 }
 
 fn run(cli: &Cli) -> CliResult {
