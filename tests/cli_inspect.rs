@@ -10,7 +10,7 @@ mod cli_seed;
 
 use assert_cmd::cargo::cargo_bin_cmd;
 use cli_fixture::{
-    crlf, damage_record, raw_insert, records, seeded, stdout_json, text, ts, Fixture,
+    crlf, damage_record, keygen, raw_insert, records, seeded, stdout_json, text, ts, Fixture,
 };
 use cli_seed::{HEADER, MARK};
 use predicates::prelude::*;
@@ -403,6 +403,50 @@ fn library_errors_end_with_the_command_that_helps() {
         .assert()
         .code(1)
         .stderr("tokenstore: no record with id \"404\"\n");
+}
+
+#[test]
+fn a_directory_without_a_store_is_not_opened_as_an_empty_one() {
+    let f = Fixture::new();
+    let dir = f.path("empty");
+    std::fs::create_dir(&dir).unwrap();
+    let key = keygen(&f, "new.key");
+    let key = key.to_str().unwrap();
+    let expected = format!(
+        "tokenstore: no token store at {}; pass --db DIR|URL or set TOKENSTORE_DB \
+         (`tokenstore import` or `tokenstore login` creates one)\n",
+        dir.display()
+    );
+    let runs: &[&[&str]] = &[
+        &["list"],
+        &["stats"],
+        &["check"],
+        &["export"],
+        &["delete", "1"],
+        &["encrypt", "--new-key-file", key],
+    ];
+    for args in runs {
+        ts(&dir)
+            .args(*args)
+            .assert()
+            .code(2)
+            .stderr(expected.clone());
+    }
+    let target = f.path("target");
+    ts(&dir)
+        .args(["copy", "--from"])
+        .arg(&dir)
+        .arg("--to")
+        .arg(&target)
+        .assert()
+        .code(2)
+        .stderr(expected);
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        0,
+        "a command wrote into the directory"
+    );
+    assert!(!target.exists(), "copy created its target from no source");
 }
 
 #[test]

@@ -541,17 +541,23 @@ impl Output {
 
 /// Opens the store `spec` names (encrypted when a key is given), waiting up
 /// to `lock_wait` for another process to close an embedded one; only
-/// `import`, `copy` (its target) and `login` may create an embedded store.
+/// `import`, `copy` (its target) and `login` create a store that does not
+/// exist (an embedded store's directory, a database's tables).
 fn open(spec: &str, create: bool, key: Option<Key>, lock_wait: Duration) -> CliResult<AnyStore> {
-    if StoreKind::of(spec) == StoreKind::Sled && !create && !Path::new(spec).exists() {
-        return Err(CliError::input(format!(
-            "no token store at {spec}; pass --db DIR|URL or set TOKENSTORE_DB (`tokenstore import` or `tokenstore login` creates one)"
-        )));
-    }
-    Ok(tokenstore::open_with(
-        spec,
-        OpenOptions::new().maybe_key(key).wait_for_lock(lock_wait),
-    )?)
+    let options = OpenOptions::new()
+        .maybe_key(key)
+        .wait_for_lock(lock_wait)
+        .create(create);
+    tokenstore::open_with(spec, options).map_err(|e| {
+        let mut failure = CliError::from(e);
+        if let Some(tokenstore::Error::StoreNotFound { location }) = &failure.error {
+            failure.message = format!(
+                "no token store at {location}; pass --db DIR|URL or set TOKENSTORE_DB \
+                 (`tokenstore import` or `tokenstore login` creates one)"
+            );
+        }
+        failure
+    })
 }
 
 /// Whether two store strings name the same store (same directory, or the
