@@ -13,7 +13,7 @@ mod files;
 use std::path::Path;
 
 use assert_cmd::cargo::cargo_bin_cmd;
-use cli_fixture::{crlf, keygen, records, seeded, ts, Fixture};
+use cli_fixture::{crlf, keygen, raw_insert, records, seeded, ts, Fixture};
 use cli_seed::{HEADER, MARK};
 use predicates::prelude::*;
 
@@ -86,6 +86,79 @@ fn an_encrypted_store_needs_its_key_from_a_file_or_the_environment() {
         .arg(&other)
         .assert()
         .code(2);
+}
+
+#[test]
+fn a_key_past_its_seal_budget_points_to_rekey_and_a_missing_key_to_key_file() {
+    let f = Fixture::new();
+    let db = seeded(&f);
+    let first = keygen(&f, "first.key");
+    let second = keygen(&f, "second.key");
+    ts(&db)
+        .args(["encrypt", "--new-key-file"])
+        .arg(&first)
+        .assert()
+        .success();
+    ts(&db)
+        .arg("list")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "\nhint: give the store's key: --key-file FILE or TOKENSTORE_KEY\n",
+        ));
+    // The key has sealed all it safely can (2^32 records).
+    raw_insert(&db, "meta", b"sealed_records", &(1u64 << 32).to_be_bytes());
+    let csv = f.write(
+        "more.csv",
+        crlf(&[HEADER, "9,dan@example.com,c,s,1000.r9,,,,,"]),
+    );
+    let import = |key: &Path| {
+        let mut command = ts(&db);
+        command
+            .arg("--key-file")
+            .arg(key)
+            .arg("import")
+            .arg(&csv)
+            .args(["--from", "zoho-csv"]);
+        command
+    };
+    import(&first)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("has sealed 2^32 records"))
+        .stderr(predicate::str::contains(
+            "\nhint: give the store a new key: `tokenstore keygen --output new.key`, then \
+             `tokenstore --key-file CURRENT.key rekey --new-key-file new.key`\n",
+        ));
+    // Following the hint makes writes possible again.
+    ts(&db)
+        .arg("--key-file")
+        .arg(&first)
+        .args(["rekey", "--new-key-file"])
+        .arg(&second)
+        .assert()
+        .success();
+    import(&second).assert().success();
+    ts(&db)
+        .arg("--key-file")
+        .arg(&second)
+        .arg("list")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("dan@example.com"));
+}
+
+#[test]
+fn a_key_file_that_cannot_be_read_is_bad_input() {
+    let f = Fixture::new();
+    let db = seeded(&f);
+    ts(&db)
+        .arg("--key-file")
+        .arg(f.path("absent.key"))
+        .arg("list")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("cannot read the key file"));
 }
 
 #[test]

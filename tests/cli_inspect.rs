@@ -9,7 +9,9 @@ mod cli_fixture;
 mod cli_seed;
 
 use assert_cmd::cargo::cargo_bin_cmd;
-use cli_fixture::{crlf, records, seeded, stdout_json, text, ts, Fixture};
+use cli_fixture::{
+    crlf, damage_record, keygen, raw_insert, records, seeded, stdout_json, text, ts, Fixture,
+};
 use cli_seed::{HEADER, MARK};
 use predicates::prelude::*;
 use tokenstore::SledStore;
@@ -336,6 +338,115 @@ fn purge_removes_only_records_idle_past_the_limit() {
         .assert()
         .success();
     assert_eq!(records(&db).len(), 2);
+}
+
+#[test]
+fn a_damaged_record_an_unknown_format_or_a_failing_disk_exits_three() {
+    let f = Fixture::new();
+    let db = seeded(&f);
+    damage_record(&db, "2");
+    ts(&db)
+        .args(["show", "2"])
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains("corruption in record \"2\""));
+    ts(&db).args(["show", "1"]).assert().success();
+    // A store written by a later format version.
+    raw_insert(&db, "meta", b"format_version", &99u32.to_be_bytes());
+    ts(&db)
+        .arg("list")
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains(
+            "unsupported on-disk format version 99",
+        ));
+
+    // The storage engine's data file cannot be read: an I/O error.
+    let f = Fixture::new();
+    let db = seeded(&f);
+    std::fs::remove_file(db.join("db")).unwrap();
+    std::fs::create_dir(db.join("db")).unwrap();
+    ts(&db)
+        .arg("list")
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains("I/O error"));
+}
+
+#[test]
+fn library_errors_end_with_the_command_that_helps() {
+    let f = Fixture::new();
+    let db = seeded(&f);
+    let held = SledStore::open(&db).unwrap();
+    ts(&db)
+        .args(["--lock-timeout", "0", "list"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "\nhint: wait longer for the other process with --lock-timeout SECS (this run waited 0 s)\n",
+        ));
+    drop(held);
+    damage_record(&db, "2");
+    let output = ts(&db).args(["show", "2"]).output().unwrap();
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.starts_with("tokenstore: corruption in record \"2\""),
+        "{stderr}"
+    );
+    assert!(
+        stderr.ends_with("\nhint: run `tokenstore check` to list every problem\n"),
+        "{stderr}"
+    );
+    // The command's own refusals need no hint.
+    ts(&db)
+        .args(["show", "404"])
+        .assert()
+        .code(1)
+        .stderr("tokenstore: no record with id \"404\"\n");
+}
+
+#[test]
+fn a_directory_without_a_store_is_not_opened_as_an_empty_one() {
+    let f = Fixture::new();
+    let dir = f.path("empty");
+    std::fs::create_dir(&dir).unwrap();
+    let key = keygen(&f, "new.key");
+    let key = key.to_str().unwrap();
+    let expected = format!(
+        "tokenstore: no token store at {}; pass --db DIR|URL or set TOKENSTORE_DB \
+         (`tokenstore import` or `tokenstore login` creates one)\n",
+        dir.display()
+    );
+    let runs: &[&[&str]] = &[
+        &["list"],
+        &["stats"],
+        &["check"],
+        &["export"],
+        &["delete", "1"],
+        &["encrypt", "--new-key-file", key],
+    ];
+    for args in runs {
+        ts(&dir)
+            .args(*args)
+            .assert()
+            .code(2)
+            .stderr(expected.clone());
+    }
+    let target = f.path("target");
+    ts(&dir)
+        .args(["copy", "--from"])
+        .arg(&dir)
+        .arg("--to")
+        .arg(&target)
+        .assert()
+        .code(2)
+        .stderr(expected);
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        0,
+        "a command wrote into the directory"
+    );
+    assert!(!target.exists(), "copy created its target from no source");
 }
 
 #[test]

@@ -234,6 +234,42 @@ fn every_error_exits_non_zero_changes_nothing_and_shows_no_secret() {
 }
 
 #[test]
+fn refusals_end_with_the_command_that_helps() {
+    let f = Fixture::new();
+    f.saved(now_ms() - 1);
+    let login = "`tokenstore login --user USER --client-id ID --client-secret - --grant-token -`\n";
+    let stderr = |args: &[&str]| {
+        let output = f.ts().args(args).output().unwrap();
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        text(&output).1
+    };
+    let missing = stderr(&["token", "--user", "nobody@example.com"]);
+    assert!(
+        missing.ends_with(&format!("\nhint: log the user in first: {login}")),
+        "{missing}"
+    );
+    let missing = stderr(&["revoke", "7"]);
+    assert!(
+        missing.ends_with("\nhint: `tokenstore list` shows the records' ids\n"),
+        "{missing}"
+    );
+    f.server.set_behaviour(Behaviour::Refuse);
+    let refused = stderr(&["refresh", "--user", USER]);
+    assert!(
+        refused.ends_with(&format!(
+            "\nhint: log the user in again with a new grant code: {login}"
+        )),
+        "{refused}"
+    );
+    let refused = stderr(&["revoke", "1"]);
+    assert!(
+        refused.ends_with("\nhint: the refresh token no longer works anyway: `tokenstore delete ID` removes the record\n"),
+        "{refused}"
+    );
+    assert_eq!(f.records().len(), 1);
+}
+
+#[test]
 fn missing_records_bad_flags_and_unreachable_servers() {
     let f = Fixture::new();
     f.saved(now_ms() - 1);

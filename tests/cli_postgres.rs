@@ -115,6 +115,52 @@ fn keygen(dir: &Path, name: &str) -> PathBuf {
 }
 
 #[test]
+fn a_database_without_tables_is_no_store_until_import_makes_one() {
+    let Some(db) = TestDb::new("cli no store") else {
+        return;
+    };
+    let store = url(&db);
+    for args in [&["list"][..], &["stats"], &["check"], &["export"]] {
+        let output = ts(&store).args(args).output().unwrap();
+        let err = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.starts_with("tokenstore: no token store at postgres://"),
+            "{err}"
+        );
+        assert!(!err.contains(PASSWORD), "the password was shown: {err}");
+    }
+    let tables: i64 = db
+        .client()
+        .query_one(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(tables, 0, "a read command created the tables");
+    let dir = tempfile::tempdir().unwrap();
+    import_seed(&store, dir.path());
+    run(ts(&store).arg("list"), 0);
+}
+
+/// Needs no server: nothing listens on the port.
+#[test]
+fn an_unreachable_server_is_a_failing_store_exit_three() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let store = format!("postgres://postgres:{PASSWORD}@127.0.0.1:{port}/tokens");
+    let output = ts(&store).arg("list").output().unwrap();
+    let err = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{err}");
+    assert!(err.contains("unavailable"), "{err}");
+    assert!(!err.contains(PASSWORD), "the password was shown: {err}");
+}
+
+#[test]
 fn every_command_works_on_a_postgres_url() {
     let Some(db) = TestDb::new("cli every command") else {
         return;

@@ -73,6 +73,24 @@ pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// Writes `value` under `key` in the storage engine's tree `tree` of the
+/// closed store `db`, behind the store's back (in the live data directory:
+/// the one `CURRENT` names after a key change, else the store's own).
+pub fn raw_insert(db: &Path, tree: &str, key: &[u8], value: &[u8]) {
+    let data = match std::fs::read_to_string(db.join("CURRENT")) {
+        Ok(name) => db.join(name.trim()),
+        Err(_) => db.to_path_buf(),
+    };
+    let raw = sled::open(data).unwrap();
+    raw.open_tree(tree).unwrap().insert(key, value).unwrap();
+    raw.flush().unwrap();
+}
+
+/// Overwrites record `id`'s bytes, so that it no longer decodes.
+pub fn damage_record(db: &Path, id: &str) {
+    raw_insert(db, "records", id.as_bytes(), &[1, 0xFF, 0xFF]);
+}
+
 /// A store with three users, made by importing a CSV.
 pub fn seeded(f: &Fixture) -> PathBuf {
     let csv = seed_csv(f.dir.path());

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 use serde_json::json;
-use tokenstore::{Backend, OAuthToken};
+use tokenstore::{Backend, Field, OAuthToken};
 
-use crate::import::ZOHO_CSV_HEADER;
+use crate::import::{column_field, ZOHO_CSV_HEADER};
 use crate::{sorted_tokens, CliError, CliResult};
 
 /// The version of the export JSON document.
@@ -81,10 +81,11 @@ pub fn run(store: &dyn Backend, args: &ExportArgs) -> CliResult {
 }
 
 fn strip_secrets(token: &mut OAuthToken) {
-    token.client_secret = None;
-    token.refresh_token = None;
-    token.access_token = None;
-    token.grant_token = None;
+    for field in Field::ALL.into_iter().filter(|f| f.is_secret()) {
+        field
+            .set_text(token, None)
+            .expect("clearing a field never fails");
+    }
 }
 
 fn write(out: &mut impl Write, tokens: &[OAuthToken], args: &ExportArgs) -> std::io::Result<()> {
@@ -103,21 +104,12 @@ fn write(out: &mut impl Write, tokens: &[OAuthToken], args: &ExportArgs) -> std:
             let mut writer = csv::WriterBuilder::new()
                 .terminator(csv::Terminator::CRLF)
                 .from_writer(out);
+            // Each of Zoho's columns holds the field that import reads it into.
+            let fields = ZOHO_CSV_HEADER
+                .map(|column| column_field(column).expect("every FileStore column names a field"));
             writer.write_record(ZOHO_CSV_HEADER)?;
             for t in tokens {
-                let text = |v: &Option<String>| v.clone().unwrap_or_default();
-                writer.write_record([
-                    text(&t.id),
-                    text(&t.user_name),
-                    text(&t.client_id),
-                    text(&t.client_secret),
-                    text(&t.refresh_token),
-                    text(&t.access_token),
-                    text(&t.grant_token),
-                    t.expiry_time.map(|e| e.to_string()).unwrap_or_default(),
-                    text(&t.redirect_url),
-                    text(&t.api_domain),
-                ])?;
+                writer.write_record(fields.map(|field| field.text(t).unwrap_or_default()))?;
             }
             writer.flush()
         }

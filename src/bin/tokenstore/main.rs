@@ -1,9 +1,9 @@
 //! `tokenstore`: look inside a token store, repair it, clean it up, and
 //! migrate tokens in from the Zoho SDKs' stores (and back out).
 //!
-//! Exit codes: 0 success; 1 problems found or operation refused (`check`
-//! found problems, a record is not there, `clear` without `--yes`, an import
-//! stopped by a conflict); 2 usage, input or I/O error.
+//! Exit codes (`EXIT_*`, and [`exit_code`] for the library's errors): 0
+//! success; 1 problems found or an operation refused; 2 bad usage or input;
+//! 3 the store failed.
 
 mod export;
 mod import;
@@ -39,7 +39,15 @@ const DEFAULT_DB: &str = "tokenstore-db";
         echo \"$REFRESH\" | tokenstore find --refresh - --client-id 1000.X --client-secret x\n  \
         tokenstore purge --idle-days 90 --dry-run\n  \
         tokenstore export --format zoho-csv --include-secrets --output tokens.csv\n\n\
-        Exit codes: 0 ok; 1 problems found or operation refused; 2 usage, input or I/O error."
+        Exit codes:\n  \
+        0  success\n  \
+        1  problems found or refused: `check` found problems, no such record, no --yes,\n     \
+           an import or copy conflict, the accounts server refused the grant code,\n     \
+           the refresh token or the client, or is rate limiting\n  \
+        2  bad usage or input: arguments, files, no store at --db, a missing or wrong key,\n     \
+           the store locked by another process, the accounts server unreachable\n  \
+        3  the store failed: a damaged record, an on-disk format this build cannot read,\n     \
+           a disk or database server error"
 )]
 struct Cli {
     /// The token store: a directory (the embedded store, one process at a
@@ -254,29 +262,70 @@ struct FindArgs {
 struct CliError {
     code: u8,
     message: String,
+    /// The library error it comes from, which may call for a hint naming
+    /// the command to run (see [`hint`]).
+    error: Option<tokenstore::Error>,
 }
+
+/// Problems found, or an operation refused by the store's or the accounts
+/// server's state.
+const EXIT_REFUSED: u8 = 1;
+/// Bad usage or input: arguments, files, the store named, its key.
+const EXIT_INPUT: u8 = 2;
+/// The store failed: damaged, of a format this build cannot read, or its
+/// disk or database server failing.
+const EXIT_STORE: u8 = 3;
 
 impl CliError {
     /// Problems found, or an operation refused: exit 1.
     fn refused(message: impl Into<String>) -> Self {
         CliError {
-            code: 1,
+            code: EXIT_REFUSED,
             message: message.into(),
+            error: None,
         }
     }
 
-    /// Bad usage, bad input or I/O: exit 2.
+    /// Bad usage, bad input: exit 2.
     fn input(message: impl Into<String>) -> Self {
         CliError {
-            code: 2,
+            code: EXIT_INPUT,
             message: message.into(),
+            error: None,
         }
+    }
+
+    /// The same failure, its message prefixed with what it concerns.
+    fn within(mut self, what: &str) -> Self {
+        self.message = format!("{what}: {}", self.message);
+        self
+    }
+}
+
+/// The exit code of a library error: the one mapping, by kind (the accounts
+/// server's refusals are told apart from its other failures within `OAuth`).
+fn exit_code(error: &tokenstore::Error) -> u8 {
+    use tokenstore::{Error as E, ErrorKind as K};
+    match error.kind() {
+        K::Conflict | K::NotFound | K::NotRefreshable | K::GrantRefused => EXIT_REFUSED,
+        K::OAuth => match error {
+            E::InvalidClient { .. } | E::RateLimited { .. } => EXIT_REFUSED,
+            _ => EXIT_INPUT,
+        },
+        K::InvalidToken | K::InvalidLocation | K::Unsupported | K::Key | K::Locked => EXIT_INPUT,
+        K::Corruption | K::UnsupportedVersion | K::Storage => EXIT_STORE,
+        // A kind added to the library after this was written.
+        _ => EXIT_INPUT,
     }
 }
 
 impl From<tokenstore::Error> for CliError {
     fn from(e: tokenstore::Error) -> Self {
-        CliError::input(e.to_string())
+        CliError {
+            code: exit_code(&e),
+            message: e.to_string(),
+            error: Some(e),
+        }
     }
 }
 
@@ -288,9 +337,75 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tokenstore: {}", e.message);
+            if let Some(hint) = e.error.as_ref().and_then(|error| hint(error, &cli)) {
+                eprintln!("hint: {hint}");
+            }
             ExitCode::from(e.code)
         }
     }
+}
+
+/// How `login` is run, for the hints that call for it.
+#[cfg(feature = "oauth")]
+const LOGIN: &str =
+    "`tokenstore login --user USER --client-id ID --client-secret - --grant-token -`";
+
+/// The command's own advice on a library error (whose message names only
+/// the library's remedies): the command or option to use, if there is one.
+fn hint(error: &tokenstore::Error, cli: &Cli) -> Option<String> {
+    use tokenstore::Error as E;
+    let keys = match cli.command {
+        Command::Copy(_) => {
+            "--from-key-file FILE / --to-key-file FILE (or --key-file FILE or TOKENSTORE_KEY for both)"
+        }
+        _ => "--key-file FILE or TOKENSTORE_KEY",
+    };
+    Some(match error {
+        E::Corruption { .. } => "run `tokenstore check` to list every problem".to_owned(),
+        E::KeyRequired { .. } => format!("give the store's key: {keys}"),
+        E::WrongKey { .. } => {
+            format!("give the key the store was encrypted or last rekeyed with: {keys}")
+        }
+        E::NotEncrypted { .. } => format!(
+            "open it without a key (no {keys}), or encrypt it first: \
+             `tokenstore encrypt --new-key-file FILE`"
+        ),
+        E::RekeyRequired { .. } => {
+            "give the store a new key: `tokenstore keygen --output new.key`, then \
+             `tokenstore --key-file CURRENT.key rekey --new-key-file new.key`"
+                .to_owned()
+        }
+        E::Locked { .. } => format!(
+            "wait longer for the other process with --lock-timeout SECS (this run waited {} s)",
+            cli.lock_timeout
+        ),
+        E::Unsupported { .. }
+            if matches!(
+                cli.command,
+                Command::Encrypt { .. } | Command::Rekey { .. } | Command::Decrypt { .. }
+            ) =>
+        {
+            "copy the records into a new store opened with the key wanted instead: \
+             `tokenstore copy --from DB --to NEW [--to-key-file FILE]`"
+                .to_owned()
+        }
+        #[cfg(feature = "oauth")]
+        E::NotFound { .. } if matches!(cli.command, Command::Revoke(_)) => {
+            "`tokenstore list` shows the records' ids".to_owned()
+        }
+        #[cfg(feature = "oauth")]
+        E::GrantRefused { .. } if matches!(cli.command, Command::Revoke(_)) => {
+            "the refresh token no longer works anyway: `tokenstore delete ID` removes the record"
+                .to_owned()
+        }
+        #[cfg(feature = "oauth")]
+        E::NotFound { .. } => format!("log the user in first: {LOGIN}"),
+        #[cfg(feature = "oauth")]
+        E::NotRefreshable { .. } | E::GrantRefused { .. } => {
+            format!("log the user in again with a new grant code: {LOGIN}")
+        }
+        _ => return None,
+    })
 }
 
 fn run(cli: &Cli) -> CliResult {
@@ -326,11 +441,11 @@ fn run(cli: &Cli) -> CliResult {
         Command::Keygen { output } => keygen(output.as_deref()),
         Command::Copy(args) => {
             let from_key = match args.from_key_file.as_deref() {
-                Some(path) => Some(Key::from_file(path)?),
+                Some(path) => Some(key_file(path)?),
                 None => key()?,
             };
             let to_key = match args.to_key_file.as_deref() {
-                Some(path) => Some(Key::from_file(path)?),
+                Some(path) => Some(key_file(path)?),
                 None => key()?,
             };
             if StoreKind::of(&args.from) == StoreKind::of(&args.to)
@@ -345,14 +460,14 @@ fn run(cli: &Cli) -> CliResult {
             import::copy(&*source, &*target, args, out)
         }
         Command::Encrypt { new_key_file } => {
-            let new = Key::from_file(new_key_file)?;
+            let new = key_file(new_key_file)?;
             change_key(open(&cli.db, false, None)?, Some(new), "encrypted", out)
         }
         Command::Rekey { new_key_file } => {
             let current = key()?.ok_or_else(|| {
                 CliError::input("rekey needs the current key: --key-file PATH or TOKENSTORE_KEY")
             })?;
-            let new = Key::from_file(new_key_file)?;
+            let new = key_file(new_key_file)?;
             change_key(
                 open(&cli.db, false, Some(current))?,
                 Some(new),
@@ -426,17 +541,23 @@ impl Output {
 
 /// Opens the store `spec` names (encrypted when a key is given), waiting up
 /// to `lock_wait` for another process to close an embedded one; only
-/// `import`, `copy` (its target) and `login` may create an embedded store.
+/// `import`, `copy` (its target) and `login` create a store that does not
+/// exist (an embedded store's directory, a database's tables).
 fn open(spec: &str, create: bool, key: Option<Key>, lock_wait: Duration) -> CliResult<AnyStore> {
-    if StoreKind::of(spec) == StoreKind::Sled && !create && !Path::new(spec).exists() {
-        return Err(CliError::input(format!(
-            "no token store at {spec}; pass --db DIR|URL or set TOKENSTORE_DB (`tokenstore import` or `tokenstore login` creates one)"
-        )));
-    }
-    Ok(tokenstore::open_with(
-        spec,
-        OpenOptions::new().maybe_key(key).wait_for_lock(lock_wait),
-    )?)
+    let options = OpenOptions::new()
+        .maybe_key(key)
+        .wait_for_lock(lock_wait)
+        .create(create);
+    tokenstore::open_with(spec, options).map_err(|e| {
+        let mut failure = CliError::from(e);
+        if let Some(tokenstore::Error::StoreNotFound { location }) = &failure.error {
+            failure.message = format!(
+                "no token store at {location}; pass --db DIR|URL or set TOKENSTORE_DB \
+                 (`tokenstore import` or `tokenstore login` creates one)"
+            );
+        }
+        failure
+    })
 }
 
 /// Whether two store strings name the same store (same directory, or the
@@ -449,9 +570,9 @@ fn same_place(a: &str, b: &str) -> bool {
 }
 
 /// The key from --key-file, else from TOKENSTORE_KEY, else none.
-fn current_key(key_file: Option<&Path>) -> CliResult<Option<Key>> {
-    if let Some(path) = key_file {
-        return Ok(Some(Key::from_file(path)?));
+fn current_key(path: Option<&Path>) -> CliResult<Option<Key>> {
+    if let Some(path) = path {
+        return key_file(path).map(Some);
     }
     match std::env::var("TOKENSTORE_KEY") {
         Ok(text) if !text.trim().is_empty() => Key::from_base64(&text)
@@ -459,6 +580,15 @@ fn current_key(key_file: Option<&Path>) -> CliResult<Option<Key>> {
             .map_err(|e| CliError::input(format!("TOKENSTORE_KEY: {e}"))),
         _ => Ok(None),
     }
+}
+
+/// The key in the file at `path`; a file that cannot be read is bad input
+/// (exit 2), not a failing store.
+fn key_file(path: &Path) -> CliResult<Key> {
+    Key::from_file(path).map_err(|e| match e {
+        tokenstore::Error::Io(_) => CliError::input(e.to_string()),
+        e => CliError::from(e),
+    })
 }
 
 fn keygen(output: Option<&Path>) -> CliResult {

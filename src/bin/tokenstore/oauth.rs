@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{ArgGroup, Args};
 use serde_json::json;
 use tokenstore::oauth::{AccessToken, Config, DataCenter, Login, OAuthClient, DEFAULT_TIMEOUT};
-use tokenstore::{now_ms, Error, OAuthToken, TokenStore};
+use tokenstore::{now_ms, OAuthToken, TokenStore};
 
 use crate::{read_secret_line, render, CliError, CliResult, Output};
 
@@ -121,19 +121,6 @@ fn query(record: &RecordArgs) -> OAuthToken {
     }
 }
 
-/// The server refused or the record is not there: exit 1; the network or
-/// the answer failed: exit 2.
-fn failed(error: Error) -> CliError {
-    match error {
-        Error::NotFound { .. }
-        | Error::NotRefreshable { .. }
-        | Error::GrantRefused { .. }
-        | Error::InvalidClient { .. }
-        | Error::RateLimited { .. } => CliError::refused(error.to_string()),
-        other => CliError::from(other),
-    }
-}
-
 fn token_facts(token: &AccessToken) -> serde_json::Value {
     json!({
         "id": token.id(),
@@ -158,7 +145,7 @@ pub fn login(store: Store, args: &LoginArgs, out: Output) -> CliResult {
     if let Some(url) = &args.redirect_url {
         login = login.redirect_url(url);
     }
-    let record = client(store, &args.zoho)?.login(&login).map_err(failed)?;
+    let record = client(store, &args.zoho)?.login(&login)?;
     let id = record.id.clone().unwrap_or_default();
     let now = now_ms();
     out.print(
@@ -191,8 +178,7 @@ pub fn token(store: Store, args: &TokenArgs, out: Output) -> CliResult {
     let token = match args.min_valid {
         Some(secs) => client.access_token_valid_for(&query, Duration::from_secs(secs)),
         None => client.access_token(&query),
-    }
-    .map_err(failed)?;
+    }?;
     if out.json {
         let mut value = token_facts(&token);
         value["access_token"] = json!(token.secret());
@@ -205,9 +191,7 @@ pub fn token(store: Store, args: &TokenArgs, out: Output) -> CliResult {
 }
 
 pub fn refresh(store: Store, args: &RefreshArgs, out: Output) -> CliResult {
-    let token = client(store, &args.zoho)?
-        .refresh(&query(&args.record))
-        .map_err(failed)?;
+    let token = client(store, &args.zoho)?.refresh(&query(&args.record))?;
     out.print(token_facts(&token), || {
         format!(
             "refreshed record {}: access token expires {}",
@@ -219,9 +203,7 @@ pub fn refresh(store: Store, args: &RefreshArgs, out: Output) -> CliResult {
 }
 
 pub fn revoke(store: Store, args: &RevokeArgs, out: Output) -> CliResult {
-    let asked = client(store, &args.zoho)?
-        .revoke(&args.id)
-        .map_err(failed)?;
+    let asked = client(store, &args.zoho)?.revoke(&args.id)?;
     out.print(json!({ "deleted": args.id, "revoked": asked }), || {
         if asked {
             format!(

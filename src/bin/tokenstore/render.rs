@@ -5,7 +5,7 @@ use std::cmp::Ordering;
 
 use comfy_table::{presets, Table};
 use serde_json::{json, Value};
-use tokenstore::{LookupKey, OAuthToken};
+use tokenstore::{Field, LookupKey, OAuthToken};
 
 /// What stands in for a secret that is present but not shown.
 pub const REDACTED: &str = "[redacted]";
@@ -119,62 +119,48 @@ pub fn key_values(pairs: &[(&str, String)]) -> String {
         .collect()
 }
 
-/// The details of `show` and `find`.
+/// The details of `show` and `find`: every field of the record, in order.
 pub fn token_details(t: &OAuthToken, show_secrets: bool, now_ms: i64) -> String {
-    let expiry = match t.expiry_time {
-        Some(e) => format!("{e} ({})", expiry_words(Some(e), now_ms)),
-        None => "-".into(),
-    };
-    key_values(&[
-        ("id", plain(t.id.as_deref())),
-        ("user_name", plain(t.user_name.as_deref())),
-        ("client_id", plain(t.client_id.as_deref())),
-        (
-            "client_secret",
-            secret(t.client_secret.as_deref(), show_secrets),
-        ),
-        (
-            "refresh_token",
-            secret(t.refresh_token.as_deref(), show_secrets),
-        ),
-        (
-            "access_token",
-            secret(t.access_token.as_deref(), show_secrets),
-        ),
-        (
-            "grant_token",
-            secret(t.grant_token.as_deref(), show_secrets),
-        ),
-        ("expiry_time", expiry),
-        ("redirect_url", plain(t.redirect_url.as_deref())),
-        ("api_domain", plain(t.api_domain.as_deref())),
-    ])
+    let pairs: Vec<(&str, String)> = Field::ALL
+        .iter()
+        .map(|field| {
+            let value = if field.name() == "expiry_time" {
+                match t.expiry_time {
+                    Some(e) => format!("{e} ({})", expiry_words(Some(e), now_ms)),
+                    None => "-".into(),
+                }
+            } else if field.is_secret() {
+                secret(field.text(t).as_deref(), show_secrets)
+            } else {
+                plain(field.text(t).as_deref())
+            };
+            (field.name(), value)
+        })
+        .collect();
+    key_values(&pairs)
 }
 
-/// A record as JSON: the secrets' values only with `show_secrets`, their
-/// presence always.
+/// A record as JSON: every field, the secrets' values only with
+/// `show_secrets` (their presence always, as `has_<field>`), and the expiry
+/// in words.
 pub fn token_json(t: &OAuthToken, show_secrets: bool, now_ms: i64) -> Value {
-    let mut value = json!({
-        "id": t.id,
-        "user_name": t.user_name,
-        "client_id": t.client_id,
-        "has_client_secret": t.client_secret.is_some(),
-        "has_refresh_token": t.refresh_token.is_some(),
-        "has_access_token": t.access_token.is_some(),
-        "has_grant_token": t.grant_token.is_some(),
-        "expiry_time": t.expiry_time,
-        "expires": expiry_words(t.expiry_time, now_ms),
-        "redirect_url": t.redirect_url,
-        "api_domain": t.api_domain,
-    });
-    if show_secrets {
-        let object = value.as_object_mut().expect("an object");
-        object.insert("client_secret".into(), json!(t.client_secret));
-        object.insert("refresh_token".into(), json!(t.refresh_token));
-        object.insert("access_token".into(), json!(t.access_token));
-        object.insert("grant_token".into(), json!(t.grant_token));
+    let mut object = serde_json::Map::new();
+    for field in Field::ALL {
+        let name = field.name();
+        if name == "expiry_time" {
+            object.insert(name.into(), json!(t.expiry_time));
+            object.insert("expires".into(), json!(expiry_words(t.expiry_time, now_ms)));
+        } else if field.is_secret() {
+            let value = field.text(t);
+            object.insert(format!("has_{name}"), json!(value.is_some()));
+            if show_secrets {
+                object.insert(name.into(), json!(value));
+            }
+        } else {
+            object.insert(name.into(), json!(field.text(t)));
+        }
     }
-    value
+    Value::Object(object)
 }
 
 /// Which lookup rule a query used, in words.

@@ -11,7 +11,7 @@ use std::io::BufReader;
 use std::path::Path;
 
 use serde_json::Value;
-use tokenstore::OAuthToken;
+use tokenstore::{Field, OAuthToken};
 
 use crate::{CliError, CliResult};
 
@@ -30,87 +30,26 @@ pub const ZOHO_CSV_HEADER: [&str; 10] = [
     "api_domain",
 ];
 
-/// A field of the record, as source columns name it.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Field {
-    Id,
-    UserName,
-    ClientId,
-    ClientSecret,
-    RefreshToken,
-    AccessToken,
-    GrantToken,
-    ExpiryTime,
-    RedirectUrl,
-    ApiDomain,
+/// The field of the record a column name means: the record's own field
+/// names, and the other names of Zoho's stores, old and new.
+pub fn column_field(name: &str) -> Option<Field> {
+    let name = name.trim().to_ascii_lowercase();
+    Field::named(match name.as_str() {
+        "user_mail" | "useremail" | "user_email" => "user_name",
+        "redirect_uri" => "redirect_url",
+        other => other,
+    })
 }
 
-impl Field {
-    /// The field a column name means: the names of Zoho's stores, old and new.
-    fn from_column(name: &str) -> Option<Field> {
-        Some(match name.trim().to_ascii_lowercase().as_str() {
-            "id" => Field::Id,
-            "user_name" | "user_mail" | "useremail" | "user_email" => Field::UserName,
-            "client_id" => Field::ClientId,
-            "client_secret" => Field::ClientSecret,
-            "refresh_token" => Field::RefreshToken,
-            "access_token" => Field::AccessToken,
-            "grant_token" => Field::GrantToken,
-            "expiry_time" => Field::ExpiryTime,
-            "redirect_uri" | "redirect_url" => Field::RedirectUrl,
-            "api_domain" => Field::ApiDomain,
-            _ => return None,
-        })
-    }
+/// The fields of which a row needs one: the three tokens.
+const TOKEN_FIELDS: [&str; 3] = ["refresh_token", "access_token", "grant_token"];
 
-    fn name(self) -> &'static str {
-        match self {
-            Field::Id => "id",
-            Field::UserName => "user_name",
-            Field::ClientId => "client_id",
-            Field::ClientSecret => "client_secret",
-            Field::RefreshToken => "refresh_token",
-            Field::AccessToken => "access_token",
-            Field::GrantToken => "grant_token",
-            Field::ExpiryTime => "expiry_time",
-            Field::RedirectUrl => "redirect_url",
-            Field::ApiDomain => "api_domain",
-        }
-    }
-
-    fn is_token(self) -> bool {
-        matches!(
-            self,
-            Field::RefreshToken | Field::AccessToken | Field::GrantToken
-        )
-    }
-
-    /// Sets this field of `token` from a source value; empty means absent.
-    fn set(self, token: &mut OAuthToken, value: Option<String>) -> Result<(), String> {
-        let value = value.filter(|v| !v.is_empty());
-        let slot = match self {
-            Field::Id => &mut token.id,
-            Field::UserName => &mut token.user_name,
-            Field::ClientId => &mut token.client_id,
-            Field::ClientSecret => &mut token.client_secret,
-            Field::RefreshToken => &mut token.refresh_token,
-            Field::AccessToken => &mut token.access_token,
-            Field::GrantToken => &mut token.grant_token,
-            Field::RedirectUrl => &mut token.redirect_url,
-            Field::ApiDomain => &mut token.api_domain,
-            Field::ExpiryTime => {
-                token.expiry_time = match value {
-                    None => None,
-                    Some(v) => Some(v.trim().parse::<i64>().map_err(|_| {
-                        "expiry_time is not a whole number of milliseconds".to_owned()
-                    })?),
-                };
-                return Ok(());
-            }
-        };
-        *slot = value;
-        Ok(())
-    }
+/// Sets `field` of `token` from a source value; empty means absent.
+fn set(field: Field, token: &mut OAuthToken, value: Option<&str>) -> Result<(), String> {
+    // Only a number can be refused: the expiry time.
+    field
+        .set_text(token, value)
+        .map_err(|_| format!("{field} is not a whole number of milliseconds"))
 }
 
 /// A column name safe to repeat in a message: a word, not a value that
@@ -167,7 +106,7 @@ impl Columns {
     ) -> CliResult<Columns> {
         let mut fields = Vec::new();
         for (i, name) in names.into_iter().enumerate() {
-            let field = Field::from_column(name);
+            let field = column_field(name);
             if field.is_none() && strict {
                 return Err(CliError::input(format!(
                     "{what}: column {} of the header, {}, is not a token store column \
@@ -187,7 +126,11 @@ impl Columns {
             }
             fields.push(field);
         }
-        if !fields.iter().flatten().any(|f| f.is_token()) {
+        if !fields
+            .iter()
+            .flatten()
+            .any(|f| TOKEN_FIELDS.contains(&f.name()))
+        {
             return Err(CliError::input(format!(
                 "{what} has no refresh_token, access_token or grant_token column"
             )));
@@ -203,7 +146,7 @@ impl Columns {
         let mut token = OAuthToken::new();
         for (field, value) in self.0.iter().zip(values) {
             if let Some(field) = field {
-                field.set(&mut token, value)?;
+                set(*field, &mut token, value.as_deref())?;
             }
         }
         Ok(token)
@@ -357,7 +300,7 @@ pub fn read_json(path: &Path) -> CliResult<Vec<Row>> {
         let mut token = OAuthToken::new();
         for (key, value) in object {
             // Other keys (such as `list --json`'s has_* flags) are ignored.
-            let Some(field) = Field::from_column(key) else {
+            let Some(field) = column_field(key) else {
                 continue;
             };
             let text = match value {
@@ -368,7 +311,7 @@ pub fn read_json(path: &Path) -> CliResult<Vec<Row>> {
                     return Err(bad(format!(
                         "{} must be a string{}",
                         field.name(),
-                        if field == Field::ExpiryTime {
+                        if field.name() == "expiry_time" {
                             " or a whole number"
                         } else {
                             ""
@@ -376,7 +319,7 @@ pub fn read_json(path: &Path) -> CliResult<Vec<Row>> {
                     )))
                 }
             };
-            field.set(&mut token, text).map_err(bad)?;
+            set(field, &mut token, text.as_deref()).map_err(bad)?;
         }
         rows.push(Row::new(number, token));
     }
@@ -460,4 +403,40 @@ pub fn read_mysql(_url: &str, _table: &str) -> CliResult<Vec<Row>> {
         "this tokenstore was built without MySQL support; rebuild with \
          `cargo install tokenstore --features mysql`",
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_filestore_columns_are_the_record_fields_in_order() {
+        let fields: Vec<Field> = ZOHO_CSV_HEADER
+            .iter()
+            .map(|column| column_field(column).expect(column))
+            .collect();
+        assert_eq!(fields, Field::ALL);
+    }
+
+    #[test]
+    fn columns_are_named_as_in_any_of_zohos_stores() {
+        for (column, field) in [
+            ("user_mail", "user_name"),
+            (" UserEmail ", "user_name"),
+            ("user_email", "user_name"),
+            ("redirect_uri", "redirect_url"),
+            ("REDIRECT_URL", "redirect_url"),
+            ("Expiry_Time", "expiry_time"),
+        ] {
+            assert_eq!(
+                column_field(column).map(Field::name),
+                Some(field),
+                "{column}"
+            );
+        }
+        assert_eq!(column_field("scopes"), None);
+        for field in TOKEN_FIELDS {
+            assert!(Field::named(field).is_some_and(Field::is_secret), "{field}");
+        }
+    }
 }
