@@ -192,3 +192,41 @@ fn open_waits_for_a_locked_embedded_store_only_when_asked() {
     let second = waiter.join().unwrap().expect("opened once released");
     assert_eq!(second.kind(), "sled");
 }
+
+/// `create(false)` opens only a store that exists: a missing directory, an
+/// empty one, or one whose database file is gone is `StoreNotFound`, and
+/// nothing is created.
+#[test]
+fn an_existing_store_is_required_when_creating_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokens");
+    let spec = path.to_str().unwrap();
+    let existing = || OpenOptions::new().create(false);
+    let missing = tokenstore::open_with(spec, existing()).unwrap_err();
+    assert!(
+        matches!(missing, Error::StoreNotFound { .. }),
+        "{missing:?}"
+    );
+    assert!(!path.exists(), "nothing was created");
+    std::fs::create_dir(&path).unwrap();
+    let empty = tokenstore::open_with(spec, existing()).unwrap_err();
+    assert!(matches!(empty, Error::StoreNotFound { .. }), "{empty:?}");
+
+    let store = tokenstore::open(spec).unwrap();
+    let mut ana = OAuthToken::new()
+        .with_user_name("ana")
+        .with_refresh_token("1000.r");
+    store.save_token(&mut ana).unwrap();
+    drop(store);
+    assert_eq!(
+        tokenstore::open_with(spec, existing())
+            .unwrap()
+            .count()
+            .unwrap(),
+        1
+    );
+
+    std::fs::remove_file(path.join("db")).unwrap();
+    let gone = tokenstore::open_with(spec, existing()).unwrap_err();
+    assert!(matches!(gone, Error::StoreNotFound { .. }), "{gone:?}");
+}

@@ -185,8 +185,8 @@ fn abort(e: Error) -> ConflictableTransactionError<Error> {
 }
 
 impl SledStore {
-    /// Whether `path` holds a token store (a directory a store was opened
-    /// in), without opening it.
+    /// Whether `path` holds a token store (its lock file and its live
+    /// database), without opening it.
     ///
     /// ```
     /// use tokenstore::SledStore;
@@ -200,7 +200,10 @@ impl SledStore {
     /// ```
     pub fn exists(path: impl AsRef<Path>) -> bool {
         let path = path.as_ref();
-        path.is_dir() && path.join(LOCK_FILE).is_file()
+        path.is_dir()
+            && path.join(LOCK_FILE).is_file()
+            && layout::current_generation(path)
+                .is_ok_and(|generation| layout::data_dir(path, generation).join("db").is_file())
     }
 
     /// The database directory.
