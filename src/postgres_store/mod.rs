@@ -4,12 +4,13 @@
 //! # How it keeps docs/SPEC.md across processes
 //!
 //! Every write is one transaction that plans with the shared planning of
-//! `store.rs` (`plan_save`, or a [`Batch`]'s overlay, over a [`StoreView`]
-//! of the transaction), applies the plan and commits; `Ok` means
-//! committed. No lookup rule is written in SQL. Writers are serialized in
-//! two ways, both around one advisory lock key:
+//! `plan.rs` (an overlay over a [`StoreView`] of the transaction, staging a
+//! write set), applies the write set and commits; `Ok` means committed. No
+//! lookup rule is written in SQL. Writers are serialized in two ways, both
+//! around one advisory lock key (`write.rs`):
 //!
-//! - `save_token` holds the lock in shared mode (taken at session level
+//! - `save_token` and `delete_token`, whose plans may run again, hold the
+//!   lock in shared mode (taken at session level
 //!   before `BEGIN`, so its snapshot includes every exclusive writer's
 //!   commit) and runs `SERIALIZABLE`: concurrent saves run side by side and
 //!   share commits, and the server aborts any that would not be
@@ -18,9 +19,9 @@
 //!   growing jittered pause). Two processes saving the same new user make
 //!   one record: the second plans again, finds the first's record, and
 //!   merges into it.
-//! - `delete_token`, `delete_tokens`, batches and key changes hold it
-//!   exclusively (`pg_advisory_xact_lock`) in READ COMMITTED: a batch's
-//!   stage runs once and cannot be retried, so it must never be aborted.
+//! - `delete_tokens`, batches and key changes hold it exclusively
+//!   (`pg_advisory_xact_lock`) in READ COMMITTED: a batch's stage runs
+//!   once and cannot be retried, so it must never be aborted.
 //!
 //! Reads take no lock and see committed data. UNIQUE constraints on the
 //! digests of the four unique values are the last line of defence: a

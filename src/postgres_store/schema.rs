@@ -15,7 +15,7 @@
 //! The digest columns hold the codec's 16-byte digests of the four unique
 //! values (keyed in a sealed store), so the server never sees a token or a
 //! user name, and the UNIQUE constraints are the last line of defence
-//! behind the planning in `store.rs`. They are DEFERRABLE so that a batch
+//! behind the planning in `plan.rs`. They are DEFERRABLE so that a batch
 //! may move a value from one record to another within one transaction.
 
 use postgres::types::Type;
