@@ -203,7 +203,7 @@ impl SledStore {
         path.is_dir()
             && path.join(LOCK_FILE).is_file()
             && layout::current_generation(path)
-                .is_ok_and(|generation| layout::data_dir(path, generation).join("db").is_file())
+                .is_ok_and(|generation| layout::data_dir(path, generation).join("db").exists())
     }
 
     /// The database directory.
