@@ -35,7 +35,6 @@ use zeroize::{Zeroize, Zeroizing};
 
 use crate::error::{Error, Result};
 use crate::key::Key;
-use crate::plan::WriteSet;
 use crate::token::OAuthToken;
 
 /// The stored layout of a record, version 1 (the fields in this order;
@@ -175,7 +174,7 @@ pub(crate) struct Sealed {
     budget: u64,
 }
 
-/// The records of a [`WriteSet`] as their engine stores them.
+/// The records of a write set as their engine stores them.
 pub(crate) struct EncodedWrites {
     /// Each touched id with its encoded next record (`None`: deleted), in
     /// the write set's order.
@@ -269,19 +268,19 @@ impl Sealing {
         }
     }
 
-    /// Encodes the records `writes` stores: the one way records are
-    /// encoded for writing, in every backend. `sealed` is how many seals
+    /// Encodes the next records of a write set (`None`: deleted), in its
+    /// order: the one way records are encoded for writing, in every backend. `sealed` is how many seals
     /// the store's key has made before (the engine keeps the count, and
     /// stores [`EncodedWrites::sealed`] in the same transaction as the
     /// records); past the key's budget nothing is encoded and the error is
     /// [`Error::RekeyRequired`] (`location` names the store in it).
-    pub fn encode_writes(
+    pub fn encode_writes<'a>(
         &self,
-        writes: &WriteSet,
+        next: impl Iterator<Item = Option<&'a OAuthToken>> + Clone,
         sealed: u64,
         location: &Path,
     ) -> Result<EncodedWrites> {
-        let stored = writes.changes.values().filter(|c| c.next.is_some()).count() as u64;
+        let stored = next.clone().flatten().count() as u64;
         let sealed = match self {
             Sealing::Plain => sealed,
             Sealing::Sealed(key) => {
@@ -294,16 +293,8 @@ impl Sealing {
                 after
             }
         };
-        let records = writes
-            .changes
-            .values()
-            .map(|change| {
-                change
-                    .next
-                    .as_ref()
-                    .map(|next| self.encode(next))
-                    .transpose()
-            })
+        let records = next
+            .map(|next| next.map(|record| self.encode(record)).transpose())
             .collect::<Result<_>>()?;
         Ok(EncodedWrites { records, sealed })
     }

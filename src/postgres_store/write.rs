@@ -203,9 +203,11 @@ impl PostgresStore {
         };
         let sealed_before = sealed_after.saturating_sub(stored as u64);
         let location = std::path::PathBuf::from(&self.target);
-        let encoded = self
-            .sealing
-            .encode_writes(writes, sealed_before, &location)?;
+        let encoded = self.sealing.encode_writes(
+            writes.changes.values().map(|c| c.next.as_ref()),
+            sealed_before,
+            &location,
+        )?;
         for ((id, change), bytes) in writes.changes.iter().zip(&encoded.records) {
             match (bytes, &change.next) {
                 (Some(bytes), Some(record)) => write_row(tx, &self.sealing, record, bytes, what)?,

@@ -132,9 +132,11 @@ impl SledStore {
     /// in one transaction over every tree: records, index entries, the id
     /// counter and the seal count change together or not at all.
     pub(super) fn apply(&self, counters: &mut Counters, writes: &WriteSet) -> Result<()> {
-        let encoded = self
-            .sealing
-            .encode_writes(writes, counters.sealed, &self.path)?;
+        let encoded = self.sealing.encode_writes(
+            writes.changes.values().map(|c| c.next.as_ref()),
+            counters.sealed,
+            &self.path,
+        )?;
         // The index entries of records that cannot be decoded, found by
         // scanning for their ids (outside the transaction, which may rerun).
         let mut damaged = Vec::new();
