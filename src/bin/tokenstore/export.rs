@@ -8,11 +8,8 @@ use clap::{Args, ValueEnum};
 use serde_json::json;
 use tokenstore::{Backend, Field, OAuthToken};
 
-use crate::import::{column_field, ZOHO_CSV_HEADER};
+use crate::import::{column_field, EXPORT_VERSION, ZOHO_CSV_HEADER};
 use crate::{sorted_tokens, CliError, CliResult};
-
-/// The version of the export JSON document.
-pub const EXPORT_VERSION: u64 = 1;
 
 #[derive(Args)]
 pub struct ExportArgs {

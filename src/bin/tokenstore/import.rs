@@ -18,7 +18,7 @@ use serde_json::json;
 use tokenstore::{Backend, Batch, Error};
 
 use crate::{CliError, CliResult, Output};
-pub use sources::{column_field, ZOHO_CSV_HEADER};
+pub use sources::{column_field, EXPORT_VERSION, ZOHO_CSV_HEADER};
 use sources::{read_json, read_mysql, read_sqlite, read_zoho_csv, Row};
 
 #[derive(Args)]

@@ -15,6 +15,9 @@ use tokenstore::{Field, OAuthToken};
 
 use crate::{CliError, CliResult};
 
+/// The version of the export JSON document.
+pub const EXPORT_VERSION: u64 = 1;
+
 /// The FileStore CSV header, in the column order the Zoho SDKs read by
 /// position; `export --format zoho-csv` writes it.
 pub const ZOHO_CSV_HEADER: [&str; 10] = [
@@ -268,10 +271,10 @@ pub fn read_json(path: &Path) -> CliResult<Vec<Row>> {
         Value::Array(tokens) => tokens,
         Value::Object(object) => {
             if let Some(version) = object.get("version").and_then(Value::as_u64) {
-                if version != crate::export::EXPORT_VERSION {
+                if version != EXPORT_VERSION {
                     return Err(CliError::input(format!(
                         "{what} is export version {version}; this build reads version {}",
-                        crate::export::EXPORT_VERSION
+                        EXPORT_VERSION
                     )));
                 }
             }
