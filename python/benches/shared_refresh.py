@@ -5,8 +5,8 @@ the fake Zoho server on 127.0.0.1: what each store loses or corrupts.
 
 * FileStore, 8 processes sharing one CSV file (what a gunicorn/Celery
   deployment of the SDK does by default);
-* tokenstore's embedded store, 8 processes: the 2nd..8th get LockedError at
-  once (by design: one process owns it);
+* tokenstore's embedded store, 8 processes sharing it (the first to open it
+  owns it and serves the others);
 * tokenstore's embedded store, 8 threads in one process;
 * tokenstore with postgres:// (8 processes), the SDK alone and with
   ``Store(db, refresh=True)`` (single-flight refresh across processes), when

@@ -16,10 +16,17 @@ use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
 use tokenstore::oauth::{AccessToken, Config, Login, OAuthClient};
-use tokenstore::{AnyStore, Field, Key, OAuthToken, OpenOptions, TokenStore};
+use tokenstore::{AnyStore, Field, Key, OAuthToken, OpenOptions, Role, TokenStore};
 use zeroize::Zeroizing;
 
 type DynStore = dyn TokenStore + Send + Sync;
+
+/// The OAuth clients of a store, one per accounts URL, with the process
+/// they were made in.
+struct Clients {
+    pid: u32,
+    by_url: Vec<(Option<String>, Arc<OAuthClient>)>,
+}
 
 create_exception!(
     tokenstore,
@@ -49,7 +56,7 @@ create_exception!(
     tokenstore,
     LockedError,
     Error,
-    "The embedded store is open in another process (or through another handle). For several processes or workers, use a shared store (a postgres:// URL)."
+    "The embedded store is held exclusively: opened with exclusive=True here while another process has it, or held by a process that opened it with exclusive=True. Without exclusive=True every local process shares it."
 );
 create_exception!(
     tokenstore,
@@ -104,7 +111,7 @@ create_exception!(
     tokenstore,
     ForkedError,
     Error,
-    "The store was opened in a parent process before os.fork(); a child must open its own store."
+    "A store that cannot cross a fork (opened with exclusive=True, a postgres:// or memory: store) was opened in a parent process before os.fork(); the child must open its own. A store opened as usual (shared) works in the child."
 );
 
 /// The Python exception for an engine error: one class per
@@ -147,13 +154,54 @@ fn to_py(err: tokenstore::Error) -> PyErr {
     }
 }
 
+/// How Python asked to open a store.
+struct Opening {
+    key: Option<Key>,
+    create: bool,
+    /// Today's exclusive open of an embedded store (`Error::Locked` when
+    /// another process has it) instead of sharing it.
+    exclusive: bool,
+    /// How long a client waits for an owner (to answer, or to take over).
+    owner_timeout: Option<Duration>,
+}
+
 /// Opens the store named by `db` through the engine's one entry point: a
-/// directory is the embedded store, `postgres://…` the shared backend (when
-/// the engine is built with it), `memory:` a store in memory. Unless
-/// `create`, a store that does not exist is refused (`StoreNotFound`) and
-/// nothing is created.
-fn open_store(db: &str, key: Option<Key>, create: bool) -> tokenstore::Result<AnyStore> {
-    tokenstore::open_with(db, OpenOptions::new().maybe_key(key).create(create))
+/// directory is the embedded store (shared by every local process that opens
+/// it, unless `exclusive`), `postgres://…` the database backend (when the
+/// engine is built with it), `memory:` a store in memory. Unless `create`, a
+/// store that does not exist is refused (`StoreNotFound`) and nothing is
+/// created.
+fn open_store(db: &str, opening: Opening) -> tokenstore::Result<AnyStore> {
+    let mut options = OpenOptions::new()
+        .maybe_key(opening.key)
+        .create(opening.create)
+        .exclusive(opening.exclusive);
+    if let Some(timeout) = opening.owner_timeout {
+        options = options.owner_timeout(timeout);
+    }
+    tokenstore::open_with(db, options)
+}
+
+/// What `info()["role"]` says for a process's part in a shared store.
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Owner => "owner",
+        Role::Client => "client",
+        // A part newer than this module.
+        _ => "other",
+    }
+}
+
+/// `owner_timeout` in seconds from Python: positive and finite.
+fn owner_timeout_from_py(seconds: f64) -> PyResult<Duration> {
+    if seconds > 0.0 {
+        if let Ok(timeout) = Duration::try_from_secs_f64(seconds) {
+            return Ok(timeout);
+        }
+    }
+    Err(pyo3::exceptions::PyValueError::new_err(format!(
+        "owner_timeout must be a positive, finite number of seconds, not {seconds:?}"
+    )))
 }
 
 /// A key given from Python: base64 text (the form of `TOKENSTORE_KEY`) or
@@ -254,16 +302,22 @@ fn access_token_to_py<'py>(py: Python<'py>, token: &AccessToken) -> PyResult<Bou
 
 /// One open store, shared by any number of Python threads.
 ///
-/// Every call checks that it runs in the process that opened the store: a
-/// store inherited through `os.fork()` shares the parent's files and locks,
-/// and using it from the child could corrupt them.
+/// A shared embedded store (the default for a directory) works in a child
+/// made by `os.fork()`: the engine notices the fork and makes the child a
+/// client of the owner. Any other store (opened `exclusive=True`, a
+/// `postgres://` pool, `memory:`) belongs to the process that opened it:
+/// every call checks that it runs there, since the child's copy shares the
+/// parent's files, locks or connections and using it could corrupt them.
 #[pyclass(frozen, module = "tokenstore._native")]
 struct NativeStore {
     /// `None` once closed. The `Arc` lets a call run without holding the
     /// lock, so `close()` never waits for a slow call.
-    store: RwLock<Option<Arc<DynStore>>>,
+    store: RwLock<Option<Arc<AnyStore>>>,
     /// The process that opened the store.
     pid: u32,
+    /// Whether the store is an embedded one shared between local processes
+    /// (and so usable across a fork).
+    shared: bool,
     /// Where the store is, for messages: a directory, or a URL without its
     /// password (the backend's `location`).
     db: String,
@@ -272,12 +326,14 @@ struct NativeStore {
     /// One OAuth client per accounts URL (`None`: Zoho's, from each
     /// record's API domain). Single flight is per client, so every thread
     /// asking through this store shares it.
-    clients: Mutex<Vec<(Option<String>, Arc<OAuthClient>)>>,
+    /// The clients hold HTTP connections: a forked child makes its own
+    /// rather than write to its parent's.
+    clients: Mutex<Clients>,
 }
 
 impl NativeStore {
-    /// The open store, if this process opened it.
-    fn open_handle(&self) -> PyResult<Arc<DynStore>> {
+    /// The open store, if this process may use it.
+    fn open_handle(&self) -> PyResult<Arc<AnyStore>> {
         self.check_process()?;
         self.store.read().clone().ok_or_else(|| {
             ClosedError::new_err(format!(
@@ -287,25 +343,43 @@ impl NativeStore {
         })
     }
 
+    /// Whether this process may use the store: any process may use a
+    /// shared one, only the opener any other.
     fn check_process(&self) -> PyResult<()> {
         let here = std::process::id();
-        if here != self.pid {
-            return Err(ForkedError::new_err(format!(
-                "this token store ({}) was opened in process {} and is used in process {here}, \
-                 a child made by os.fork(); an embedded store cannot be shared across a fork. \
-                 Open the store in each worker after the fork (with gunicorn --preload: in a \
-                 post_fork hook), or use a shared store (a postgres:// URL) for several workers",
-                self.db, self.pid
-            )));
+        if here == self.pid || self.shared {
+            return Ok(());
         }
-        Ok(())
+        let why = match self.kind {
+            "sled" => "it was opened with exclusive=True, which keeps it to one process; \
+                       open it without exclusive=True to share it between processes, or"
+                .to_owned(),
+            kind => format!(
+                "a {kind} store's connections and state cannot be shared across a fork;"
+            ),
+        };
+        Err(ForkedError::new_err(format!(
+            "this token store ({}) was opened in process {} and is used in process {here}, \
+             a child made by os.fork(): {why} open the store in each worker after the fork \
+             (with gunicorn --preload: in a post_fork hook)",
+            self.db, self.pid
+        )))
     }
 
     /// The OAuth client for `accounts_url`, made on first use.
     fn client(&self, accounts_url: Option<String>) -> PyResult<Arc<OAuthClient>> {
-        let store = self.open_handle()?;
+        let store: Arc<DynStore> = self.open_handle()?;
         let mut clients = self.clients.lock();
-        if let Some((_, client)) = clients.iter().find(|(url, _)| *url == accounts_url) {
+        let here = std::process::id();
+        if clients.pid != here {
+            // Made before a fork: their kept-alive connections are the
+            // parent's sockets (dropping them could even write a TLS close
+            // to them), and a flight led by a parent's thread never ends
+            // here. Leak them; this process makes its own.
+            std::mem::forget(std::mem::take(&mut clients.by_url));
+            clients.pid = here;
+        }
+        if let Some((_, client)) = clients.by_url.iter().find(|(url, _)| *url == accounts_url) {
             return Ok(client.clone());
         }
         let mut config = Config::default();
@@ -313,7 +387,7 @@ impl NativeStore {
             config = config.accounts_url(url.as_str());
         }
         let client = Arc::new(OAuthClient::with_config(store, config).map_err(to_py)?);
-        clients.push((accounts_url, client.clone()));
+        clients.by_url.push((accounts_url, client.clone()));
         Ok(client)
     }
 
@@ -321,35 +395,75 @@ impl NativeStore {
     fn call<T: Send>(
         &self,
         py: Python<'_>,
-        op: impl FnOnce(&DynStore) -> tokenstore::Result<T> + Send,
+        op: impl FnOnce(&AnyStore) -> tokenstore::Result<T> + Send,
     ) -> PyResult<T> {
         let store = self.open_handle()?;
-        py.detach(|| op(&*store)).map_err(to_py)
+        py.detach(|| op(&store)).map_err(to_py)
     }
 }
 
 #[pymethods]
 impl NativeStore {
-    /// Opens `db` (a directory: the embedded store), encrypted with `key`
+    /// Opens `db` (a directory: the embedded store, shared with every
+    /// local process that opens it unless `exclusive`), encrypted with `key`
     /// when given (base64 str or 32 bytes); creates it when missing unless
-    /// `create` is false.
+    /// `create` is false. `owner_timeout` (seconds): how long a client of a
+    /// shared store waits for its owner.
     #[new]
-    #[pyo3(signature = (db, key=None, create=true))]
+    #[pyo3(signature = (db, key=None, create=true, exclusive=false, owner_timeout=None))]
     fn new(
         py: Python<'_>,
         db: String,
         key: Option<&Bound<'_, PyAny>>,
         create: bool,
+        exclusive: bool,
+        owner_timeout: Option<f64>,
     ) -> PyResult<Self> {
-        let key = key.map(key_from_py).transpose()?;
-        let store = py.detach(|| open_store(&db, key, create)).map_err(to_py)?;
+        let opening = Opening {
+            key: key.map(key_from_py).transpose()?,
+            create,
+            exclusive,
+            owner_timeout: owner_timeout.map(owner_timeout_from_py).transpose()?,
+        };
+        let (store, shared) = py
+            .detach(|| {
+                let store = open_store(&db, opening)?;
+                let shared = store.info()?.sharing.is_some();
+                Ok((store, shared))
+            })
+            .map_err(to_py)?;
+        let pid = std::process::id();
         Ok(NativeStore {
             db: store.location(),
             kind: store.kind(),
             store: RwLock::new(Some(Arc::new(store))),
-            pid: std::process::id(),
-            clients: Mutex::new(Vec::new()),
+            pid,
+            shared,
+            clients: Mutex::new(Clients {
+                pid,
+                by_url: Vec::new(),
+            }),
         })
+    }
+
+    /// Size, format and encryption of the store, and for a shared embedded
+    /// store who serves it: `role` ("owner" or "client": this process's),
+    /// `owner_pid` and `clients` (how many processes the owner serves).
+    /// Those three are `None` for a store that is not shared.
+    fn info<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let info = self.call(py, |s| s.info())?;
+        let dict = PyDict::new(py);
+        dict.set_item("kind", self.kind)?;
+        dict.set_item("db", &self.db)?;
+        dict.set_item("size_bytes", info.size_bytes)?;
+        dict.set_item("format_version", info.format_version)?;
+        dict.set_item("encrypted", info.encrypted)?;
+        dict.set_item("shared", info.sharing.is_some())?;
+        let sharing = info.sharing.as_ref();
+        dict.set_item("role", sharing.map(|s| role_name(s.role)))?;
+        dict.set_item("owner_pid", sharing.map(|s| s.owner_pid))?;
+        dict.set_item("clients", sharing.map(|s| s.clients))?;
+        Ok(dict)
     }
 
     /// The stored record the engine's lookup key of `query` designates.
@@ -455,13 +569,24 @@ impl NativeStore {
         py.detach(|| client.revoke(&id)).map_err(to_py)
     }
 
-    /// Closes the store (releases the directory's lock once running calls
-    /// finish). Closing twice is harmless.
+    /// Closes the store (releases the directory's lock, or hands a shared
+    /// store to another process, once running calls finish). Closing twice
+    /// is harmless.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
         self.check_process()?;
         let store = self.store.write().take();
-        // The clients hold the store too.
-        let clients = std::mem::take(&mut *self.clients.lock());
+        // The clients hold the store too; a parent's are leaked (see
+        // `client`).
+        let clients = {
+            let mut clients = self.clients.lock();
+            let mine = std::mem::take(&mut clients.by_url);
+            if clients.pid != std::process::id() {
+                std::mem::forget(mine);
+                Vec::new()
+            } else {
+                mine
+            }
+        };
         // Dropping a sled store flushes it: not under the GIL.
         py.detach(move || drop((clients, store)));
         Ok(())
@@ -470,7 +595,14 @@ impl NativeStore {
     /// Whether the store is closed.
     #[getter]
     fn closed(&self) -> bool {
-        self.pid == std::process::id() && self.store.read().is_none()
+        (self.shared || self.pid == std::process::id()) && self.store.read().is_none()
+    }
+
+    /// Whether the store is an embedded one shared with other local
+    /// processes (`False` for `exclusive=True`, `postgres://`, `memory:`).
+    #[getter]
+    fn shared(&self) -> bool {
+        self.shared
     }
 
     /// Where the store is: its directory, or its URL without the password.
@@ -488,9 +620,16 @@ impl NativeStore {
 
 impl Drop for NativeStore {
     fn drop(&mut self) {
-        if std::process::id() != self.pid {
-            // A forked child's copy: dropping it would flush and unlock the
-            // parent's files from the wrong process. Leak it instead.
+        let here = std::process::id();
+        if self.clients.get_mut().pid != here {
+            // HTTP connections and flights of the parent: see `client`.
+            std::mem::forget(std::mem::take(&mut self.clients.get_mut().by_url));
+        }
+        if here != self.pid && !self.shared {
+            // A forked child's copy of a store that is not shared: dropping
+            // it would flush and unlock the parent's files (or close its
+            // connections) from the wrong process. Leak it instead. A shared
+            // store knows it was forked and drops only what is the child's.
             if let Some(store) = self.store.get_mut().take() {
                 std::mem::forget(store);
             }

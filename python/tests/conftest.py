@@ -23,6 +23,17 @@ USER = "ana@example.com"
 #: Every secret a fixture uses: scanned for in logs, errors and files.
 SECRETS = (CLIENT_SECRET, REFRESH, ACCESS, GRANT)
 
+#: Figures a test reports (dicts), printed once more at the end of the run,
+#: where `pytest -q` shows them too.
+REPORT: list = []
+
+
+def pytest_terminal_summary(terminalreporter):
+    if REPORT:
+        terminalreporter.section("figures")
+        for figures in REPORT:
+            terminalreporter.write_line(", ".join(f"{k}: {v}" for k, v in figures.items()))
+
 
 def now_ms() -> int:
     return int(time.time() * 1000)

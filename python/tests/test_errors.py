@@ -26,8 +26,9 @@ def _conflict(tmp_path):
 
 
 def _locked(tmp_path):
-    with tokenstore.open(tmp_path / "db"):
-        tokenstore.open(tmp_path / "db")
+    # Only an exclusive open is ever refused: a shared one joins the owner.
+    with tokenstore.open(tmp_path / "db", exclusive=True):
+        tokenstore.open(tmp_path / "db", exclusive=True)
 
 
 def _wrong_key(tmp_path):

@@ -326,3 +326,33 @@ def test_create_false_opens_only_an_existing_store(tmp_path):
         saved = store.save(Token(user_name="ana", refresh_token="1000.r"))
     with tokenstore.open(tmp_path / "db", create=False) as store:
         assert store.get(saved.id) == saved
+
+
+def test_info_says_what_the_store_is_and_who_serves_it(tmp_path):
+    with tokenstore.open(tmp_path / "shared") as store:
+        info = store.info()
+        assert (info["kind"], info["shared"], info["role"], info["owner_pid"]) == ("sled", True, "owner", os.getpid())
+        assert info["clients"] == 0
+        assert info["encrypted"] is False and info["format_version"] >= 1
+        assert store.shared
+    with tokenstore.open(tmp_path / "alone", exclusive=True) as store:
+        info = store.info()
+        assert (info["kind"], info["shared"], info["role"], info["owner_pid"], info["clients"]) == ("sled", False, None, None, None)
+        assert not store.shared
+    with tokenstore.open("memory:") as store:
+        assert (store.info()["shared"], store.info()["role"], store.shared) == (False, None, False)
+
+
+def test_a_second_open_in_the_same_process_shares_the_store(tmp_path):
+    with tokenstore.open(tmp_path / "db") as first, tokenstore.open(tmp_path / "db", owner_timeout=5) as second:
+        saved = second.save(Token(user_name="ana", refresh_token="1000.r"))
+        assert first.find(user_name="ana") == saved
+        assert second.info()["role"] == "client" and first.info()["role"] == "owner"
+
+
+@pytest.mark.parametrize("timeout", [0, -1, float("nan"), float("inf"), 1e300])
+def test_owner_timeout_must_be_a_positive_finite_number_of_seconds(tmp_path, timeout):
+    with pytest.raises(ValueError, match="owner_timeout"):
+        tokenstore.open(tmp_path / "db", owner_timeout=timeout)
+    assert not (tmp_path / "db").exists()
+    tokenstore.open(tmp_path / "db", owner_timeout=2.5).close()

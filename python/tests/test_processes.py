@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import multiprocessing
 import os
+import queue
 import signal
 import subprocess
 import sys
@@ -81,86 +84,359 @@ def run_python(code: str, timeout: float = 60, env=None) -> subprocess.Completed
     )
 
 
-def test_a_second_process_gets_a_clear_error_at_once(tmp_path):
+class Child:
+    """A Python process running ``code`` whose stdout lines are read with a
+    time-out (a hang fails the test instead of stopping it)."""
+
+    def __init__(self, code: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(code)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: "queue.Queue[str]" = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put("")
+
+    def line(self, timeout: float = 30) -> dict:
+        try:
+            line = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            self.proc.kill()
+            pytest.fail(f"the child process said nothing for {timeout} s")
+        if not line:
+            self.proc.wait(timeout=10)
+            pytest.fail(f"the child process ended (status {self.proc.returncode}): {self.proc.stderr.read()}")
+        return json.loads(line)
+
+    def go_on(self) -> None:
+        self.proc.stdin.write("\n")
+        self.proc.stdin.flush()
+
+    def finish(self, timeout: float = 30) -> None:
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            pytest.fail(f"the child process did not finish in {timeout} s")
+        assert self.proc.returncode == 0, self.proc.stderr.read()
+
+
+def test_a_second_process_uses_the_store_while_the_first_holds_it(tmp_path):
     db = str(tmp_path / "db")
     with tokenstore.open(db) as store:
         store.save(Token(user_name="ana", refresh_token="1000.r"))
-        started = time.monotonic()
-        child = run_python(
+        assert store.shared
+        child = Child(
             f"""
-            import tokenstore, time
+            import json, os, sys, time, tokenstore
             t = time.monotonic()
-            try:
-                tokenstore.open({db!r})
-            except tokenstore.LockedError as e:
-                print("LOCKED", round(time.monotonic() - t, 3), e)
-            """,
-            timeout=30,
+            store = tokenstore.open({db!r})
+            opened = time.monotonic() - t
+            ana = store.find(user_name="ana")
+            bob = store.save(tokenstore.Token(user_name="bob", refresh_token="1000.b"))
+            print(json.dumps({{"opened_s": opened, "ana": ana and ana.refresh_token, "bob": bob.id,
+                              "info": store.info(), "shared": store.shared}}), flush=True)
+            sys.stdin.readline()  # the parent looks while this one holds it open
+            carl = store.find(user_name="carl")
+            print(json.dumps({{"carl": carl and carl.refresh_token, "all": sorted(t.user_name for t in store.all())}}), flush=True)
+            store.close()
+            """
         )
-        elapsed = time.monotonic() - started
-        assert child.returncode == 0, child.stderr
-        assert child.stdout.startswith("LOCKED"), child.stdout + child.stderr
-        assert "postgres://" in child.stdout
-        assert elapsed < 30
+        seen = child.line()
+        # The child sees the parent's save, the parent the child's.
+        assert seen["ana"] == "1000.r"
+        assert seen["opened_s"] < 5
+        assert seen["shared"] is True
+        assert seen["info"]["role"] == "client"
+        assert seen["info"]["owner_pid"] == os.getpid()
+        assert store.find(user_name="bob").id == seen["bob"] == "2"
+        info = store.info()
+        assert (info["role"], info["owner_pid"], info["shared"]) == ("owner", os.getpid(), True)
+        assert info["clients"] >= 1
+        store.save(Token(user_name="carl", refresh_token="1000.c"))
+        child.go_on()
+        assert child.line() == {"carl": "1000.c", "all": ["ana", "bob", "carl"]}
+        child.finish()
         # The first process is unaffected.
         assert store.find(user_name="ana").refresh_token == "1000.r"
-    # Once closed, the other process may open it.
-    child = run_python(f"import tokenstore; print(tokenstore.open({db!r}).find(user_name='ana').id)")
-    assert child.stdout.strip() == "1", child.stderr
+    # Once closed, another process opens it alone: it owns it.
+    child = run_python(f"import tokenstore; s = tokenstore.open({db!r}); print(s.info()['role'], len(s.all()))")
+    assert child.stdout.split() == ["owner", "3"], child.stderr
+
+
+def test_exclusive_keeps_the_store_to_one_process(tmp_path):
+    db = str(tmp_path / "db")
+    attempt = f"""
+        import json, time, tokenstore
+        out = {{}}
+        for how, kwargs in (("exclusive", {{"exclusive": True}}), ("shared", {{"owner_timeout": 1}})):
+            t = time.monotonic()
+            try:
+                tokenstore.open({db!r}, **kwargs).close()
+                out[how] = ["opened", 0]
+            except tokenstore.Error as e:
+                out[how] = [type(e).__name__, round(time.monotonic() - t, 3), str(e)]
+        print(json.dumps(out))
+        """
+    # Held exclusively: every other open is refused, quickly.
+    with tokenstore.open(db, exclusive=True) as store:
+        store.save(Token(user_name="ana", refresh_token="1000.r"))
+        assert not store.shared
+        info = store.info()
+        assert (info["shared"], info["role"], info["owner_pid"], info["clients"]) == (False, None, None, None)
+        child = run_python(attempt, timeout=60)
+        assert child.returncode == 0, child.stderr
+        out = json.loads(child.stdout)
+        assert out["exclusive"][0] == "LockedError", out
+        assert out["exclusive"][1] < 5, out
+        # A shared open finds the lock held and no owner serving: refused
+        # within its owner_timeout (1 s here).
+        assert out["shared"][0] in ("LockedError", "StorageError"), out
+        assert out["shared"][1] < 4, out
+        assert store.find(user_name="ana").refresh_token == "1000.r"
+    # Shared by its owner: an exclusive open is refused, a shared one joins.
+    with tokenstore.open(db) as store:
+        child = run_python(attempt, timeout=60)
+        assert child.returncode == 0, child.stderr
+        out = json.loads(child.stdout)
+        assert out["exclusive"][0] == "LockedError", out
+        assert out["exclusive"][1] < 5, out
+        assert out["shared"] == ["opened", 0], out
+        assert store.find(user_name="ana").refresh_token == "1000.r"
 
 
 def test_the_zoho_store_in_a_second_process(tmp_path):
     db = str(tmp_path / "db")
+    from zohocrmsdk.src.com.zoho.api.authenticator.oauth_token import OAuthToken
+    from zohocrmsdk.src.com.zoho.crm.api.user_signature import UserSignature
+
     from tokenstore.zoho import Store
 
-    with Store(db):
+    with Store(db) as store:
+        store.save_token(OAuthToken(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, refresh_token="1000.r.ana",
+                                    user_signature=UserSignature("ana@example.com")))
         child = run_python(
             f"""
             from tokenstore.zoho import Store
-            from zohocrmsdk.src.com.zoho.crm.api.exception.sdk_exception import SDKException
-            try:
-                Store({db!r})
-            except SDKException as e:
-                print(e.code, "postgres://" in str(e))
+            from zohocrmsdk.src.com.zoho.api.authenticator.oauth_token import OAuthToken
+            from zohocrmsdk.src.com.zoho.crm.api.user_signature import UserSignature
+            store = Store({db!r})
+            found = store.find_token(OAuthToken(user_signature=UserSignature("ana@example.com")))
+            bob = OAuthToken(client_id="c", client_secret="s", refresh_token="1000.r.bob", user_signature=UserSignature("bob@example.com"))
+            store.save_token(bob)
+            print(found.get_refresh_token(), bob.get_id(), store.tokens.info()["role"])
             """
         )
-    assert child.stdout.split() == ["TOKEN_STORE", "True"], child.stderr
+        assert child.stdout.split() == ["1000.r.ana", "2", "client"], child.stderr
+        assert store.find_token_by_id("2").get_refresh_token() == "1000.r.bob"
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded")
-def test_a_store_used_after_fork_raises_and_the_parent_is_intact(tmp_path):
-    store = tokenstore.open(tmp_path / "db")
-    saved = store.save(Token(user_name="ana", refresh_token="1000.r", client_id=CLIENT_ID, client_secret=CLIENT_SECRET))
+@pytest.mark.parametrize("how", ["close", "sigkill"])
+def test_when_the_owner_goes_another_process_takes_over(tmp_path, how):
+    """The owner (another process) saves, then closes or is SIGKILLed; this
+    process, its client, carries on and becomes the owner; nothing
+    acknowledged is lost."""
+    db = str(tmp_path / "db")
+    owner = Child(
+        f"""
+        import json, os, sys, tokenstore
+        store = tokenstore.open({db!r})
+        for i in range(50):
+            store.save(tokenstore.Token(user_name=f"u{{i}}", refresh_token=f"1000.r.{{i}}"))
+        print(json.dumps(store.info()), flush=True)
+        sys.stdin.readline()
+        store.close()
+        print(json.dumps({{"closed": True}}), flush=True)
+        sys.stdin.readline()
+        """
+    )
+    try:
+        info = owner.line()
+        assert (info["role"], info["owner_pid"]) == ("owner", owner.proc.pid)
+        with tokenstore.open(db) as store:
+            assert store.info()["role"] == "client"
+            assert len(store.all()) == 50
+            if how == "close":
+                owner.go_on()
+                assert owner.line() == {"closed": True}
+            else:
+                owner.proc.kill()
+                owner.proc.wait(timeout=10)
+            started = time.monotonic()
+            assert store.find(user_name="u49").refresh_token == "1000.r.49"
+            paused = time.monotonic() - started
+            store.save(Token(user_name="after", refresh_token="1000.after"))
+            info = store.info()
+            assert (info["role"], info["owner_pid"]) == ("owner", os.getpid())
+            assert paused < 10
+            assert len(store.all()) == 51
+    finally:
+        if owner.proc.poll() is None:
+            owner.proc.kill()
+        owner.proc.wait(timeout=10)
+    with tokenstore.open(db) as again:
+        assert len(again.all()) == 51
+
+
+FORK = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+
+
+def in_child(work) -> object:
+    """Runs ``work()`` in a child made by ``os.fork()`` and returns what it
+    returned (JSON), or fails with what it raised."""
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: never returns into pytest
         code = 1
         try:
-            outcomes = []
-            for op in (lambda: store.get("1"), lambda: store.save(Token(user_name="bob", refresh_token="x")), store.all, store.clear, store.close):
-                try:
-                    op()
-                    outcomes.append("ran")
-                except tokenstore.ForkedError as e:
-                    outcomes.append("forked" if "postgres://" in str(e) and "fork" in str(e) else "bad message")
-            os.write(write, ",".join(outcomes).encode())
-            del store  # dropping the child's copy must not touch the parent's files
+            try:
+                answer = {"ok": work()}
+            except BaseException as e:  # noqa: BLE001 - reported to the parent
+                answer = {"raised": f"{type(e).__name__}: {e}"}
+            os.write(write, json.dumps(answer).encode())
             code = 0
         finally:
             os._exit(code)
     os.close(write)
-    status = wait_or_kill(pid, timeout=30)
-    reported = os.read(read, 1000).decode()
-    os.close(read)
-    assert os.WEXITSTATUS(status) == 0
-    assert reported == ",".join(["forked"] * 5)
+    status = wait_or_kill(pid, timeout=60)
+    with os.fdopen(read) as f:
+        reported = f.read()
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, reported
+    answer = json.loads(reported)
+    assert "raised" not in answer, answer["raised"]
+    return answer["ok"]
+
+
+@FORK
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded")
+def test_a_store_opened_before_fork_works_in_the_child(tmp_path):
+    store = tokenstore.open(tmp_path / "db")
+    saved = store.save(Token(user_name="ana", refresh_token="1000.r", client_id=CLIENT_ID, client_secret=CLIENT_SECRET))
+
+    def child() -> dict:
+        found = store.find(user_name="ana")
+        bob = store.save(Token(user_name="bob", refresh_token="1000.b"))
+        info = store.info()
+        return {"ana": found and found.refresh_token, "bob": bob.id, "role": info["role"], "owner_pid": info["owner_pid"],
+                "users": sorted(t.user_name for t in store.all())}
+
+    got = in_child(child)
+    assert got == {"ana": "1000.r", "bob": "2", "role": "client", "owner_pid": os.getpid(), "users": ["ana", "bob"]}
+    # The parent sees the child's save, and its own store is intact.
+    assert store.find(user_name="bob").refresh_token == "1000.b"
+    assert store.info()["role"] == "owner"
+    # A child that closes its inherited copy, and one that drops it without
+    # closing, leave the parent's store alone.
+    assert in_child(lambda: store.close() or store.closed) is True
+
+    def drop() -> str:
+        nonlocal store
+        kept = store
+        store = None
+        del kept
+        return "dropped"
+
+    assert in_child(drop) == "dropped"
+    assert not store.closed
+    assert store.get(saved.id) == saved
+    store.save(Token(user_name="carl", refresh_token="1000.c"))
+    store.close()
+    with tokenstore.open(tmp_path / "db") as again:
+        assert sorted(t.user_name for t in again.all()) == ["ana", "bob", "carl"]
+
+
+@FORK
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded")
+def test_access_tokens_after_fork_use_the_childs_own_connections(tmp_path):
+    """The parent's OAuth client keeps HTTP connections alive; a child
+    refreshing through the inherited store makes its own, and the parent's
+    keep working."""
+    from fake_zoho import FakeZoho
+
+    with FakeZoho() as zoho, tokenstore.open(tmp_path / "db") as store:
+        zoho.add_client(CLIENT_ID, CLIENT_SECRET)
+        zoho.add_refresh_token(CLIENT_ID, "1000.r", "ana")
+        store.save(Token(user_name="ana", refresh_token="1000.r", client_id=CLIENT_ID, client_secret=CLIENT_SECRET))
+        first = store.access_token(user_name="ana", accounts_url=zoho.base)
+        got = in_child(lambda: store.access_token(user_name="ana", accounts_url=zoho.base, refresh=True).token)
+        assert got != first.token and zoho.access_tokens[got][0] == "ana"
+        assert store.find(user_name="ana").access_token == got
+        again = store.access_token(user_name="ana", accounts_url=zoho.base, refresh=True)
+        assert again.token not in (first.token, got)
+        assert len(zoho.refreshes()) == 3
+
+
+@FORK
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded")
+def test_an_exclusive_store_used_after_fork_raises_and_the_parent_is_intact(tmp_path):
+    store = tokenstore.open(tmp_path / "db", exclusive=True)
+    saved = store.save(Token(user_name="ana", refresh_token="1000.r", client_id=CLIENT_ID, client_secret=CLIENT_SECRET))
+
+    def child() -> list:
+        outcomes = []
+        for op in (lambda: store.get("1"), lambda: store.save(Token(user_name="bob", refresh_token="x")), store.all,
+                   store.clear, store.info, store.close):
+            try:
+                op()
+                outcomes.append("ran")
+            except tokenstore.ForkedError as e:
+                outcomes.append("forked" if "exclusive=True" in str(e) and "fork" in str(e) else f"bad message: {e}")
+        return outcomes
+
+    assert in_child(child) == ["forked"] * 6
     # The parent's store works and holds exactly what it held.
     assert store.all() == [saved]
     store.save(Token(user_name="carl", refresh_token="1000.c"))
     store.close()
     with tokenstore.open(tmp_path / "db") as again:
         assert sorted(t.user_name for t in again.all()) == ["ana", "carl"]
+
+
+#: The store the pool's workers inherit (set before the pool forks them).
+_INHERITED: "tokenstore.Store | None" = None
+
+
+def _save_in_worker(i: int):
+    saved = _INHERITED.save(Token(user_name=f"worker-user-{i}", refresh_token=f"1000.w.{i}"))
+    again = _INHERITED.find(user_name=f"worker-user-{i}")
+    return os.getpid(), saved.id, again.id, _INHERITED.info()["role"]
+
+
+@FORK
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded")
+def test_a_multiprocessing_pool_saves_through_an_inherited_store(tmp_path):
+    global _INHERITED
+    ctx = multiprocessing.get_context("fork")
+    with tokenstore.open(tmp_path / "db") as store:
+        store.save(Token(user_name="parent", refresh_token="1000.p"))
+        _INHERITED = store
+        try:
+            pool = ctx.Pool(4)
+            try:
+                results = pool.map_async(_save_in_worker, range(40), chunksize=1).get(timeout=120)
+            finally:
+                pool.close()
+                pool.join()
+        finally:
+            _INHERITED = None
+        assert len(results) == 40
+        assert all(pid != os.getpid() for pid, *_ in results)
+        assert {role for *_, role in results} == {"client"}
+        assert all(saved == found for _, saved, found, _ in results)
+        stored = {t.user_name: t.id for t in store.all()}
+        assert len(stored) == 41
+        assert len(set(stored.values())) == 41
+        for i, (_, saved, _, _) in enumerate(results):
+            assert stored[f"worker-user-{i}"] == saved
+        assert store.info()["role"] == "owner"
 
 
 def wait_or_kill(pid: int, timeout: float) -> int:

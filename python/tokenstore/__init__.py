@@ -179,16 +179,27 @@ def _resolve_key(key: Optional[Key]) -> Optional[Key]:
 class Store:
     """An open token store. Use :func:`open` to get one.
 
-    Safe to share between threads (every call releases the GIL). A store
-    belongs to the process that opened it: after ``os.fork()`` the child gets
-    :class:`ForkedError` and must open its own (with ``postgres://`` every
-    worker opens the same shared store).
+    Safe to share between threads (every call releases the GIL) and, for an
+    embedded store opened as usual, between processes: every local process
+    that opens the directory uses the same store, and a store opened before
+    ``os.fork()`` works in the child. A store opened with ``exclusive=True``,
+    a ``postgres://`` and a ``memory:`` store belong to the process that
+    opened them: after ``os.fork()`` the child gets :class:`ForkedError` and
+    must open its own.
     """
 
     __slots__ = ("_native",)
 
-    def __init__(self, db: Union[str, "os.PathLike[str]"], key: Optional[Key] = None, *, create: bool = True) -> None:
-        self._native = _native.NativeStore(os.fspath(db), _resolve_key(key), create)
+    def __init__(
+        self,
+        db: Union[str, "os.PathLike[str]"],
+        key: Optional[Key] = None,
+        *,
+        create: bool = True,
+        exclusive: bool = False,
+        owner_timeout: Optional[float] = None,
+    ) -> None:
+        self._native = _native.NativeStore(os.fspath(db), _resolve_key(key), create, exclusive, owner_timeout)
 
     def find(
         self,
@@ -272,7 +283,7 @@ class Store:
 
         Single flight: however many threads ask for the same record at
         once, one refresh request is made and every caller gets its result
-        (with a shared ``postgres://`` store, across processes too).
+        (across the processes sharing an embedded store, or a ``postgres://`` one, too).
         ``refresh=True`` refreshes even a valid token; ``min_valid`` (seconds)
         replaces the 5-second margin, e.g. for a long job.
 
@@ -307,9 +318,22 @@ class Store:
         then deletes the record; whether the server was asked."""
         return self._native.revoke(id, accounts_url)
 
+    def info(self) -> Dict[str, Any]:
+        """What the store is and who serves it, as a dict: ``kind``, ``db``,
+        ``size_bytes`` (``None`` when the backend cannot tell),
+        ``format_version``, ``encrypted``, ``shared``, and for a shared
+        embedded store ``role`` (``"owner"``: this process holds the files
+        and serves the others; ``"client"``: it reaches them through the
+        owner), ``owner_pid`` and ``clients`` (how many processes the owner
+        serves). Those three are ``None`` when the store is not shared. A
+        snapshot: when the owner goes away, another process takes over."""
+        return self._native.info()
+
     def close(self) -> None:
-        """Closes the store and releases it for another process. Harmless
-        when already closed."""
+        """Closes the store. An owner of a shared store hands it over to
+        another process that has it open (or releases it); an exclusive
+        store is released for another process. Harmless when already
+        closed."""
         self._native.close()
 
     @property
@@ -329,6 +353,13 @@ class Store:
         ``"postgres"`` or ``"memory"``."""
         return self._native.kind
 
+    @property
+    def shared(self) -> bool:
+        """Whether this is an embedded store shared with the other local
+        processes that open it (``False`` with ``exclusive=True``, and for
+        ``postgres://`` and ``memory:``, which are not files to share)."""
+        return self._native.shared
+
     def __enter__(self) -> "Store":
         return self
 
@@ -339,16 +370,34 @@ class Store:
         return f"tokenstore.Store({self.db!r}{', closed' if self.closed else ''})"
 
 
-def open(db: Union[str, "os.PathLike[str]"], key: Optional[Key] = None, *, create: bool = True) -> Store:  # noqa: A001
+def open(  # noqa: A001
+    db: Union[str, "os.PathLike[str]"],
+    key: Optional[Key] = None,
+    *,
+    create: bool = True,
+    exclusive: bool = False,
+    owner_timeout: Optional[float] = None,
+) -> Store:
     """Opens (creating it if needed, unless ``create=False``) the token store
     ``db`` names:
 
-    * a directory: the embedded store, which belongs to one process at a
-      time (the right choice for one process with any number of threads);
-    * ``postgres://user:password@host/db``: the shared PostgreSQL store, for
-      several processes or machines (the database must exist; the tables
+    * a directory: the embedded store, shared by every process of this
+      machine and user that opens it (gunicorn, uWSGI and Celery workers,
+      a cron job, the ``tokenstore`` command): the first one to open it owns
+      it and serves the others over a Unix socket in the directory; when the
+      owner goes away, another takes over. A store opened before
+      ``os.fork()`` (gunicorn ``--preload``, ``multiprocessing``) works in
+      the child;
+    * ``postgres://user:password@host/db``: the PostgreSQL store, for
+      processes on several machines (the database must exist; the tables
       are made on first use);
     * ``memory:``: a store in this process's memory, gone when closed.
+
+    ``exclusive=True`` opens an embedded store for this process alone, as
+    before sharing existed: :class:`LockedError` at once when another
+    process has it open, and :class:`ForkedError` when used after a fork.
+    ``owner_timeout`` (seconds, default 10): how long a process sharing the
+    store waits for the owner to answer or for a take-over before an error.
 
     ``key`` encrypts the store: the base64 text (what ``tokenstore keygen``
     prints) or the 32 raw bytes; when not given, ``TOKENSTORE_KEY`` from the
@@ -359,8 +408,8 @@ def open(db: Union[str, "os.PathLike[str]"], key: Optional[Key] = None, *, creat
     :class:`Error` and nothing is created, so that a mistyped path is an
     error rather than a new, empty store.
 
-    Raises :class:`LockedError` at once when another process has it open
-    (the message names ``postgres://``, the answer for several workers),
+    Raises :class:`LockedError` when ``exclusive=True`` and another process
+    has it open (or another process holds it exclusively),
     :class:`EncryptionKeyError` for a missing or wrong key.
     """
-    return Store(db, key, create=create)
+    return Store(db, key, create=create, exclusive=exclusive, owner_timeout=owner_timeout)

@@ -26,12 +26,15 @@ differences:
   is refused in every case (FileStore refuses it only for new records).
 * **Crash-safe and atomic.** Every save is flushed before it returns; two
   threads never interleave their writes.
+* **Many workers, one store.** Every local process that opens the same
+  directory shares it (gunicorn and uWSGI workers, with or without
+  ``--preload``; Celery prefork; a cron job); nothing to configure.
 * **Opt-in: one refresh instead of N.** ``Store(db, refresh=True)`` makes
   ``find_token`` and ``find_token_by_id`` hand the SDK a token valid past
   its 5-second margin, refreshing it first at the accounts server of the
-  SDK's environment, single-flight: N threads (or, with ``postgres://``, N
-  workers) asking at once cause one refresh request, where the SDK alone
-  makes N and saves N times. The token ``find_token`` fills then takes the
+  SDK's environment, single-flight: N threads or N worker processes asking
+  at once cause one refresh request, where the SDK alone makes N and saves
+  N times. The token ``find_token`` fills then takes the
   stored access token, expiry and refresh token even where it had its own.
   Tokens are handed out valid for at least 6 s (the SDK's 5 s margin plus
   one, so the SDK never refreshes right after), so a token that lives less
@@ -170,9 +173,12 @@ def _new_oauth_token(stored: Token) -> Any:
 class Store(TokenStore):
     """The Zoho SDK's ``TokenStore``, kept in tokenstore.
 
-    ``db`` is a directory, the embedded store (one process at a time), or a
-    ``postgres://`` URL, the shared store for several workers (see
-    :func:`tokenstore.open`).
+    ``db`` is a directory, the embedded store, which every local process
+    (every worker) that opens it shares, or a ``postgres://`` URL, for
+    workers on several machines (see :func:`tokenstore.open`).
+    ``exclusive=True`` keeps an embedded store to this process alone;
+    ``owner_timeout`` (seconds) is how long a process sharing it waits for
+    the process serving it.
     ``key`` encrypts it: the base64 text or the 32 raw bytes; when not given,
     ``TOKENSTORE_KEY`` from the environment, if set. ``refresh=True``: hand
     the SDK tokens refreshed single-flight (see the module's docs). Like
@@ -191,9 +197,11 @@ class Store(TokenStore):
         key: Union[str, bytes, None] = None,
         refresh: bool = False,
         create: bool = True,
+        exclusive: bool = False,
+        owner_timeout: Optional[float] = None,
     ) -> None:
         try:
-            self._store = tokenstore.open(db, key=key, create=create)
+            self._store = tokenstore.open(db, key=key, create=create, exclusive=exclusive, owner_timeout=owner_timeout)
         except tokenstore.Error as e:
             raise _error(f"cannot open the token store: {e}", e) from e
         self._refresh = refresh
@@ -320,7 +328,7 @@ class Store(TokenStore):
         return self._store
 
     def close(self) -> None:
-        """Closes the store and releases it for another process."""
+        """Closes the store (see :meth:`tokenstore.Store.close`)."""
         self._store.close()
 
     def __enter__(self) -> "Store":

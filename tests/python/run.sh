@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The Python package's test suite: a fresh venv, `pip install ./python
-# zohocrmsdk8-0 pytest` (the wheel is built from source by maturin, fetched
-# from PyPI like everything else), then pytest on python/tests.
+# zohocrmsdk8-0 gunicorn pytest` (the wheel is built from source by maturin,
+# fetched from PyPI like everything else), the `tokenstore` command (cargo
+# build; test_gunicorn.py runs `tokenstore list` beside the app; set
+# TOKENSTORE_BIN to use another build), then pytest on python/tests.
 #
 #   bash tests/python/run.sh            # the whole suite
 #   bash tests/python/run.sh -k fork    # extra arguments go to pytest
@@ -22,7 +24,13 @@ fi
 
 [[ -x "$venv/bin/python" ]] || "$python" -m venv "$venv"
 "$venv/bin/python" -m pip install --quiet --upgrade pip
-"$venv/bin/python" -m pip install --quiet ./python zohocrmsdk8-0 pytest
+"$venv/bin/python" -m pip install --quiet ./python zohocrmsdk8-0 gunicorn pytest
+
+if [[ -z "${TOKENSTORE_BIN:-}" ]]; then
+  cargo build --quiet --bin tokenstore
+  target_dir=$(cargo metadata --format-version 1 --no-deps | "$venv/bin/python" -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+  export TOKENSTORE_BIN=$target_dir/debug/tokenstore
+fi
 
 # The tests must exercise the installed package, not the source tree.
 (cd / && "$venv/bin/python" -c 'import tokenstore, tokenstore._native as n; print("testing", tokenstore.__file__)')
