@@ -354,9 +354,9 @@ impl NativeStore {
             "sled" => "it was opened with exclusive=True, which keeps it to one process; \
                        open it without exclusive=True to share it between processes, or"
                 .to_owned(),
-            kind => format!(
-                "a {kind} store's connections and state cannot be shared across a fork;"
-            ),
+            kind => {
+                format!("a {kind} store's connections and state cannot be shared across a fork;")
+            }
         };
         Err(ForkedError::new_err(format!(
             "this token store ({}) was opened in process {} and is used in process {here}, \

@@ -40,6 +40,8 @@ class Request:
     form: Dict[str, str] = field(default_factory=dict)
     query: Dict[str, str] = field(default_factory=dict)
     bearer: Optional[str] = None
+    #: When it arrived (time.monotonic()); not part of ``key``.
+    at: float = field(default=0.0, compare=False)
 
     def key(self) -> Tuple:
         """What identifies the request across runs (no timestamps)."""
@@ -184,7 +186,7 @@ class FakeZoho:
         auth = http.headers.get("Authorization")
         bearer = auth.split(" ", 1)[1] if auth and " " in auth else None
         with self._lock:
-            self.requests.append(Request(method, url.path, form, query, bearer))
+            self.requests.append(Request(method, url.path, form, query, bearer, time.monotonic()))
             status, body = self._respond(method, url.path, form, query, bearer)
         payload = json.dumps(body).encode()
         http.send_response(status)

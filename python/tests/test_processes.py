@@ -198,8 +198,8 @@ def test_exclusive_keeps_the_store_to_one_process(tmp_path):
         assert out["exclusive"][0] == "LockedError", out
         assert out["exclusive"][1] < 5, out
         # A shared open finds the lock held and no owner serving: refused
-        # within its owner_timeout (1 s here).
-        assert out["shared"][0] in ("LockedError", "StorageError"), out
+        # once its owner_timeout (1 s here) has passed.
+        assert out["shared"][0] == "LockedError", out
         assert out["shared"][1] < 4, out
         assert store.find(user_name="ana").refresh_token == "1000.r"
     # Shared by its owner: an exclusive open is refused, a shared one joins.
@@ -286,6 +286,49 @@ def test_when_the_owner_goes_another_process_takes_over(tmp_path, how):
         assert len(again.all()) == 51
 
 
+OWNER_ELSEWHERE = """
+    import json, sys, tokenstore
+    store = tokenstore.open({db!r})
+    print(json.dumps(store.info()), flush=True)
+    sys.stdin.readline()
+    """
+
+
+@pytest.mark.xfail(
+    reason="Rust src/shared: after one owner_timeout, calls to a still-stopped owner fail with "
+    "LockedError ('locked by another process that opened it for itself alone') instead of "
+    "StorageError naming the stopped owner",
+    strict=False,
+)
+def test_a_stopped_owner_gives_a_bounded_clear_error_and_then_answers_again(tmp_path):
+    db = str(tmp_path / "db")
+    owner = Child(OWNER_ELSEWHERE.format(db=db))
+    try:
+        owner.line()
+        store = tokenstore.open(db, owner_timeout=1)
+        store.save(Token(user_name="ana", refresh_token="1000.r"))
+        os.kill(owner.proc.pid, signal.SIGSTOP)
+        try:
+            outcomes = []
+            for op in (lambda: store.save(Token(user_name="bob", refresh_token="1000.b")),
+                       lambda: store.find(user_name="ana"), store.all):
+                started = time.monotonic()
+                with pytest.raises(tokenstore.Error) as raised:
+                    op()
+                outcomes.append((type(raised.value).__name__, time.monotonic() - started < 3, str(raised.value)))
+        finally:
+            os.kill(owner.proc.pid, signal.SIGCONT)
+        assert store.find(user_name="ana").refresh_token == "1000.r"
+        store.close()
+        for kind, bounded, message in outcomes:
+            assert bounded, message
+            assert kind == "StorageError", message
+            assert f"pid {owner.proc.pid}" in message, message
+    finally:
+        owner.proc.kill()
+        owner.proc.wait(timeout=10)
+
+
 FORK = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 
 
@@ -315,41 +358,55 @@ def in_child(work) -> object:
     return answer["ok"]
 
 
+
+
 @FORK
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded")
-def test_a_store_opened_before_fork_works_in_the_child(tmp_path):
-    store = tokenstore.open(tmp_path / "db")
-    saved = store.save(Token(user_name="ana", refresh_token="1000.r", client_id=CLIENT_ID, client_secret=CLIENT_SECRET))
+@pytest.mark.parametrize("parent", ["owner", "client"])
+def test_a_store_opened_before_fork_works_in_the_child(tmp_path, parent):
+    """The forking process owns the store, or is itself a client of an owner
+    in another process."""
+    db = str(tmp_path / "db")
+    owner = Child(OWNER_ELSEWHERE.format(db=db)) if parent == "client" else None
+    try:
+        owner_pid = owner.line()["owner_pid"] if owner else os.getpid()
+        store = tokenstore.open(db)
+        assert store.info()["role"] == parent
+        saved = store.save(Token(user_name="ana", refresh_token="1000.r", client_id=CLIENT_ID, client_secret=CLIENT_SECRET))
 
-    def child() -> dict:
-        found = store.find(user_name="ana")
-        bob = store.save(Token(user_name="bob", refresh_token="1000.b"))
-        info = store.info()
-        return {"ana": found and found.refresh_token, "bob": bob.id, "role": info["role"], "owner_pid": info["owner_pid"],
-                "users": sorted(t.user_name for t in store.all())}
+        def child() -> dict:
+            found = store.find(user_name="ana")
+            bob = store.save(Token(user_name="bob", refresh_token="1000.b"))
+            info = store.info()
+            return {"ana": found and found.refresh_token, "bob": bob.id, "role": info["role"], "owner_pid": info["owner_pid"],
+                    "users": sorted(t.user_name for t in store.all())}
 
-    got = in_child(child)
-    assert got == {"ana": "1000.r", "bob": "2", "role": "client", "owner_pid": os.getpid(), "users": ["ana", "bob"]}
-    # The parent sees the child's save, and its own store is intact.
-    assert store.find(user_name="bob").refresh_token == "1000.b"
-    assert store.info()["role"] == "owner"
-    # A child that closes its inherited copy, and one that drops it without
-    # closing, leave the parent's store alone.
-    assert in_child(lambda: store.close() or store.closed) is True
+        got = in_child(child)
+        assert got == {"ana": "1000.r", "bob": "2", "role": "client", "owner_pid": owner_pid, "users": ["ana", "bob"]}
+        # The parent sees the child's save, and its own store is intact.
+        assert store.find(user_name="bob").refresh_token == "1000.b"
+        assert store.info()["role"] == parent
+        # A child that closes its inherited copy, and one that drops it
+        # without closing, leave the parent's store alone.
+        assert in_child(lambda: store.close() or store.closed) is True
 
-    def drop() -> str:
-        nonlocal store
-        kept = store
-        store = None
-        del kept
-        return "dropped"
+        def drop() -> str:
+            nonlocal store
+            kept = store
+            store = None
+            del kept
+            return "dropped"
 
-    assert in_child(drop) == "dropped"
-    assert not store.closed
-    assert store.get(saved.id) == saved
-    store.save(Token(user_name="carl", refresh_token="1000.c"))
-    store.close()
-    with tokenstore.open(tmp_path / "db") as again:
+        assert in_child(drop) == "dropped"
+        assert not store.closed
+        assert store.get(saved.id) == saved
+        store.save(Token(user_name="carl", refresh_token="1000.c"))
+        store.close()
+    finally:
+        if owner is not None:
+            owner.go_on()
+            owner.finish()
+    with tokenstore.open(db) as again:
         assert sorted(t.user_name for t in again.all()) == ["ana", "bob", "carl"]
 
 
