@@ -558,7 +558,7 @@ impl Backend for SharedStore {
             Part::Client(_) => self.call(
                 false,
                 "reading the store's information",
-                |store| Backend::info(store),
+                Backend::info,
                 || Request::Info,
                 |r| match r {
                     Response::Info(info) => {

@@ -554,7 +554,7 @@ fn replay(batch: &mut Batch<'_>, ops: Vec<BatchOp>) -> Result<()> {
     for op in ops {
         match op {
             BatchOp::Save(token) => {
-                let mut token = OAuthToken::from(&token);
+                let mut token = OAuthToken::from(&*token);
                 batch.save_token(&mut token)?;
             }
             BatchOp::Delete(id) => {

@@ -162,7 +162,7 @@ pub struct Hello {
 /// One staged operation of a batch, replayed by the owner in order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum BatchOp {
-    Save(WireToken),
+    Save(Box<WireToken>),
     Delete(String),
     SkipIdsThrough(u64),
 }
@@ -771,6 +771,74 @@ mod tests {
             WireError::from_error(&invalid).into_error(path).to_string(),
             invalid.to_string()
         );
+    }
+
+    /// A client's stream: its hello, then one of each request. Each frame
+    /// decodes as sent; with `TOKENSTORE_WRITE_WIRE_CORPUS=DIR` the
+    /// streams are also written there as seeds of the `wire_frames` fuzz
+    /// target (fuzz/corpus/wire_frames).
+    #[test]
+    fn a_clients_stream_decodes_frame_by_frame() {
+        let token = WireToken::from(
+            &OAuthToken::new()
+                .with_user_name("ana")
+                .with_refresh_token("1000.r")
+                .with_expiry_time(1),
+        );
+        let requests = vec![
+            Request::Find(token.clone()),
+            Request::FindById("1".into()),
+            Request::Save(token.clone()),
+            Request::Delete("2".into()),
+            Request::GetTokens,
+            Request::Count,
+            Request::RefreshLock("3".into()),
+            Request::BatchBegin,
+            Request::ViewRecordWith(IndexedField::GrantToken.into(), "g".into()),
+            Request::BatchCommit(vec![
+                BatchOp::Save(Box::new(token)),
+                BatchOp::Delete("4".into()),
+                BatchOp::SkipIdsThrough(9),
+            ]),
+        ];
+        let mut stream = Vec::new();
+        let mut frame = Vec::new();
+        encode(
+            true,
+            &Hello {
+                pid: 7,
+                proof: Some([1; 32]),
+            },
+            &mut frame,
+        );
+        stream.extend_from_slice(&frame);
+        for request in &requests {
+            encode(false, request, &mut frame);
+            stream.extend_from_slice(&frame);
+        }
+        let mut reader = &stream[..];
+        let mut buf = Vec::new();
+        read_frame(&mut reader, &mut buf).unwrap();
+        assert_eq!(decode::<Hello>(true, &buf).unwrap().pid, 7);
+        for request in &requests {
+            read_frame(&mut reader, &mut buf).unwrap();
+            assert_eq!(&decode::<Request>(false, &buf).unwrap(), request);
+        }
+        assert!(reader.is_empty());
+        if let Some(dir) = std::env::var_os("TOKENSTORE_WRITE_WIRE_CORPUS") {
+            let dir = std::path::Path::new(&dir);
+            std::fs::create_dir_all(dir).unwrap();
+            std::fs::write(dir.join("client_stream"), &stream).unwrap();
+            encode(
+                true,
+                &Greeting::Welcome {
+                    pid: 1,
+                    challenge: [2; 32],
+                },
+                &mut frame,
+            );
+            std::fs::write(dir.join("welcome"), &frame).unwrap();
+        }
     }
 
     #[test]
