@@ -298,10 +298,12 @@ impl SharedStore {
                 Ok(value) => return Ok(value),
                 Err(CallError::Lost { sent }) => {
                     let lost = client_part.error(CallError::Lost { sent }, write, what);
-                    self.replace(&current)?;
+                    let replaced = self.replace(&current);
                     if write && sent {
+                        // Never sent again: it may have been applied.
                         return Err(lost);
                     }
+                    replaced?;
                 }
                 Err(e) => return Err(client_part.error(e, write, what)),
             }
@@ -337,11 +339,16 @@ fn elect(
 ) -> Result<Part> {
     let started = Instant::now();
     let mut pause = Duration::from_millis(1);
+    // A fork's child of a process that ran the engine cannot run it (see
+    // `os::engine_inherited`): it only follows an owner.
+    let may_own = !os::engine_inherited();
     loop {
-        match SledStore::open_with(path, options.clone().without_lock_grace()) {
-            Ok(store) => return serve(path, store, options.encryption_key().cloned(), refresh),
-            Err(Error::Locked { .. }) => {}
-            Err(e) => return Err(e),
+        if may_own {
+            match SledStore::open_with(path, options.clone().without_lock_grace()) {
+                Ok(store) => return serve(path, store, options.encryption_key().cloned(), refresh),
+                Err(Error::Locked { .. }) => {}
+                Err(e) => return Err(e),
+            }
         }
         match Client::connect(
             path,
@@ -354,6 +361,18 @@ fn elect(
             Err(ConnectError::NoOwner) => {}
         }
         if started.elapsed() >= wait {
+            if !may_own {
+                return Err(Error::Unavailable {
+                    what: format!("using the shared token store at {}", path.display()),
+                    detail: "no process serves it, and this one cannot take it over: it is a \
+                             fork's child of a process that owned the store, and the storage \
+                             engine's threads do not survive a fork; restart this process (a \
+                             process started anew can own the store), or run `tokenstore serve` \
+                             beside the app"
+                        .into(),
+                    maybe_committed: false,
+                });
+            }
             return Err(Error::Locked {
                 path: path.to_path_buf(),
             });
@@ -370,6 +389,7 @@ fn serve(
     refresh: &Arc<RefreshLocks>,
 ) -> Result<Part> {
     let forks = os::fork_generation();
+    os::engine_started();
     let inherited = os::close_in_children(path);
     let server = Server::start(
         Arc::new(store),

@@ -7,7 +7,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::Once;
 
 use crate::error::{Error, Result};
@@ -193,8 +193,31 @@ static CLOSE_IN_CHILD: [AtomicI32; 64] = [const { AtomicI32::new(-1) }; 64];
 
 static HOOK: Once = Once::new();
 
+/// Whether this process has run the storage engine (owned a store).
+static ENGINE_STARTED: AtomicBool = AtomicBool::new(false);
+
+/// Whether this process is a fork's child of one that had run the engine:
+/// sled's IO thread pool counts threads that do not exist in a child, so
+/// work queued there would never run. Such a child uses a store only
+/// through an owner, and never becomes one.
+static ENGINE_INHERITED: AtomicBool = AtomicBool::new(false);
+
+/// Notes that this process runs the engine (see [`engine_inherited`]).
+pub fn engine_started() {
+    ENGINE_STARTED.store(true, Ordering::SeqCst);
+}
+
+/// Whether this process may not run the engine (a fork's child of one
+/// that did).
+pub fn engine_inherited() -> bool {
+    ENGINE_INHERITED.load(Ordering::SeqCst)
+}
+
 extern "C" fn in_child() {
     FORKS.fetch_add(1, Ordering::SeqCst);
+    if ENGINE_STARTED.load(Ordering::SeqCst) {
+        ENGINE_INHERITED.store(true, Ordering::SeqCst);
+    }
     for slot in &CLOSE_IN_CHILD {
         let fd = slot.swap(-1, Ordering::SeqCst);
         if fd >= 0 {
@@ -257,6 +280,15 @@ pub fn close_in_children(dir: &Path) -> Vec<i32> {
         }
     }
     registered
+}
+
+/// Registers one descriptor (the listening socket of a store this process
+/// serves) to be closed in forked children; `false` when no slot is free.
+pub fn close_fd_in_children(fd: i32) -> bool {
+    CLOSE_IN_CHILD.iter().any(|slot| {
+        slot.compare_exchange(-1, fd, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    })
 }
 
 /// Undoes [`close_in_children`] (the store closed those descriptors).
