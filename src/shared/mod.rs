@@ -182,6 +182,7 @@ impl SharedStore {
             })?;
         }
         if path.is_dir() {
+            os::check_owner(&path)?;
             os::check_shareable(&path)?;
         }
         let refresh = Arc::new(RefreshLocks::default());

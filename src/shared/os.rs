@@ -305,6 +305,25 @@ pub fn forget_in_children(fds: &[i32]) {
     }
 }
 
+/// Refuses a store directory that belongs to another user: only the
+/// processes of the user that owns a store may use it (as owner or client).
+pub fn check_owner(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let owner = std::fs::metadata(dir)?.uid();
+    let me = my_uid();
+    if owner == me {
+        return Ok(());
+    }
+    Err(Error::from(io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        format!(
+            "the token store at {} belongs to uid {owner}, and only that user's processes may \
+             use it (this process runs as uid {me}); run it as that user",
+            dir.display()
+        ),
+    )))
+}
+
 /// Random bytes from the operating system.
 pub fn random<const N: usize>() -> Result<[u8; N]> {
     let mut bytes = [0u8; N];
@@ -349,6 +368,21 @@ mod tests {
         let _ = listener.accept().unwrap();
         assert_eq!(peer(&client).unwrap().uid, my_uid());
         assert_eq!(peer(&client).unwrap().pid, std::process::id());
+    }
+
+    #[test]
+    fn a_store_of_another_user_is_refused() {
+        let here = tempfile::tempdir().unwrap();
+        check_owner(here.path()).expect("our own directory");
+        if my_uid() != 0 {
+            eprintln!("SKIPPED a_store_of_another_user_is_refused: needs root to chown");
+            return;
+        }
+        let theirs = here.path().join("theirs");
+        std::fs::create_dir(&theirs).unwrap();
+        std::os::unix::fs::chown(&theirs, Some(65534), None).unwrap();
+        let err = check_owner(&theirs).unwrap_err().to_string();
+        assert!(err.contains("belongs to uid 65534"), "{err}");
     }
 
     #[test]
