@@ -782,7 +782,14 @@ fn another_uid_is_refused() {
     let socket = std::fs::metadata(shared::socket_of(&path)).unwrap();
     assert_eq!(socket.uid(), 0, "the socket is still the owner's");
     assert_eq!(contents(&store), before);
-    assert_eq!(sharing(&store), ("client", owner.pid(), 1));
+    let (role, owner_pid, _) = sharing(&store);
+    assert_eq!((role, owner_pid), ("client", owner.pid()));
+    let mut owner = owner;
+    assert_eq!(
+        owner.ask("role"),
+        format!("role owner {} 1", owner.pid()),
+        "the owner counts one client: this process, not the refused ones"
+    );
     store
         .save_token(&mut token("bob@example.com", "1000.bob"))
         .unwrap();
@@ -1020,6 +1027,84 @@ fn foreign_versions_and_garbage_disconnect_only_their_sender() {
     still_serves("all of it");
 }
 
+/// Serves `greeting` (a whole first frame) to every connection to the
+/// socket of `path` until dropped, as a fake owner would.
+struct FakeOwner {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<usize>>,
+}
+
+impl FakeOwner {
+    fn start(path: &Path, greeting: Vec<u8>) -> FakeOwner {
+        let listener = std::os::unix::net::UnixListener::bind(shared::socket_of(path)).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = std::sync::Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut served = 0;
+            while !stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((mut stream, _)) => {
+                        served += 1;
+                        let _ = stream.write_all(&greeting);
+                        // Keeps it until the client gives up.
+                        let _ = shared::read_until_closed(&mut stream, Duration::from_secs(5));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+            served
+        });
+        FakeOwner {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn served(mut self) -> usize {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+impl Drop for FakeOwner {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_client_of_another_version_is_told_both_versions() {
+    let (_dir, path) = store_dir();
+    // The store's lock held here, without serving: a process opening it
+    // looks for an owner on the socket, and finds a fake one.
+    let engine = SledStore::open(&path).unwrap();
+    let mut greeting = shared::header(99);
+    greeting.extend_from_slice(&[0, 1, 2, 3]);
+    let fake = FakeOwner::start(&path, shared::frame(&greeting));
+    let mut other = Proc::spawn("client", &path, &[(shared::TIMEOUT_VAR, "3000".into())]);
+    let said = other.expect("openerr", Duration::from_secs(20));
+    assert!(
+        said.contains("version 99") && said.contains("version 1"),
+        "the error names both versions: {said}"
+    );
+    assert!(fake.served() >= 1);
+
+    // An owner that answers garbage is no owner: the client gives up after
+    // its owner_timeout, with an error (not a hang, not a panic).
+    let fake = FakeOwner::start(&path, shared::frame(&[0xAB; 40]));
+    let started = Instant::now();
+    let mut other = Proc::spawn("client", &path, &[(shared::TIMEOUT_VAR, "2000".into())]);
+    let said = other.expect("openerr", Duration::from_secs(20));
+    eprintln!(
+        "beside an owner that answers garbage: {said} after {:?}",
+        started.elapsed()
+    );
+    assert!(said.starts_with("Unavailable "), "{said}");
+    assert!(fake.served() >= 1);
+    drop(engine);
+}
+
 // ---- a stopped owner ----
 
 #[test]
@@ -1074,7 +1159,8 @@ fn a_stopped_owner_times_out_its_clients_then_serves_again() {
         maybe_committed || landed.is_none(),
         "a save reported as not committed (maybe_committed: false) landed later"
     );
-    assert_eq!(sharing(&store), ("client", owner.pid(), 1));
+    let (role, owner_pid, _) = sharing(&store);
+    assert_eq!((role, owner_pid), ("client", owner.pid()));
 }
 
 // ---- take-over ----
