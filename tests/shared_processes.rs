@@ -150,14 +150,16 @@ fn writer() {
                 say(&format!("ack {n}"));
                 if n == start || n.is_multiple_of(5) {
                     match store.info() {
-                        Ok(info) => {
-                            let s = info.sharing.expect("sharing");
-                            let now = (shared::role_name(s.role), s.owner_pid);
-                            if role != Some(now) {
-                                say(&format!("role {} {}", now.0, now.1));
-                                role = Some(now);
+                        Ok(info) => match info.sharing {
+                            Some(s) => {
+                                let now = (shared::role_name(s.role), s.owner_pid);
+                                if role != Some(now) {
+                                    say(&format!("role {} {}", now.0, now.1));
+                                    role = Some(now);
+                                }
                             }
-                        }
+                            None => say("error info: sharing is None"),
+                        },
                         Err(e) => say(&format!("error info {} {e}", variant(&e))),
                     }
                 }
@@ -208,6 +210,7 @@ struct Cycles {
     /// Errors other than `Unavailable { maybe_committed: true }`.
     errors: Vec<String>,
     last_progress: Option<Instant>,
+    path: PathBuf,
 }
 
 impl Cycles {
@@ -251,6 +254,20 @@ impl Cycles {
                 std::thread::sleep(Duration::from_millis(5));
             }
         }
+        // A writer that ended by itself (a panic, an exit) is an error; it is
+        // restarted like a killed one.
+        for (p, proc) in procs.iter_mut().enumerate() {
+            if !proc.running() {
+                for line in proc.drain() {
+                    self.line(p, &line);
+                }
+                self.errors
+                    .push(format!("writer {p} (pid {}) ended by itself", proc.pid()));
+                self.roles[p] = None;
+                let start = self.last_ack[p].map_or(0, |n| n + 1);
+                *proc = spawn_writer(&self.path, p, start);
+            }
+        }
         let stalled = self.last_progress.map_or(Duration::ZERO, |at| at.elapsed());
         assert!(
             stalled < Duration::from_secs(20),
@@ -282,6 +299,7 @@ fn kill_cycles(cycles: usize) {
     let started = Instant::now();
     let mut state = Cycles {
         last_progress: Some(Instant::now()),
+        path: path.clone(),
         ..Cycles::default()
     };
     let mut procs: Vec<Proc> = (0..WRITERS).map(|p| spawn_writer(&path, p, 0)).collect();
@@ -1036,6 +1054,7 @@ struct FakeOwner {
 
 impl FakeOwner {
     fn start(path: &Path, greeting: Vec<u8>) -> FakeOwner {
+        let _ = std::fs::remove_file(shared::socket_of(path));
         let listener = std::os::unix::net::UnixListener::bind(shared::socket_of(path)).unwrap();
         listener.set_nonblocking(true).unwrap();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -1090,17 +1109,28 @@ fn a_client_of_another_version_is_told_both_versions() {
     );
     assert!(fake.served() >= 1);
 
-    // An owner that answers garbage is no owner: the client gives up after
-    // its owner_timeout, with an error (not a hang, not a panic).
+    // A peer that does not speak the protocol at all: refused at once.
     let fake = FakeOwner::start(&path, shared::frame(&[0xAB; 40]));
+    let mut other = Proc::spawn("client", &path, &[(shared::TIMEOUT_VAR, "2000".into())]);
+    let said = other.expect("openerr", Duration::from_secs(20));
+    assert!(
+        said.starts_with("Unsupported ") && said.contains("protocol"),
+        "{said}"
+    );
+    assert!(fake.served() >= 1);
+
+    // A version-1 greeting that does not decode: no owner, so the client
+    // gives up after its owner_timeout, with an error (not a hang, not a
+    // panic).
+    let mut greeting = shared::header(1);
+    greeting.extend_from_slice(&[0xAB; 40]);
+    let fake = FakeOwner::start(&path, shared::frame(&greeting));
     let started = Instant::now();
     let mut other = Proc::spawn("client", &path, &[(shared::TIMEOUT_VAR, "2000".into())]);
     let said = other.expect("openerr", Duration::from_secs(20));
-    eprintln!(
-        "beside an owner that answers garbage: {said} after {:?}",
-        started.elapsed()
-    );
-    assert!(said.starts_with("Unavailable "), "{said}");
+    let waited = started.elapsed();
+    eprintln!("beside an owner that answers garbage: {said} after {waited:?}");
+    assert!(waited < Duration::from_secs(10), "gave up after {waited:?}");
     assert!(fake.served() >= 1);
     drop(engine);
 }
