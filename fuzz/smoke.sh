@@ -23,7 +23,7 @@ if [ -d /dev/shm ] && [ -w /dev/shm ]; then
   export TMPDIR=/dev/shm
 fi
 
-for target in decode_record ops_vs_model damaged_db; do
+for target in decode_record ops_vs_model damaged_db wire_frames; do
   echo "--- fuzz smoke: $target (${seconds}s)"
   scratch=$(mktemp -d)
   log="$scratch.log"

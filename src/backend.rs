@@ -128,6 +128,32 @@ pub struct StoreInfo {
     pub format_version: u32,
     /// Whether records are sealed with a key.
     pub encrypted: bool,
+    /// For an embedded store shared by local processes
+    /// ([`SharedStore`](crate::SharedStore)): who owns it and how many use
+    /// it; `None` for other stores.
+    pub sharing: Option<Sharing>,
+}
+
+/// Which part a process plays in a shared store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Role {
+    /// This process holds the store and serves the others.
+    Owner,
+    /// This process uses the store through its owner.
+    Client,
+}
+
+/// Who shares an embedded store, as [`StoreInfo::sharing`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Sharing {
+    /// The part this process plays.
+    pub role: Role,
+    /// The process that owns the store.
+    pub owner_pid: u32,
+    /// How many other processes use it through the owner.
+    pub clients: usize,
 }
 
 impl StoreInfo {
@@ -137,6 +163,7 @@ impl StoreInfo {
             size_bytes,
             format_version,
             encrypted,
+            sharing: None,
         }
     }
 }

@@ -15,6 +15,16 @@ use crate::token::OAuthToken;
 pub struct Batch<'a> {
     overlay: Overlay<'a, dyn StoreView + 'a>,
     discard: bool,
+    /// What was staged, in order, when the batch runs in a client of a
+    /// shared store (its owner replays it).
+    journal: Option<Vec<Staged>>,
+}
+
+/// One operation a batch staged successfully (see [`Batch::journaled`]).
+pub(crate) enum Staged {
+    Save(OAuthToken),
+    Delete(String),
+    SkipIdsThrough(u64),
 }
 
 impl<'a> Batch<'a> {
@@ -23,6 +33,30 @@ impl<'a> Batch<'a> {
         Batch {
             overlay: Overlay::new(base, last_issued),
             discard: false,
+            journal: None,
+        }
+    }
+
+    /// A batch that also records what it stages, for a shared store's
+    /// owner to replay over the same state ([`into_journal`](Self::into_journal)).
+    pub(crate) fn journaled(base: &'a (dyn StoreView + 'a), last_issued: u64) -> Self {
+        Batch {
+            journal: Some(Vec::new()),
+            ..Batch::new(base, last_issued)
+        }
+    }
+
+    /// What a journaled batch staged, or `None` when it was discarded.
+    pub(crate) fn into_journal(self) -> Option<Vec<Staged>> {
+        if self.discard {
+            return None;
+        }
+        self.journal
+    }
+
+    fn record(&mut self, staged: impl FnOnce() -> Staged) {
+        if let Some(journal) = &mut self.journal {
+            journal.push(staged());
         }
     }
 
@@ -43,7 +77,12 @@ impl Batch<'_> {
     /// # Errors
     /// As for [`TokenStore::save_token`](crate::TokenStore::save_token).
     pub fn save_token(&mut self, token: &mut OAuthToken) -> Result<()> {
-        self.overlay.save(token)
+        let asked = self.journal.is_some().then(|| token.clone());
+        self.overlay.save(token)?;
+        if let Some(asked) = asked {
+            self.record(|| Staged::Save(asked));
+        }
+        Ok(())
     }
 
     /// Stages `delete_token(id)`; `true` if the record exists at this point
@@ -54,7 +93,9 @@ impl Batch<'_> {
     /// # Errors
     /// Storage errors reading the store.
     pub fn delete_token(&mut self, id: &str) -> Result<bool> {
-        self.overlay.delete(id)
+        let deleted = self.overlay.delete(id)?;
+        self.record(|| Staged::Delete(id.to_owned()));
+        Ok(deleted)
     }
 
     /// `find_token`, seeing what the batch staged so far.
@@ -78,6 +119,7 @@ impl Batch<'_> {
     /// uses it so that no id of its source is handed to another record.
     pub fn skip_ids_through(&mut self, n: u64) {
         self.overlay.skip_ids_through(n);
+        self.record(|| Staged::SkipIdsThrough(n));
     }
 
     /// How many distinct records the batch has changed so far.

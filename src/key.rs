@@ -36,6 +36,18 @@ impl Key {
         Key(bytes)
     }
 
+    /// The proof that a process holds this key, over an owner's random
+    /// `challenge` (docs/SPEC.md §8): a keyed BLAKE3 hash under a key
+    /// derived for this purpose alone, so the key never crosses the socket
+    /// and the proof is worth nothing for another challenge.
+    pub(crate) fn proof(&self, challenge: &[u8; 32]) -> [u8; 32] {
+        let proof_key = zeroize::Zeroizing::new(blake3::derive_key(
+            "tokenstore 2026-12 shared store: the client holds the key",
+            &self.0,
+        ));
+        *blake3::keyed_hash(&proof_key, challenge).as_bytes()
+    }
+
     /// A new random key from the operating system's generator.
     ///
     /// # Errors

@@ -49,11 +49,13 @@ mod plan;
 #[cfg(feature = "postgres")]
 mod postgres_store;
 mod rules;
+#[cfg(target_os = "linux")]
+mod shared;
 mod sled_store;
 mod store;
 mod token;
 
-pub use backend::{Backend, StoreInfo};
+pub use backend::{Backend, Role, Sharing, StoreInfo};
 pub use batch::Batch;
 pub use check::{CheckReport, Problem};
 pub use engine::Stage as BatchStage;
@@ -64,6 +66,8 @@ pub use open::{open, open_with, AnyStore, OpenOptions, StoreKind};
 #[cfg(feature = "postgres")]
 pub use postgres_store::{PostgresOptions, PostgresStore};
 pub use rules::{lookup_key, LookupKey};
+#[cfg(target_os = "linux")]
+pub use shared::SharedStore;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub use sled_store::fuzzing;

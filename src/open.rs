@@ -16,6 +16,8 @@ use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::memory::MemoryStore;
+#[cfg(target_os = "linux")]
+use crate::shared::SharedStore;
 use crate::sled_store::{Durability, SledOptions, SledStore};
 use crate::store::{RefreshLock, TokenStore};
 use crate::token::OAuthToken;
@@ -54,6 +56,8 @@ pub struct OpenOptions {
     durability: Option<Durability>,
     record_cache: Option<u64>,
     pool_size: Option<u32>,
+    exclusive: bool,
+    owner_timeout: Option<Duration>,
 }
 
 impl Default for OpenOptions {
@@ -65,6 +69,8 @@ impl Default for OpenOptions {
             durability: None,
             record_cache: None,
             pool_size: None,
+            exclusive: false,
+            owner_timeout: None,
         }
     }
 }
@@ -78,6 +84,8 @@ impl fmt::Debug for OpenOptions {
             .field("durability", &self.durability)
             .field("record_cache", &self.record_cache)
             .field("pool_size", &self.pool_size)
+            .field("exclusive", &self.exclusive)
+            .field("owner_timeout", &self.owner_timeout)
             .finish()
     }
 }
@@ -149,6 +157,50 @@ impl OpenOptions {
     pub fn pool_size(mut self, connections: u32) -> Self {
         self.pool_size = Some(connections);
         self
+    }
+
+    /// Opens an embedded store for this process alone, as
+    /// [`SledStore::open_with`] does: if another process has it open, the
+    /// open fails with [`Error::Locked`] (after
+    /// [`wait_for_lock`](Self::wait_for_lock), if set) instead of using it
+    /// through that process. By default (`false`) every local process that
+    /// opens the directory shares it (docs/SPEC.md §8).
+    ///
+    /// ```
+    /// use tokenstore::{Error, OpenOptions};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let path = dir.path().join("tokens");
+    /// let path = path.to_str().unwrap();
+    /// let mine = tokenstore::open_with(path, OpenOptions::new().exclusive(true))?;
+    /// assert!(mine.info()?.sharing.is_none());
+    /// // Another open, from this process or another, is refused meanwhile.
+    /// assert!(matches!(
+    ///     tokenstore::open_with(path, OpenOptions::new().exclusive(true)),
+    ///     Err(Error::Locked { .. })
+    /// ));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn exclusive(mut self, exclusive: bool) -> Self {
+        self.exclusive = exclusive;
+        self
+    }
+
+    /// How long a process using a shared embedded store through its owner
+    /// waits for the owner's answer, and for a new owner after the last one
+    /// went away, before [`Error::Unavailable`] (default 10 s). A killed
+    /// owner is noticed within 0.1 s whatever this is; this bounds the wait
+    /// on an owner that lives but does not answer (stopped, or overloaded).
+    #[must_use]
+    pub fn owner_timeout(mut self, timeout: Duration) -> Self {
+        self.owner_timeout = Some(timeout);
+        self
+    }
+
+    /// Whether an embedded store is opened for this process alone.
+    pub fn is_exclusive(&self) -> bool {
+        self.exclusive
     }
 
     /// The key, if one was given.
@@ -314,13 +366,20 @@ pub fn open(spec: &str) -> Result<AnyStore> {
 ///   number of processes on any number of machines may use at once;
 /// - `memory:`: an empty store in this process's memory;
 /// - anything else: a directory holding the embedded sled store (created if
-///   missing, unless [`OpenOptions::create`] is `false`), which one process
-///   owns at a time.
+///   missing, unless [`OpenOptions::create`] is `false`), shared by every
+///   local process of the same user that opens it: the first owns it and
+///   serves the others over a Unix socket in the directory, and another
+///   takes over when it goes away ([`SharedStore`]; docs/SPEC.md §8).
+///   [`OpenOptions::exclusive`] opens it for this process alone.
 ///
 /// # Errors
 /// [`Error::StoreNotFound`] when the store does not exist and
-/// [`OpenOptions::create`] is `false`; [`Error::Locked`] when an embedded store is open in another process
-/// (after [`OpenOptions::wait_for_lock`], if set); [`Error::Unsupported`]
+/// [`OpenOptions::create`] is `false`; [`Error::Locked`] when an embedded
+/// store opened [`exclusive`](OpenOptions::exclusive)ly is open in another
+/// process (after [`OpenOptions::wait_for_lock`], if set);
+/// [`Error::Unavailable`] when a shared store's owner does not answer in
+/// time; [`Error::Unsupported`] for sharing a store on a network file
+/// system, or
 /// for `postgres://` in a build without the `postgres` feature; the
 /// backend's errors opening it ([`Error::WrongKey`], [`Error::KeyRequired`],
 /// [`Error::UnsupportedVersion`], I/O, ...).
@@ -344,12 +403,32 @@ pub fn open_with(spec: &str, options: OpenOptions) -> Result<AnyStore> {
                     location: spec.to_owned(),
                 });
             }
-            Ok(AnyStore::new(Box::new(SledStore::open_with(
-                spec,
-                options.sled_options(),
-            )?)))
+            open_embedded(spec, &options)
         }
     }
+}
+
+/// The embedded store: shared (Linux), or for this process alone.
+fn open_embedded(spec: &str, options: &OpenOptions) -> Result<AnyStore> {
+    #[cfg(target_os = "linux")]
+    if !options.exclusive {
+        let timeout = options
+            .owner_timeout
+            .unwrap_or(crate::shared::DEFAULT_OWNER_TIMEOUT);
+        // Waiting for a process that holds the lock to serve the store: as
+        // long as asked to wait for a lock, else the owner's time-out.
+        let wait = options.wait_for_lock.unwrap_or(timeout);
+        return Ok(AnyStore::new(Box::new(SharedStore::open_waiting(
+            spec,
+            options.sled_options(),
+            timeout,
+            wait,
+        )?)));
+    }
+    Ok(AnyStore::new(Box::new(SledStore::open_with(
+        spec,
+        options.sled_options(),
+    )?)))
 }
 
 #[cfg(feature = "postgres")]

@@ -170,10 +170,11 @@ fn open_waits_for_a_locked_embedded_store_only_when_asked() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
     let path = path.to_str().unwrap().to_owned();
-    let first = tokenstore::open(&path).unwrap();
+    let exclusive = || OpenOptions::new().exclusive(true);
+    let first = tokenstore::open_with(&path, exclusive()).unwrap();
 
     let started = Instant::now();
-    let err = tokenstore::open(&path).unwrap_err();
+    let err = tokenstore::open_with(&path, exclusive()).unwrap_err();
     assert!(matches!(err, Error::Locked { .. }), "{err:?}");
     assert!(started.elapsed() < Duration::from_secs(2), "fails fast");
 
@@ -183,7 +184,9 @@ fn open_waits_for_a_locked_embedded_store_only_when_asked() {
         std::thread::spawn(move || {
             tokenstore::open_with(
                 &path,
-                OpenOptions::new().wait_for_lock(Duration::from_secs(10)),
+                OpenOptions::new()
+                    .exclusive(true)
+                    .wait_for_lock(Duration::from_secs(10)),
             )
         })
     };
@@ -191,6 +194,47 @@ fn open_waits_for_a_locked_embedded_store_only_when_asked() {
     drop(first);
     let second = waiter.join().unwrap().expect("opened once released");
     assert_eq!(second.kind(), "sled");
+    assert!(second.info().unwrap().sharing.is_none());
+}
+
+/// Without `exclusive`, a second open of an embedded store shares it with
+/// the first (docs/SPEC.md §8): both see every write, and when the owner
+/// closes, the other takes the store over. (Between processes:
+/// tests/shared_processes.rs.)
+#[test]
+fn a_second_open_shares_the_store_and_takes_it_over() {
+    use tokenstore::Role;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let path = path.to_str().unwrap();
+    let first = tokenstore::open(path).unwrap();
+    let second = tokenstore::open(path).unwrap();
+    let role = |store: &tokenstore::AnyStore| store.info().unwrap().sharing.unwrap().role;
+    assert_eq!(role(&first), Role::Owner);
+    assert_eq!(role(&second), Role::Client);
+
+    let mut ana = OAuthToken::new()
+        .with_user_name("ana")
+        .with_refresh_token("1000.r");
+    second.save_token(&mut ana).unwrap();
+    let query = OAuthToken::new().with_user_name("ana");
+    assert_eq!(first.find_token(&query).unwrap(), Some(ana.clone()));
+    let mut bob = OAuthToken::new()
+        .with_user_name("bob")
+        .with_access_token("1000.a");
+    first.save_token(&mut bob).unwrap();
+    assert_eq!(second.get_tokens().unwrap().len(), 2);
+    // The same errors through the owner.
+    let mut thief = OAuthToken::new()
+        .with_user_name("eve")
+        .with_access_token("1000.a");
+    let stolen = second.save_token(&mut thief);
+    assert!(matches!(stolen, Err(Error::Conflict { .. })), "{stolen:?}");
+
+    drop(first);
+    assert_eq!(second.find_token(&query).unwrap(), Some(ana));
+    assert_eq!(role(&second), Role::Owner);
+    assert_eq!(second.count().unwrap(), 2);
 }
 
 /// `create(false)` opens only a store that exists: a missing directory, an

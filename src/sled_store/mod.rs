@@ -70,6 +70,9 @@ const SEALED_KEY: &[u8] = b"sealed_records";
 #[doc(hidden)]
 pub mod fuzzing {
     pub use crate::codec::{decode_ids, decode_record, encode_record};
+    /// The shared store's wire decoder (see `wire::fuzz_frames`).
+    #[cfg(target_os = "linux")]
+    pub use crate::shared::wire::fuzz_frames;
 }
 
 fn index_tree_name(field: IndexedField) -> String {

@@ -24,7 +24,7 @@ impl SledStore {
     pub fn open_with(path: impl AsRef<Path>, options: SledOptions) -> Result<SledStore> {
         let path = path.as_ref().to_path_buf();
         create_private_dir(&path)?;
-        let lock = lock_directory(&path, options.lock_wait)?;
+        let lock = lock_directory(&path, options.lock_wait, options.lock_grace)?;
 
         let generation = layout::current_generation(&path)?;
         layout::remove_stale(&path, generation)?;
@@ -173,8 +173,8 @@ pub(super) const LOCK_GRACE: Duration = Duration::from_millis(250);
 
 /// Takes the store directory's lock file, waiting up to `wait` (at least
 /// [`LOCK_GRACE`]) for another process to release it.
-pub(super) fn lock_directory(path: &Path, wait: Duration) -> Result<File> {
-    let wait = wait.max(LOCK_GRACE);
+pub(super) fn lock_directory(path: &Path, wait: Duration, grace: bool) -> Result<File> {
+    let wait = if grace { wait.max(LOCK_GRACE) } else { wait };
     let lock_path = path.join(LOCK_FILE);
     let mut open = OpenOptions::new();
     open.create(true).truncate(false).write(true);

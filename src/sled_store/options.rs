@@ -66,6 +66,9 @@ pub struct SledOptions {
     pub(super) warm_on_open: Option<bool>,
     pub(super) encryption: Option<Key>,
     pub(super) lock_wait: Duration,
+    /// Whether even a fail-fast open waits out a lock held for an instant
+    /// (see `open::LOCK_GRACE`); a shared store's election does not.
+    pub(super) lock_grace: bool,
 }
 
 impl Default for SledOptions {
@@ -80,6 +83,7 @@ impl Default for SledOptions {
             warm_on_open: None,
             encryption: None,
             lock_wait: Duration::ZERO,
+            lock_grace: true,
         }
     }
 }
@@ -200,6 +204,20 @@ impl SledOptions {
     #[must_use]
     pub fn wait_for_lock(mut self, wait: Duration) -> Self {
         self.lock_wait = wait;
+        self
+    }
+
+    /// The same options without a key.
+    pub(crate) fn without_encryption(mut self) -> Self {
+        self.encryption = None;
+        self
+    }
+
+    /// Fails at once when the lock is taken, without the short grace
+    /// (a shared store, which then connects to the lock's holder).
+    pub(crate) fn without_lock_grace(mut self) -> Self {
+        self.lock_wait = Duration::ZERO;
+        self.lock_grace = false;
         self
     }
 

@@ -204,6 +204,13 @@ enum Command {
         #[arg(long)]
         yes: bool,
     },
+    /// Own and serve an embedded store in the foreground until SIGTERM or
+    /// SIGINT, for systemd or a container sidecar: every app process that
+    /// opens the store meanwhile uses it through this one, so that no app
+    /// worker has to own it. Prints one line once it serves.
+    #[command(after_help = "Example:\n  \
+        tokenstore --db /var/lib/myapp/tokens serve")]
+    Serve,
     /// Log a user in: exchange a grant code at Zoho's accounts server and
     /// save the tokens under --user (creates the store). Prints the record's
     /// id and user, never a secret.
@@ -306,6 +313,7 @@ fn run(cli: &Cli) -> CliResult {
             out,
         ),
         Command::Keygen { output } => keygen(output.as_deref()),
+        Command::Serve => serve(&cli.db, key()?, out),
         Command::Copy(args) => {
             let from_key = match args.from_key_file.as_deref() {
                 Some(path) => Some(key_file(path)?),
@@ -370,6 +378,7 @@ fn run(cli: &Cli) -> CliResult {
                 Command::Export(args) => export::run(store, args),
                 Command::Import(_)
                 | Command::Keygen { .. }
+                | Command::Serve
                 | Command::Copy(_)
                 | Command::Encrypt { .. }
                 | Command::Rekey { .. }
@@ -662,6 +671,62 @@ fn check(store: &dyn Backend, out: Output) -> CliResult {
     }
 }
 
+/// `serve`: owns the store and serves it until SIGTERM or SIGINT.
+fn serve(spec: &str, key: Option<Key>, out: Output) -> CliResult {
+    if StoreKind::of(spec) != StoreKind::Sled {
+        return Err(CliError::input(
+            "serve is for an embedded store (a directory); a database server serves itself",
+        ));
+    }
+    // The signals are taken before the store's threads start, so that they
+    // reach this thread only.
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])
+    .map_err(|e| CliError::input(format!("cannot wait for SIGTERM and SIGINT: {e}")))?;
+    let store = tokenstore::open_with(spec, OpenOptions::new().maybe_key(key))?;
+    let sharing = store.info()?.sharing;
+    match sharing {
+        Some(sharing) if sharing.role == tokenstore::Role::Owner => {
+            let pid = std::process::id();
+            out.print(json!({ "serving": store.location(), "pid": pid }), || {
+                format!(
+                    "serving {} (pid {pid}); stop with SIGTERM or SIGINT",
+                    store.location()
+                )
+            });
+            use std::io::Write;
+            let _ = std::io::stdout().flush();
+        }
+        Some(sharing) => {
+            return Err(CliError::refused(format!(
+                "the store at {} is already owned and served by pid {}; stop that process \
+                 first, or let it serve",
+                store.location(),
+                sharing.owner_pid
+            )))
+        }
+        None => {
+            return Err(CliError::input(
+                "this store cannot be shared on this system (serve needs Linux)",
+            ))
+        }
+    }
+    let signal = signals.forever().next();
+    drop(store);
+    if !out.json {
+        eprintln!(
+            "tokenstore: stopped ({}); the store is closed",
+            match signal {
+                Some(signal_hook::consts::SIGTERM) => "SIGTERM",
+                _ => "SIGINT",
+            }
+        );
+    }
+    Ok(())
+}
+
 fn stats(store: &dyn Backend, out: Output) -> CliResult {
     let tokens = store.get_tokens()?;
     let now = now_ms();
@@ -676,8 +741,24 @@ fn stats(store: &dyn Backend, out: Output) -> CliResult {
     });
     let no_expiry = count(&|t| t.expiry_time.is_none());
     let info = store.info()?;
+    // Who shares an embedded store: the owner's pid, and how many other
+    // processes use it through the owner (this command among them when it
+    // is not the owner).
+    let sharing = info.sharing.as_ref().map(|s| {
+        (
+            s.owner_pid,
+            s.clients,
+            if s.role == tokenstore::Role::Owner {
+                "this command (no other process had the store open)"
+            } else {
+                "another process"
+            },
+        )
+    });
     out.print(
         json!({
+            "owner_pid": sharing.map(|s| s.0),
+            "clients": sharing.map(|s| s.1),
             "records": tokens.len(),
             "with_access_token": with_access,
             "with_refresh_token": with_refresh,
@@ -709,6 +790,17 @@ fn stats(store: &dyn Backend, out: Output) -> CliResult {
                 (
                     "encrypted",
                     if info.encrypted { "yes" } else { "no" }.to_string(),
+                ),
+                (
+                    "owner",
+                    sharing.map_or_else(
+                        || "-".to_string(),
+                        |(pid, _, who)| format!("pid {pid}: {who}"),
+                    ),
+                ),
+                (
+                    "clients connected",
+                    sharing.map_or_else(|| "-".to_string(), |s| s.1.to_string()),
                 ),
             ])
         },

@@ -1,0 +1,781 @@
+//! The wire format between the owner of a shared store and its clients
+//! (docs/SPEC.md §8): length-prefixed frames of bincode, with types of its
+//! own (never the stored record's layout, so either can change alone).
+//!
+//! Every frame is a 4-byte little-endian length, then that many bytes. The
+//! first frame each way opens with [`MAGIC`] and the sender's
+//! [`PROTOCOL_VERSION`] as a little-endian `u32`, a layout that never
+//! changes, so that two versions always understand that they differ. A frame
+//! longer than [`MAX_FRAME`], a payload that does not decode, or one with
+//! bytes left over is refused: the connection that sent it is closed and
+//! nothing of it reaches the engine.
+
+use std::io::{self, Read, Write};
+
+use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use crate::check::{CheckReport, Problem};
+use crate::error::Error;
+use crate::token::{IndexedField, OAuthToken};
+
+/// The first bytes of the first frame each way.
+pub const MAGIC: [u8; 8] = *b"TOKSTORE";
+
+/// The version of this wire format. Owner and client must speak the same.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The longest frame either side accepts: a record may take up to 16 MiB
+/// encoded (`codec::MAX_RECORD_BYTES`), and a frame carries one request, or
+/// a chunk of records of about 1 MiB plus at most one more record.
+pub const MAX_FRAME: usize = 40 << 20;
+
+/// Records per answer to `GetTokens` are sent in chunks of about this many
+/// bytes, so that neither side holds a whole large store in one buffer.
+pub const CHUNK_BYTES: usize = 1 << 20;
+
+type Config = bincode::config::Configuration<
+    bincode::config::LittleEndian,
+    bincode::config::Varint,
+    bincode::config::Limit<MAX_FRAME>,
+>;
+
+fn config() -> Config {
+    bincode::config::standard().with_limit::<MAX_FRAME>()
+}
+
+/// A token as it crosses the socket: the record's fields, nothing else.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
+pub struct WireToken {
+    id: Option<String>,
+    user_name: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    refresh_token: Option<String>,
+    access_token: Option<String>,
+    grant_token: Option<String>,
+    expiry_time: Option<i64>,
+    redirect_url: Option<String>,
+    api_domain: Option<String>,
+}
+
+impl std::fmt::Debug for WireToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The same redaction as the record's own Debug.
+        OAuthToken::from(self).fmt(f)
+    }
+}
+
+impl From<&OAuthToken> for WireToken {
+    fn from(token: &OAuthToken) -> Self {
+        // Destructured, so that a new field of the record fails to compile
+        // here until the wire format (and its version) knows it.
+        let OAuthToken {
+            id,
+            user_name,
+            client_id,
+            client_secret,
+            refresh_token,
+            access_token,
+            grant_token,
+            expiry_time,
+            redirect_url,
+            api_domain,
+        } = token;
+        WireToken {
+            id: id.clone(),
+            user_name: user_name.clone(),
+            client_id: client_id.clone(),
+            client_secret: client_secret.clone(),
+            refresh_token: refresh_token.clone(),
+            access_token: access_token.clone(),
+            grant_token: grant_token.clone(),
+            expiry_time: *expiry_time,
+            redirect_url: redirect_url.clone(),
+            api_domain: api_domain.clone(),
+        }
+    }
+}
+
+impl From<&WireToken> for OAuthToken {
+    fn from(wire: &WireToken) -> Self {
+        OAuthToken {
+            id: wire.id.clone(),
+            user_name: wire.user_name.clone(),
+            client_id: wire.client_id.clone(),
+            client_secret: wire.client_secret.clone(),
+            refresh_token: wire.refresh_token.clone(),
+            access_token: wire.access_token.clone(),
+            grant_token: wire.grant_token.clone(),
+            expiry_time: wire.expiry_time,
+            redirect_url: wire.redirect_url.clone(),
+            api_domain: wire.api_domain.clone(),
+        }
+    }
+}
+
+/// An [`IndexedField`] on the wire: its place in [`IndexedField::ALL`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireField(u8);
+
+impl From<IndexedField> for WireField {
+    fn from(field: IndexedField) -> Self {
+        let at = IndexedField::ALL
+            .iter()
+            .position(|f| *f == field)
+            .expect("every indexed field is in ALL");
+        WireField(at as u8)
+    }
+}
+
+impl WireField {
+    /// The field, if the number names one.
+    pub fn field(self) -> Option<IndexedField> {
+        IndexedField::ALL.get(usize::from(self.0)).copied()
+    }
+}
+
+/// The owner's first frame (after the magic and version).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Greeting {
+    /// The owner serves this connection once the client has said hello.
+    Welcome {
+        /// The owner's process id.
+        pid: u32,
+        /// Random bytes the client proves its key over.
+        challenge: [u8; 32],
+    },
+    /// The owner will not serve this connection (why, without secrets).
+    Refused { reason: String },
+}
+
+/// The client's first frame (after the magic and version).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The client's process id (for the owner's count of clients).
+    pub pid: u32,
+    /// With a key: the keyed proof over the owner's challenge
+    /// (`Key::proof`); the key itself never crosses the socket.
+    pub proof: Option<[u8; 32]>,
+}
+
+/// One staged operation of a batch, replayed by the owner in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BatchOp {
+    Save(WireToken),
+    Delete(String),
+    SkipIdsThrough(u64),
+}
+
+/// What a client asks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    Find(WireToken),
+    FindById(String),
+    Save(WireToken),
+    Delete(String),
+    GetTokens,
+    DeleteTokens,
+    Count,
+    LastIssued,
+    Check,
+    Info,
+    /// Takes the refresh lock of a record, held for this connection until
+    /// `RefreshUnlock` or the connection closes.
+    RefreshLock(String),
+    RefreshUnlock,
+    /// Starts a batch: the owner excludes every other writer until
+    /// `BatchCommit` or `BatchAbort`, and answers the `View*` reads of the
+    /// batch's stage from the committed state.
+    BatchBegin,
+    ViewRecord(String),
+    ViewContains(String),
+    ViewRecordWith(WireField, String),
+    BatchCommit(Vec<BatchOp>),
+    BatchAbort,
+}
+
+/// The sizes and state of the store, for `info`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireInfo {
+    pub size_bytes: Option<u64>,
+    pub format_version: u32,
+    pub encrypted: bool,
+    pub owner_pid: u32,
+    pub clients: u64,
+}
+
+/// A problem of a check report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WireProblem {
+    UndecodableRecord {
+        id: String,
+        detail: String,
+    },
+    MissingIndexEntry {
+        id: String,
+        field: WireField,
+    },
+    DanglingIndexEntry {
+        field: WireField,
+        id: String,
+    },
+    WrongIndexEntry {
+        field: WireField,
+        id: String,
+    },
+    UndecodableIndexEntry {
+        field: WireField,
+        key: String,
+    },
+    DuplicateValue {
+        field: WireField,
+        ids: Vec<String>,
+    },
+    /// A problem this version has no name for, as text.
+    Other(String),
+}
+
+/// A check report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireCheck {
+    pub records: u64,
+    pub index_entries: u64,
+    pub problems: Vec<WireProblem>,
+}
+
+/// What the owner answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// The handshake is done.
+    Ready,
+    Token(Option<WireToken>),
+    Bool(bool),
+    Number(u64),
+    /// A chunk of `GetTokens`; more chunks follow while `more`.
+    Records {
+        chunk: Vec<WireToken>,
+        more: bool,
+    },
+    Check(WireCheck),
+    Info(WireInfo),
+    /// A batch began; its stage starts from this id counter.
+    BatchStarted {
+        last_issued: u64,
+    },
+    Done,
+    Failed(WireError),
+    /// The owner is closing the store and did not run the request: ask
+    /// the next owner.
+    Closing,
+}
+
+/// An [`Error`] on the wire. The client rebuilds the same variant, with its
+/// own name for the store where the variant carries one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WireError {
+    InvalidToken {
+        reason: String,
+    },
+    Conflict {
+        field: WireField,
+        id: String,
+    },
+    Corruption {
+        id: Option<String>,
+        detail: String,
+    },
+    Locked,
+    UnsupportedVersion {
+        found: u32,
+        supported: u32,
+    },
+    WrongKey,
+    KeyRequired,
+    NotEncrypted,
+    RekeyRequired,
+    InvalidKey {
+        reason: String,
+    },
+    Unavailable {
+        what: String,
+        detail: String,
+        maybe_committed: bool,
+    },
+    Unsupported {
+        operation: String,
+        instead: String,
+    },
+    Panicked {
+        what: String,
+    },
+    /// An I/O error (its kind as `io::ErrorKind`'s name, and its text).
+    Io {
+        message: String,
+    },
+    /// Any other error, as text.
+    Other {
+        message: String,
+    },
+}
+
+impl WireError {
+    /// The owner's error, for the wire.
+    pub fn from_error(error: &Error) -> WireError {
+        match error {
+            Error::InvalidToken { reason } => WireError::InvalidToken {
+                reason: reason.clone(),
+            },
+            Error::Conflict { field, id } => WireError::Conflict {
+                field: (*field).into(),
+                id: id.clone(),
+            },
+            Error::Corruption { id, detail } => WireError::Corruption {
+                id: id.clone(),
+                detail: detail.clone(),
+            },
+            Error::Locked { .. } => WireError::Locked,
+            Error::UnsupportedVersion { found, supported } => WireError::UnsupportedVersion {
+                found: *found,
+                supported: *supported,
+            },
+            Error::WrongKey { .. } => WireError::WrongKey,
+            Error::KeyRequired { .. } => WireError::KeyRequired,
+            Error::NotEncrypted { .. } => WireError::NotEncrypted,
+            Error::RekeyRequired { .. } => WireError::RekeyRequired,
+            Error::InvalidKey { reason } => WireError::InvalidKey {
+                reason: reason.clone(),
+            },
+            Error::Unavailable {
+                what,
+                detail,
+                maybe_committed,
+            } => WireError::Unavailable {
+                what: what.clone(),
+                detail: detail.clone(),
+                maybe_committed: *maybe_committed,
+            },
+            Error::Unsupported {
+                operation, instead, ..
+            } => WireError::Unsupported {
+                operation: operation.clone(),
+                instead: instead.clone(),
+            },
+            Error::Panicked { what } => WireError::Panicked { what: what.clone() },
+            Error::Io(io) => WireError::Io {
+                message: io.to_string(),
+            },
+            other => WireError::Other {
+                message: other.to_string(),
+            },
+        }
+    }
+
+    /// The error as the client reports it; `path` is the store as the
+    /// client named it.
+    pub fn into_error(self, path: &std::path::Path) -> Error {
+        let path = path.to_path_buf();
+        match self {
+            WireError::InvalidToken { reason } => Error::InvalidToken { reason },
+            WireError::Conflict { field, id } => match field.field() {
+                Some(field) => Error::Conflict { field, id },
+                None => Error::corruption(None, "the owner named an unknown field"),
+            },
+            WireError::Corruption { id, detail } => Error::Corruption { id, detail },
+            WireError::Locked => Error::Locked { path },
+            WireError::UnsupportedVersion { found, supported } => {
+                Error::UnsupportedVersion { found, supported }
+            }
+            WireError::WrongKey => Error::WrongKey { path },
+            WireError::KeyRequired => Error::KeyRequired { path },
+            WireError::NotEncrypted => Error::NotEncrypted { path },
+            WireError::RekeyRequired => Error::RekeyRequired { path },
+            WireError::InvalidKey { reason } => Error::InvalidKey { reason },
+            WireError::Unavailable {
+                what,
+                detail,
+                maybe_committed,
+            } => Error::Unavailable {
+                what,
+                detail,
+                maybe_committed,
+            },
+            WireError::Unsupported { operation, instead } => Error::Unsupported {
+                operation,
+                backend: "sled",
+                instead,
+            },
+            WireError::Panicked { what } => Error::Panicked { what },
+            WireError::Io { message } | WireError::Other { message } => {
+                Error::from(io::Error::other(message))
+            }
+        }
+    }
+}
+
+impl From<&CheckReport> for WireCheck {
+    fn from(report: &CheckReport) -> Self {
+        let problems = report
+            .problems
+            .iter()
+            .map(|problem| match problem {
+                Problem::UndecodableRecord { id, detail } => WireProblem::UndecodableRecord {
+                    id: id.clone(),
+                    detail: detail.clone(),
+                },
+                Problem::MissingIndexEntry { id, field } => WireProblem::MissingIndexEntry {
+                    id: id.clone(),
+                    field: (*field).into(),
+                },
+                Problem::DanglingIndexEntry { field, id } => WireProblem::DanglingIndexEntry {
+                    field: (*field).into(),
+                    id: id.clone(),
+                },
+                Problem::WrongIndexEntry { field, id } => WireProblem::WrongIndexEntry {
+                    field: (*field).into(),
+                    id: id.clone(),
+                },
+                Problem::UndecodableIndexEntry { field, key } => {
+                    WireProblem::UndecodableIndexEntry {
+                        field: (*field).into(),
+                        key: key.clone(),
+                    }
+                }
+                Problem::DuplicateValue { field, ids } => WireProblem::DuplicateValue {
+                    field: (*field).into(),
+                    ids: ids.clone(),
+                },
+                #[allow(unreachable_patterns)]
+                other => WireProblem::Other(other.to_string()),
+            })
+            .collect();
+        WireCheck {
+            records: report.records as u64,
+            index_entries: report.index_entries as u64,
+            problems,
+        }
+    }
+}
+
+impl WireCheck {
+    /// The report as the client returns it.
+    pub fn into_report(self) -> CheckReport {
+        let field = |f: WireField| f.field().unwrap_or(IndexedField::UserName);
+        let problems = self
+            .problems
+            .into_iter()
+            .map(|problem| match problem {
+                WireProblem::UndecodableRecord { id, detail } => {
+                    Problem::UndecodableRecord { id, detail }
+                }
+                WireProblem::MissingIndexEntry { id, field: f } => Problem::MissingIndexEntry {
+                    id,
+                    field: field(f),
+                },
+                WireProblem::DanglingIndexEntry { field: f, id } => Problem::DanglingIndexEntry {
+                    field: field(f),
+                    id,
+                },
+                WireProblem::WrongIndexEntry { field: f, id } => Problem::WrongIndexEntry {
+                    field: field(f),
+                    id,
+                },
+                WireProblem::UndecodableIndexEntry { field: f, key } => {
+                    Problem::UndecodableIndexEntry {
+                        field: field(f),
+                        key,
+                    }
+                }
+                WireProblem::DuplicateValue { field: f, ids } => Problem::DuplicateValue {
+                    field: field(f),
+                    ids,
+                },
+                WireProblem::Other(text) => Problem::UndecodableRecord {
+                    id: String::new(),
+                    detail: text,
+                },
+            })
+            .collect();
+        CheckReport {
+            records: self.records as usize,
+            index_entries: self.index_entries as usize,
+            problems,
+        }
+    }
+}
+
+/// What is wrong with a frame that was received.
+#[derive(Debug)]
+pub enum FrameError {
+    /// The connection failed or closed (`UnexpectedEof` before a frame).
+    Io(io::Error),
+    /// Longer than [`MAX_FRAME`].
+    TooLong(usize),
+    /// Does not decode, or has bytes left over.
+    Malformed(String),
+    /// The peer speaks another version of this format (or is not
+    /// tokenstore at all: `None`).
+    Version(Option<u32>),
+}
+
+impl std::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FrameError::Io(e) => write!(f, "{e}"),
+            FrameError::TooLong(n) => {
+                write!(f, "a frame of {n} bytes, more than the {MAX_FRAME} allowed")
+            }
+            FrameError::Malformed(why) => write!(f, "a malformed frame ({why})"),
+            FrameError::Version(Some(v)) => write!(
+                f,
+                "the other side speaks version {v} of the shared-store protocol, this one \
+                 version {PROTOCOL_VERSION}"
+            ),
+            FrameError::Version(None) => {
+                f.write_str("the other side does not speak the shared-store protocol")
+            }
+        }
+    }
+}
+
+impl From<io::Error> for FrameError {
+    fn from(e: io::Error) -> Self {
+        FrameError::Io(e)
+    }
+}
+
+/// Encodes `message` as one frame (length prefix included), after
+/// `header` (the magic and version of a first frame, or nothing).
+pub fn encode<T: Serialize>(header: bool, message: &T, out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(&[0; 4]);
+    if header {
+        out.extend_from_slice(&MAGIC);
+        out.extend_from_slice(&PROTOCOL_VERSION.to_le_bytes());
+    }
+    // Writing into a Vec cannot fail, and every message type encodes.
+    bincode::serde::encode_into_std_write(message, out, config())
+        .expect("wire messages always encode");
+    let len = u32::try_from(out.len() - 4).expect("a frame fits in u32");
+    out[..4].copy_from_slice(&len.to_le_bytes());
+}
+
+/// Decodes one frame's payload (without its length prefix): a first frame
+/// (`header`) must open with [`MAGIC`] and [`PROTOCOL_VERSION`].
+///
+/// This is the only way bytes from the socket become messages (and the
+/// fuzz target `wire_frames` feeds it arbitrary bytes).
+pub fn decode<T: serde::de::DeserializeOwned>(
+    header: bool,
+    payload: &[u8],
+) -> Result<T, FrameError> {
+    let mut body = payload;
+    if header {
+        if body.len() < 12 || body[..8] != MAGIC {
+            return Err(FrameError::Version(None));
+        }
+        let version = u32::from_le_bytes(body[8..12].try_into().expect("4 bytes"));
+        if version != PROTOCOL_VERSION {
+            return Err(FrameError::Version(Some(version)));
+        }
+        body = &body[12..];
+    }
+    let (message, used) = bincode::serde::decode_from_slice(body, config())
+        .map_err(|e| FrameError::Malformed(e.to_string()))?;
+    if used != body.len() {
+        return Err(FrameError::Malformed(format!(
+            "{} bytes left over",
+            body.len() - used
+        )));
+    }
+    Ok(message)
+}
+
+/// Reads one frame's payload into `buf` (replacing its content).
+pub fn read_frame(stream: &mut impl Read, buf: &mut Vec<u8>) -> Result<(), FrameError> {
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len)?;
+    let len = u32::from_le_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLong(len));
+    }
+    buf.clear();
+    // Grown as bytes arrive, not by the length claimed.
+    let got = stream.take(len as u64).read_to_end(buf)?;
+    if got != len {
+        return Err(FrameError::Io(io::ErrorKind::UnexpectedEof.into()));
+    }
+    Ok(())
+}
+
+/// Writes an encoded frame.
+pub fn write_frame(stream: &mut impl Write, frame: &[u8]) -> io::Result<()> {
+    stream.write_all(frame)
+}
+
+/// Gives back memory a large frame took, so an idle connection holds
+/// little.
+pub fn shrink(buf: &mut Vec<u8>) {
+    if buf.capacity() > 64 << 10 {
+        buf.clear();
+        buf.shrink_to(16 << 10);
+    }
+}
+
+/// The fuzz target `wire_frames`: `bytes` read as a stream of frames the
+/// way an owner reads a client (the first frame a hello, then requests),
+/// and each frame also as the client reads the owner. Every message that
+/// decodes must encode to a frame that decodes to the same message.
+#[cfg(feature = "fuzzing")]
+pub fn fuzz_frames(bytes: &[u8]) {
+    fn again<T: Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug>(
+        header: bool,
+        message: &T,
+    ) {
+        let mut frame = Vec::new();
+        encode(header, message, &mut frame);
+        let back: T = decode(header, &frame[4..]).expect("an encoded message decodes");
+        assert_eq!(&back, message);
+    }
+    let mut stream = bytes;
+    let mut buf = Vec::new();
+    let mut first = true;
+    while read_frame(&mut stream, &mut buf).is_ok() {
+        assert!(buf.len() <= MAX_FRAME);
+        if first {
+            if let Ok(hello) = decode::<Hello>(true, &buf) {
+                again(true, &hello);
+            }
+            if let Ok(greeting) = decode::<Greeting>(true, &buf) {
+                again(true, &greeting);
+            }
+            first = false;
+        }
+        if let Ok(request) = decode::<Request>(false, &buf) {
+            again(false, &request);
+        }
+        if let Ok(response) = decode::<Response>(false, &buf) {
+            again(false, &response);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip<T: Serialize + serde::de::DeserializeOwned>(header: bool, message: &T) -> T {
+        let mut frame = Vec::new();
+        encode(header, message, &mut frame);
+        let mut buf = Vec::new();
+        read_frame(&mut &frame[..], &mut buf).unwrap();
+        decode(header, &buf).unwrap()
+    }
+
+    #[test]
+    fn every_field_of_a_token_crosses_unchanged() {
+        let token = OAuthToken::new()
+            .with_id("7")
+            .with_user_name("ana")
+            .with_client_id("c")
+            .with_client_secret("s")
+            .with_refresh_token("r")
+            .with_access_token("a")
+            .with_grant_token("g")
+            .with_expiry_time(-5)
+            .with_redirect_url("u")
+            .with_api_domain("d");
+        let mut empty = OAuthToken::new();
+        empty.user_name = Some(String::new());
+        for token in [token, empty] {
+            let back = round_trip(false, &Request::Save(WireToken::from(&token)));
+            let Request::Save(wire) = back else {
+                panic!("not a save")
+            };
+            assert_eq!(OAuthToken::from(&wire), token);
+        }
+    }
+
+    #[test]
+    fn a_first_frame_names_the_version_it_speaks() {
+        let mut frame = Vec::new();
+        encode(
+            true,
+            &Hello {
+                pid: 1,
+                proof: None,
+            },
+            &mut frame,
+        );
+        let mut payload = frame[4..].to_vec();
+        payload[8..12].copy_from_slice(&7u32.to_le_bytes());
+        match decode::<Hello>(true, &payload) {
+            Err(e @ FrameError::Version(Some(7))) => {
+                let text = e.to_string();
+                assert!(
+                    text.contains("version 7") && text.contains("version 1"),
+                    "{text}"
+                );
+            }
+            other => panic!("expected a version error, got {other:?}"),
+        }
+        assert!(matches!(
+            decode::<Hello>(true, b"GET / HTTP/1.1\r\n"),
+            Err(FrameError::Version(None))
+        ));
+    }
+
+    #[test]
+    fn oversized_truncated_and_trailing_frames_are_refused() {
+        let mut buf = Vec::new();
+        let huge = (MAX_FRAME as u32 + 1).to_le_bytes();
+        assert!(matches!(
+            read_frame(&mut &huge[..], &mut buf),
+            Err(FrameError::TooLong(_))
+        ));
+        // A length that promises more than arrives.
+        let mut short = 100u32.to_le_bytes().to_vec();
+        short.extend_from_slice(&[1, 2, 3]);
+        assert!(matches!(
+            read_frame(&mut &short[..], &mut buf),
+            Err(FrameError::Io(_))
+        ));
+        // A valid message with a byte more.
+        let mut frame = Vec::new();
+        encode(false, &Request::Count, &mut frame);
+        let mut payload = frame[4..].to_vec();
+        payload.push(0);
+        assert!(matches!(
+            decode::<Request>(false, &payload),
+            Err(FrameError::Malformed(_))
+        ));
+        // A string length far past the frame.
+        let bogus = [3u8, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F];
+        assert!(decode::<Request>(false, &bogus).is_err());
+    }
+
+    #[test]
+    fn errors_cross_as_the_same_variant() {
+        let path = std::path::Path::new("/tmp/x");
+        let conflict = Error::Conflict {
+            field: IndexedField::AccessToken,
+            id: "3".into(),
+        };
+        let back = WireError::from_error(&conflict).into_error(path);
+        assert!(matches!(
+            back,
+            Error::Conflict { field: IndexedField::AccessToken, ref id } if id == "3"
+        ));
+        let invalid = Error::invalid("no token");
+        assert_eq!(
+            WireError::from_error(&invalid).into_error(path).to_string(),
+            invalid.to_string()
+        );
+    }
+
+    #[test]
+    fn a_tokens_debug_is_redacted() {
+        let wire = WireToken::from(&OAuthToken::new().with_access_token("1000.sekrit"));
+        assert!(!format!("{wire:?}").contains("sekrit"));
+    }
+}
