@@ -1167,7 +1167,10 @@ fn a_stopped_owner_times_out_its_clients_then_serves_again() {
         maybe_committed, ..
     }) = saved
     else {
-        panic!("a save to a stopped owner: {saved:?}");
+        panic!(
+            "a save to a stopped owner, after {waited:?}: {saved:?} (docs/SPEC.md §8: \
+             Error::Unavailable after owner_timeout, maybe_committed: true for a write)"
+        );
     };
     assert!(
         waited < Duration::from_secs(6),
