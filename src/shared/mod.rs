@@ -359,6 +359,17 @@ fn elect(
         ) {
             Ok(client) => return Ok(Part::Client(client)),
             Err(ConnectError::Refused(e)) => return Err(e),
+            Err(ConnectError::Unresponsive { pid }) => {
+                return Err(Error::Unavailable {
+                    what: format!("connecting to the shared token store at {}", path.display()),
+                    detail: format!(
+                        "its owner (pid {pid}) did not answer within {timeout:?} (is it \
+                         stopped, or overloaded?); OpenOptions::owner_timeout sets how long \
+                         to wait"
+                    ),
+                    maybe_committed: false,
+                })
+            }
             Err(ConnectError::NoOwner) => {}
         }
         if started.elapsed() >= wait {
@@ -576,25 +587,35 @@ impl Backend for SharedStore {
                 info.sharing = Some(self.sharing()?);
                 Ok(info)
             }
-            Part::Client(_) => self.call(
-                false,
-                "reading the store's information",
-                Backend::info,
-                || Request::Info,
-                |r| match r {
-                    Response::Info(info) => {
-                        let mut out =
-                            StoreInfo::new(info.size_bytes, info.format_version, info.encrypted);
-                        out.sharing = Some(Sharing {
-                            role: Role::Client,
-                            owner_pid: info.owner_pid,
-                            clients: info.clients as usize,
-                        });
-                        Some(out)
-                    }
-                    _ => None,
-                },
-            ),
+            Part::Client(_) => {
+                let mut info = self.call(
+                    false,
+                    "reading the store's information",
+                    Backend::info,
+                    || Request::Info,
+                    |r| match r {
+                        Response::Info(info) => {
+                            let mut out = StoreInfo::new(
+                                info.size_bytes,
+                                info.format_version,
+                                info.encrypted,
+                            );
+                            out.sharing = Some(Sharing {
+                                role: Role::Client,
+                                owner_pid: info.owner_pid,
+                                clients: info.clients as usize,
+                            });
+                            Some(out)
+                        }
+                        _ => None,
+                    },
+                )?;
+                // Answered by this process if it took the store over meanwhile.
+                if info.sharing.is_none() {
+                    info.sharing = Some(self.sharing()?);
+                }
+                Ok(info)
+            }
         }
     }
 
