@@ -39,6 +39,9 @@ fn step(title: &str) {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    if std::env::args().nth(1).as_deref() == Some(CHILD_FLAG) {
+        return child();
+    }
     let path = std::env::args_os()
         .nth(1)
         .map(PathBuf::from)
@@ -81,11 +84,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         started.elapsed()
     );
     let started = Instant::now();
-    let store = Arc::new(SledStore::open(&path)?);
+    // As apps open it: shared with any other local process that opens it.
+    let spec = path.to_str().ok_or("the demo's directory must be UTF-8")?;
+    let store = Arc::new(tokenstore::open(spec)?);
     println!(
         "   reopened with durable writes in {:.2?}: {} tokens",
         started.elapsed(),
-        store.len()
+        store.count()?
     );
 
     let server = fake_zoho::FakeZoho::start();
@@ -234,9 +239,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         store.find_token(&empty_user)?.and_then(|t| t.id)
     );
 
-    step("7. A second process (or handle) cannot open the store");
+    step("7. A second process uses the store while this one holds it");
+    let (line, took) = run_child("use", &path, None)?;
+    println!("   {line} ({took:.2?}, process start included)");
+    // The engine alone, opened for one process only, is refused meanwhile.
     match SledStore::open(&path) {
-        Err(e @ Error::Locked { .. }) => println!("   {e}"),
+        Err(Error::Locked { .. }) => {
+            println!("   SledStore::open (one process only) meanwhile: Error::Locked")
+        }
         Err(e) => println!("   unexpected error: {e}"),
         Ok(_) => println!("   unexpected: opened twice"),
     }
@@ -255,7 +265,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         store.find_token_by_id(&id)?.and_then(|t| t.id)
     );
 
-    step("9. Close, reopen, check");
     println!(
         "   the accounts server saw {} request(s) in all: {} login, {} refresh, {} revoke",
         server.requests(),
@@ -265,6 +274,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     drop(client);
     drop(store);
+
+    step("9. The owner is killed: another process takes over");
+    take_over(&path)?;
+
+    step("10. Close, reopen, check");
     let started = Instant::now();
     let store = SledStore::open(&path)?;
     let opened_in = started.elapsed();
@@ -278,6 +292,126 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     if !report.is_ok() {
         return Err("the integrity check found problems".into());
+    }
+    Ok(())
+}
+
+/// The argument that makes this binary one of the demo's other processes.
+const CHILD_FLAG: &str = "--demo-child";
+
+/// Starts this binary as another process on the store (`role`: `use`
+/// finds and saves, then exits; `own` opens the store and holds it until
+/// killed) and returns the line it prints once it did its part, and how
+/// long that took.
+fn run_child(
+    role: &str,
+    path: &std::path::Path,
+    keep: Option<&mut Option<std::process::Child>>,
+) -> Result<(String, Duration), Box<dyn std::error::Error>> {
+    use std::io::BufRead;
+    let started = Instant::now();
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .arg(CHILD_FLAG)
+        .arg(role)
+        .arg(path)
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
+    let took = started.elapsed();
+    match keep {
+        Some(slot) => *slot = Some(child),
+        None => {
+            let status = child.wait()?;
+            if !status.success() {
+                return Err(format!("the {role} process failed: {status}").into());
+            }
+        }
+    }
+    Ok((line.trim_end().to_owned(), took))
+}
+
+/// One of the demo's other processes (see [`run_child`]).
+fn child() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(2);
+    let role = args.next().ok_or("a role")?;
+    let path = args.next().ok_or("a store directory")?;
+    let store = tokenstore::open(&path)?;
+    let sharing = store.info()?.sharing.ok_or("the store is shared")?;
+    let me = std::process::id();
+    match role.as_str() {
+        "use" => {
+            let ana = store
+                .find_token(&OAuthToken::new().with_user_name("ana@example.com"))?
+                .ok_or("ana is stored")?;
+            let mut bob = OAuthToken::new()
+                .with_user_name("bob@example.com")
+                .with_refresh_token(fake_token("bob-refresh"));
+            store.save_token(&mut bob)?;
+            println!(
+                "process {me} ({:?} of pid {}) found ana as record {} and saved bob as record {}",
+                sharing.role,
+                sharing.owner_pid,
+                ana.id.as_deref().unwrap_or("?"),
+                bob.id.as_deref().unwrap_or("?")
+            );
+        }
+        "own" => {
+            println!("process {me} opened the store: {:?}", sharing.role);
+            // Held until the demo kills this process.
+            loop {
+                std::thread::sleep(Duration::from_secs(60));
+            }
+        }
+        other => return Err(format!("unknown role {other}").into()),
+    }
+    Ok(())
+}
+
+/// Section 9: a process owns the store, this one is its client; the owner
+/// is SIGKILLed and this process takes the store over.
+fn take_over(path: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    let mut owner = None;
+    let (line, _) = run_child("own", path, Some(&mut owner))?;
+    println!("   {line}");
+    let Some(mut owner) = owner else {
+        return Err("the owner process was not kept".into());
+    };
+    let outcome = follow_and_take_over(path, &mut owner);
+    // Reaped whatever happened (already killed when all went well).
+    let _ = owner.kill();
+    let _ = owner.wait();
+    outcome
+}
+
+fn follow_and_take_over(
+    path: &std::path::Path,
+    owner: &mut std::process::Child,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let spec = path.to_str().ok_or("UTF-8")?;
+    let store = tokenstore::open(spec)?;
+    let sharing = store.info()?.sharing.ok_or("shared")?;
+    println!(
+        "   this process ({}) opened it too: {:?} of pid {}",
+        std::process::id(),
+        sharing.role,
+        sharing.owner_pid
+    );
+    let bob = OAuthToken::new().with_user_name("bob@example.com");
+    store.find_token(&bob)?.ok_or("bob is stored")?;
+    owner.kill()?; // SIGKILL: no chance to close anything
+    let killed = Instant::now();
+    owner.wait()?;
+    let found = store.find_token(&bob)?;
+    let took = killed.elapsed();
+    let sharing = store.info()?.sharing.ok_or("shared")?;
+    println!(
+        "   owner SIGKILLed; the next find_token answered in {took:.2?} ({}): this process is now the {:?}",
+        if found.is_some() { "bob found" } else { "bob MISSING" },
+        sharing.role
+    );
+    if found.is_none() {
+        return Err("an acknowledged save was lost".into());
     }
     Ok(())
 }

@@ -22,7 +22,7 @@ pub struct Batch<'a> {
 
 /// One operation a batch staged successfully (see [`Batch::journaled`]).
 pub(crate) enum Staged {
-    Save(OAuthToken),
+    Save(Box<OAuthToken>),
     Delete(String),
     SkipIdsThrough(u64),
 }
@@ -80,7 +80,7 @@ impl Batch<'_> {
         let asked = self.journal.is_some().then(|| token.clone());
         self.overlay.save(token)?;
         if let Some(asked) = asked {
-            self.record(|| Staged::Save(asked));
+            self.record(|| Staged::Save(Box::new(asked)));
         }
         Ok(())
     }

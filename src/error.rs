@@ -142,21 +142,22 @@ pub enum Error {
         reason: String,
     },
 
-    /// The database server of a shared store (PostgreSQL) cannot be reached,
-    /// or the connection to it broke, or it did not answer in time.
+    /// The database server of a shared store (PostgreSQL), or the process
+    /// that owns a shared embedded store, cannot be reached, or the
+    /// connection to it broke, or it did not answer in time.
     ///
     /// Unless `maybe_committed` is true nothing was written. When it is true
     /// the connection broke while the server was committing: the write may
     /// or may not have landed, so read the record back before repeating it.
     /// The store reconnects by itself on the next call.
     #[error(
-        "the token store's database server is unavailable while {what}: {detail}; {}",
+        "the token store is unavailable while {what}: {detail}; {}",
         if *maybe_committed {
             "the connection broke during the commit, so the write may or may not have landed: \
              read the record back before repeating it"
         } else {
-            "nothing was written; check that the server is running and reachable \
-             (the next call reconnects)"
+            "nothing was written; check that the database server (or the process that owns a \
+             shared embedded store) is running and reachable (the next call tries again)"
         }
     )]
     Unavailable {

@@ -50,6 +50,8 @@ pub enum ConnectError {
     /// An owner serves it and refused this process (another user, another
     /// protocol version, a wrong or missing key): the error to report.
     Refused(Error),
+    /// The owner lives but did not answer in time (stopped, overloaded).
+    Unresponsive { pid: u32 },
 }
 
 /// One connection to the owner.
@@ -104,6 +106,7 @@ impl Client {
             // Another owner already: this client is for the one before.
             Ok(_) | Err(ConnectError::NoOwner) => Err(CallError::Lost { sent: false }),
             Err(ConnectError::Refused(e)) => Err(CallError::Failed(e)),
+            Err(ConnectError::Unresponsive { .. }) => Err(CallError::TimedOut { sent: false }),
         }
     }
 
@@ -254,7 +257,7 @@ impl Client {
 
 fn wire_op(op: Staged) -> BatchOp {
     match op {
-        Staged::Save(token) => BatchOp::Save(WireToken::from(&token)),
+        Staged::Save(token) => BatchOp::Save(Box::new(WireToken::from(&*token))),
         Staged::Delete(id) => BatchOp::Delete(id),
         Staged::SkipIdsThrough(n) => BatchOp::SkipIdsThrough(n),
     }
@@ -381,8 +384,11 @@ impl Conn {
             out: Vec::new(),
         };
         let refused = |e: Error| ConnectError::Refused(e);
-        conn.read_patiently(timeout, true)
-            .map_err(|_| ConnectError::NoOwner)?;
+        let unanswered = |e: CallError| match e {
+            CallError::TimedOut { .. } => ConnectError::Unresponsive { pid: peer.pid },
+            _ => ConnectError::NoOwner,
+        };
+        conn.read_patiently(timeout, true).map_err(unanswered)?;
         let challenge = match wire::decode::<Greeting>(true, &conn.buf) {
             Ok(Greeting::Welcome { challenge, .. }) => challenge,
             Ok(Greeting::Refused { reason }) => {
@@ -420,7 +426,8 @@ impl Conn {
         match conn.receive(timeout, false) {
             Ok(Response::Ready) => Ok(conn),
             Ok(Response::Failed(e)) => Err(refused(e.into_error(path))),
-            _ => Err(ConnectError::NoOwner),
+            Ok(_) => Err(ConnectError::NoOwner),
+            Err(e) => Err(unanswered(e)),
         }
     }
 

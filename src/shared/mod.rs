@@ -182,6 +182,7 @@ impl SharedStore {
             })?;
         }
         if path.is_dir() {
+            os::check_owner(&path)?;
             os::check_shareable(&path)?;
         }
         let refresh = Arc::new(RefreshLocks::default());
@@ -298,10 +299,12 @@ impl SharedStore {
                 Ok(value) => return Ok(value),
                 Err(CallError::Lost { sent }) => {
                     let lost = client_part.error(CallError::Lost { sent }, write, what);
-                    self.replace(&current)?;
+                    let replaced = self.replace(&current);
                     if write && sent {
+                        // Never sent again: it may have been applied.
                         return Err(lost);
                     }
+                    replaced?;
                 }
                 Err(e) => return Err(client_part.error(e, write, what)),
             }
@@ -337,11 +340,16 @@ fn elect(
 ) -> Result<Part> {
     let started = Instant::now();
     let mut pause = Duration::from_millis(1);
+    // A fork's child of a process that ran the engine cannot run it (see
+    // `os::engine_inherited`): it only follows an owner.
+    let may_own = !os::engine_inherited();
     loop {
-        match SledStore::open_with(path, options.clone().without_lock_grace()) {
-            Ok(store) => return serve(path, store, options.encryption_key().cloned(), refresh),
-            Err(Error::Locked { .. }) => {}
-            Err(e) => return Err(e),
+        if may_own {
+            match SledStore::open_with(path, options.clone().without_lock_grace()) {
+                Ok(store) => return serve(path, store, options.encryption_key().cloned(), refresh),
+                Err(Error::Locked { .. }) => {}
+                Err(e) => return Err(e),
+            }
         }
         match Client::connect(
             path,
@@ -351,9 +359,32 @@ fn elect(
         ) {
             Ok(client) => return Ok(Part::Client(client)),
             Err(ConnectError::Refused(e)) => return Err(e),
+            Err(ConnectError::Unresponsive { pid }) => {
+                return Err(Error::Unavailable {
+                    what: format!("connecting to the shared token store at {}", path.display()),
+                    detail: format!(
+                        "its owner (pid {pid}) did not answer within {timeout:?} (is it \
+                         stopped, or overloaded?); OpenOptions::owner_timeout sets how long \
+                         to wait"
+                    ),
+                    maybe_committed: false,
+                })
+            }
             Err(ConnectError::NoOwner) => {}
         }
         if started.elapsed() >= wait {
+            if !may_own {
+                return Err(Error::Unavailable {
+                    what: format!("using the shared token store at {}", path.display()),
+                    detail: "no process serves it, and this one cannot take it over: it is a \
+                             fork's child of a process that owned the store, and the storage \
+                             engine's threads do not survive a fork; restart this process (a \
+                             process started anew can own the store), or run `tokenstore serve` \
+                             beside the app"
+                        .into(),
+                    maybe_committed: false,
+                });
+            }
             return Err(Error::Locked {
                 path: path.to_path_buf(),
             });
@@ -370,6 +401,7 @@ fn serve(
     refresh: &Arc<RefreshLocks>,
 ) -> Result<Part> {
     let forks = os::fork_generation();
+    os::engine_started();
     let inherited = os::close_in_children(path);
     let server = Server::start(
         Arc::new(store),
@@ -555,25 +587,35 @@ impl Backend for SharedStore {
                 info.sharing = Some(self.sharing()?);
                 Ok(info)
             }
-            Part::Client(_) => self.call(
-                false,
-                "reading the store's information",
-                |store| Backend::info(store),
-                || Request::Info,
-                |r| match r {
-                    Response::Info(info) => {
-                        let mut out =
-                            StoreInfo::new(info.size_bytes, info.format_version, info.encrypted);
-                        out.sharing = Some(Sharing {
-                            role: Role::Client,
-                            owner_pid: info.owner_pid,
-                            clients: info.clients as usize,
-                        });
-                        Some(out)
-                    }
-                    _ => None,
-                },
-            ),
+            Part::Client(_) => {
+                let mut info = self.call(
+                    false,
+                    "reading the store's information",
+                    Backend::info,
+                    || Request::Info,
+                    |r| match r {
+                        Response::Info(info) => {
+                            let mut out = StoreInfo::new(
+                                info.size_bytes,
+                                info.format_version,
+                                info.encrypted,
+                            );
+                            out.sharing = Some(Sharing {
+                                role: Role::Client,
+                                owner_pid: info.owner_pid,
+                                clients: info.clients as usize,
+                            });
+                            Some(out)
+                        }
+                        _ => None,
+                    },
+                )?;
+                // Answered by this process if it took the store over meanwhile.
+                if info.sharing.is_none() {
+                    info.sharing = Some(self.sharing()?);
+                }
+                Ok(info)
+            }
         }
     }
 

@@ -7,7 +7,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::Once;
 
 use crate::error::{Error, Result};
@@ -193,8 +193,31 @@ static CLOSE_IN_CHILD: [AtomicI32; 64] = [const { AtomicI32::new(-1) }; 64];
 
 static HOOK: Once = Once::new();
 
+/// Whether this process has run the storage engine (owned a store).
+static ENGINE_STARTED: AtomicBool = AtomicBool::new(false);
+
+/// Whether this process is a fork's child of one that had run the engine:
+/// sled's IO thread pool counts threads that do not exist in a child, so
+/// work queued there would never run. Such a child uses a store only
+/// through an owner, and never becomes one.
+static ENGINE_INHERITED: AtomicBool = AtomicBool::new(false);
+
+/// Notes that this process runs the engine (see [`engine_inherited`]).
+pub fn engine_started() {
+    ENGINE_STARTED.store(true, Ordering::SeqCst);
+}
+
+/// Whether this process may not run the engine (a fork's child of one
+/// that did).
+pub fn engine_inherited() -> bool {
+    ENGINE_INHERITED.load(Ordering::SeqCst)
+}
+
 extern "C" fn in_child() {
     FORKS.fetch_add(1, Ordering::SeqCst);
+    if ENGINE_STARTED.load(Ordering::SeqCst) {
+        ENGINE_INHERITED.store(true, Ordering::SeqCst);
+    }
     for slot in &CLOSE_IN_CHILD {
         let fd = slot.swap(-1, Ordering::SeqCst);
         if fd >= 0 {
@@ -259,6 +282,15 @@ pub fn close_in_children(dir: &Path) -> Vec<i32> {
     registered
 }
 
+/// Registers one descriptor (the listening socket of a store this process
+/// serves) to be closed in forked children; `false` when no slot is free.
+pub fn close_fd_in_children(fd: i32) -> bool {
+    CLOSE_IN_CHILD.iter().any(|slot| {
+        slot.compare_exchange(-1, fd, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    })
+}
+
 /// Undoes [`close_in_children`] (the store closed those descriptors).
 pub fn forget_in_children(fds: &[i32]) {
     for fd in fds {
@@ -271,6 +303,25 @@ pub fn forget_in_children(fds: &[i32]) {
             }
         }
     }
+}
+
+/// Refuses a store directory that belongs to another user: only the
+/// processes of the user that owns a store may use it (as owner or client).
+pub fn check_owner(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let owner = std::fs::metadata(dir)?.uid();
+    let me = my_uid();
+    if owner == me {
+        return Ok(());
+    }
+    Err(Error::from(io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        format!(
+            "the token store at {} belongs to uid {owner}, and only that user's processes may \
+             use it (this process runs as uid {me}); run it as that user",
+            dir.display()
+        ),
+    )))
 }
 
 /// Random bytes from the operating system.
@@ -317,6 +368,21 @@ mod tests {
         let _ = listener.accept().unwrap();
         assert_eq!(peer(&client).unwrap().uid, my_uid());
         assert_eq!(peer(&client).unwrap().pid, std::process::id());
+    }
+
+    #[test]
+    fn a_store_of_another_user_is_refused() {
+        let here = tempfile::tempdir().unwrap();
+        check_owner(here.path()).expect("our own directory");
+        if my_uid() != 0 {
+            eprintln!("SKIPPED a_store_of_another_user_is_refused: needs root to chown");
+            return;
+        }
+        let theirs = here.path().join("theirs");
+        std::fs::create_dir(&theirs).unwrap();
+        std::os::unix::fs::chown(&theirs, Some(65534), None).unwrap();
+        let err = check_owner(&theirs).unwrap_err().to_string();
+        assert!(err.contains("belongs to uid 65534"), "{err}");
     }
 
     #[test]

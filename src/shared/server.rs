@@ -99,6 +99,8 @@ pub struct Server {
     address: SocketAddress,
     /// The listening socket's descriptor (owned by the accepting thread).
     listener: RawFd,
+    /// Whether forked children close it (see `os::close_fd_in_children`).
+    listener_registered: bool,
     accepting: Option<JoinHandle<()>>,
 }
 
@@ -132,6 +134,9 @@ impl Server {
             uid: os::my_uid(),
         });
         let listener_fd = listener.as_raw_fd();
+        // A forked child must not keep the socket listening after this
+        // process dies: connections would queue where nobody accepts.
+        let listener_registered = os::close_fd_in_children(listener_fd);
         let accepting = {
             let state = Arc::clone(&state);
             std::thread::Builder::new()
@@ -143,6 +148,7 @@ impl Server {
             state,
             address,
             listener: listener_fd,
+            listener_registered,
             accepting: Some(accepting),
         })
     }
@@ -180,6 +186,9 @@ impl Server {
         // Later clients find no socket, and take over once the lock is
         // released.
         let _ = std::fs::remove_file(&self.address.file);
+        if self.listener_registered {
+            os::forget_in_children(&[self.listener]);
+        }
         let _ = accepting.join();
         for (stream, _) in self.state.connections.lock().values() {
             let _ = stream.shutdown(Shutdown::Read);
@@ -554,7 +563,7 @@ fn replay(batch: &mut Batch<'_>, ops: Vec<BatchOp>) -> Result<()> {
     for op in ops {
         match op {
             BatchOp::Save(token) => {
-                let mut token = OAuthToken::from(&token);
+                let mut token = OAuthToken::from(&*token);
                 batch.save_token(&mut token)?;
             }
             BatchOp::Delete(id) => {

@@ -5,6 +5,8 @@ mod cases;
 #[cfg(feature = "postgres")]
 #[path = "../support/postgres.rs"]
 mod postgres_db;
+#[path = "../support/shared.rs"]
+mod shared;
 #[path = "../support/tokens.rs"]
 mod tokens;
 
@@ -15,6 +17,9 @@ use tokenstore::{MemoryStore, Options, SledStore, TokenStore};
 /// A store under test, with whatever must live as long as it.
 pub struct Fixture {
     store: Box<dyn TokenStore + Send + Sync>,
+    /// Other processes on the store (the owner of a shared one), declared
+    /// after it so that the store closes first; killed and reaped on drop.
+    _procs: Vec<shared::Proc>,
     _dir: Option<tempfile::TempDir>,
     /// Declared after the store, so the store's connections close before
     /// the database is dropped.
@@ -31,6 +36,7 @@ impl Deref for Fixture {
 
 fn memory() -> Fixture {
     Fixture {
+        _procs: Vec::new(),
         store: Box::new(MemoryStore::new()),
         _dir: None,
         #[cfg(feature = "postgres")]
@@ -42,6 +48,7 @@ fn sled_with(options: Options) -> Fixture {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = SledStore::open_with(dir.path().join("db"), options).expect("open sled store");
     Fixture {
+        _procs: Vec::new(),
         store: Box::new(store),
         _dir: Some(dir),
         #[cfg(feature = "postgres")]
@@ -74,6 +81,7 @@ fn postgres_with(test: &str, options: tokenstore::PostgresOptions) -> Option<Fix
     let db = postgres_db::TestDb::new(test)?;
     let store = tokenstore::PostgresStore::connect_with(&db.url, options).expect("connect");
     Some(Fixture {
+        _procs: Vec::new(),
         store: Box::new(store),
         _dir: None,
         _db: Some(db),
@@ -97,10 +105,96 @@ fn opened_sled() -> Fixture {
     let path = dir.path().join("db");
     let store = tokenstore::open(path.to_str().expect("UTF-8 temp path")).expect("open");
     Fixture {
+        _procs: Vec::new(),
         store: Box::new(store),
         _dir: Some(dir),
         #[cfg(feature = "postgres")]
         _db: None,
+    }
+}
+
+/// The owner of a shared store: another process (this test binary run as
+/// the ignored test `child_process`) that opened `path` with
+/// `tokenstore::open` and serves it until its stdin closes.
+fn owner_process(path: &std::path::Path) -> shared::Proc {
+    let mut owner = shared::Proc::spawn("owner", path, &[]);
+    let (role, owner_pid) = owner.ready();
+    assert_eq!((role.as_str(), owner_pid), ("owner", owner.pid()));
+    owner
+}
+
+/// The embedded store opened with `tokenstore::open` while another process
+/// owns it: every case runs through a client.
+fn shared_client() -> Fixture {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("db");
+    let owner = owner_process(&path);
+    let store = tokenstore::open(path.to_str().expect("UTF-8 temp path")).expect("open");
+    assert_eq!(store.kind(), "sled");
+    let (role, owner_pid, _) = shared::sharing(&store);
+    assert_eq!(
+        (role, owner_pid),
+        ("client", owner.pid()),
+        "a second process opening an owned store is its client"
+    );
+    Fixture {
+        store: Box::new(store),
+        _procs: vec![owner],
+        _dir: Some(dir),
+        #[cfg(feature = "postgres")]
+        _db: None,
+    }
+}
+
+/// A shared store after a take-over: an owner process and two clients (a
+/// child process and this one); the owner is SIGKILLed; one of the clients
+/// takes over and the other follows it. The cases then run on this
+/// process's store, whichever role it got.
+fn shared_after_takeover() -> Fixture {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("db");
+    let mut owner = owner_process(&path);
+    let mut other = shared::Proc::spawn("client", &path, &[]);
+    assert_eq!(other.ready(), ("client".to_owned(), owner.pid()));
+    let store = tokenstore::open(path.to_str().expect("UTF-8 temp path")).expect("open");
+    assert_eq!(shared::sharing(&store).0, "client");
+    owner.kill9();
+
+    let started = std::time::Instant::now();
+    assert_eq!(other.ask("count"), "count 0");
+    assert_eq!(store.count().expect("count after the owner was killed"), 0);
+    let paused = started.elapsed();
+    assert!(
+        paused < std::time::Duration::from_secs(5),
+        "take-over took {paused:?}"
+    );
+    let (mine, my_owner, _) = shared::sharing(&store);
+    let theirs = other.ask("role");
+    let mut words = theirs.split(' ').skip(1);
+    let (their_role, their_owner) = (words.next().unwrap(), words.next().unwrap());
+    let their_owner: u32 = their_owner.parse().unwrap();
+    assert_eq!(my_owner, their_owner, "both follow one owner ({theirs})");
+    match (mine, their_role) {
+        ("owner", "client") => assert_eq!(my_owner, std::process::id()),
+        ("client", "owner") => assert_eq!(my_owner, other.pid()),
+        roles => panic!("exactly one of the two takes over, got {roles:?}"),
+    }
+    Fixture {
+        store: Box::new(store),
+        _procs: vec![other, owner],
+        _dir: Some(dir),
+        #[cfg(feature = "postgres")]
+        _db: None,
+    }
+}
+
+/// Runs as a process of the shared fixtures (selected by
+/// `TOKENSTORE_SHARED_CHILD`); does nothing otherwise.
+#[test]
+#[ignore = "a child process of the shared fixtures, started by them"]
+fn child_process() {
+    if std::env::var(shared::CHILD_VAR).is_ok() {
+        shared::run_scripted();
     }
 }
 
@@ -111,6 +205,7 @@ fn opened_postgres(test: &str) -> Option<Fixture> {
     let store = tokenstore::open(&db.url).expect("open");
     assert_eq!(store.kind(), "postgres");
     Some(Fixture {
+        _procs: Vec::new(),
         store: Box::new(store),
         _dir: None,
         _db: Some(db),
@@ -163,6 +258,8 @@ macro_rules! all_backends {
         #[cfg(feature = "postgres")]
         conformance_optional!(opened_postgres, crate::opened_postgres, [$($case),*]);
         conformance!(opened_sled, crate::opened_sled, [$($case),*]);
+        conformance!(shared_client, crate::shared_client, [$($case),*]);
+        conformance!(shared_after_takeover, crate::shared_after_takeover, [$($case),*]);
     };
 }
 

@@ -1,0 +1,185 @@
+//! The wire format's own tests.
+use super::*;
+
+fn round_trip<T: Serialize + serde::de::DeserializeOwned>(header: bool, message: &T) -> T {
+    let mut frame = Vec::new();
+    encode(header, message, &mut frame);
+    let mut buf = Vec::new();
+    read_frame(&mut &frame[..], &mut buf).unwrap();
+    decode(header, &buf).unwrap()
+}
+
+#[test]
+fn every_field_of_a_token_crosses_unchanged() {
+    let token = OAuthToken::new()
+        .with_id("7")
+        .with_user_name("ana")
+        .with_client_id("c")
+        .with_client_secret("s")
+        .with_refresh_token("r")
+        .with_access_token("a")
+        .with_grant_token("g")
+        .with_expiry_time(-5)
+        .with_redirect_url("u")
+        .with_api_domain("d");
+    let mut empty = OAuthToken::new();
+    empty.user_name = Some(String::new());
+    for token in [token, empty] {
+        let back = round_trip(false, &Request::Save(WireToken::from(&token)));
+        let Request::Save(wire) = back else {
+            panic!("not a save")
+        };
+        assert_eq!(OAuthToken::from(&wire), token);
+    }
+}
+
+#[test]
+fn a_first_frame_names_the_version_it_speaks() {
+    let mut frame = Vec::new();
+    encode(
+        true,
+        &Hello {
+            pid: 1,
+            proof: None,
+        },
+        &mut frame,
+    );
+    let mut payload = frame[4..].to_vec();
+    payload[8..12].copy_from_slice(&7u32.to_le_bytes());
+    match decode::<Hello>(true, &payload) {
+        Err(e @ FrameError::Version(Some(7))) => {
+            let text = e.to_string();
+            assert!(
+                text.contains("version 7") && text.contains("version 1"),
+                "{text}"
+            );
+        }
+        other => panic!("expected a version error, got {other:?}"),
+    }
+    assert!(matches!(
+        decode::<Hello>(true, b"GET / HTTP/1.1\r\n"),
+        Err(FrameError::Version(None))
+    ));
+}
+
+#[test]
+fn oversized_truncated_and_trailing_frames_are_refused() {
+    let mut buf = Vec::new();
+    let huge = (MAX_FRAME as u32 + 1).to_le_bytes();
+    assert!(matches!(
+        read_frame(&mut &huge[..], &mut buf),
+        Err(FrameError::TooLong(_))
+    ));
+    // A length that promises more than arrives.
+    let mut short = 100u32.to_le_bytes().to_vec();
+    short.extend_from_slice(&[1, 2, 3]);
+    assert!(matches!(
+        read_frame(&mut &short[..], &mut buf),
+        Err(FrameError::Io(_))
+    ));
+    // A valid message with a byte more.
+    let mut frame = Vec::new();
+    encode(false, &Request::Count, &mut frame);
+    let mut payload = frame[4..].to_vec();
+    payload.push(0);
+    assert!(matches!(
+        decode::<Request>(false, &payload),
+        Err(FrameError::Malformed(_))
+    ));
+    // A string length far past the frame.
+    let bogus = [3u8, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F];
+    assert!(decode::<Request>(false, &bogus).is_err());
+}
+
+#[test]
+fn errors_cross_as_the_same_variant() {
+    let path = std::path::Path::new("/tmp/x");
+    let conflict = Error::Conflict {
+        field: IndexedField::AccessToken,
+        id: "3".into(),
+    };
+    let back = WireError::from_error(&conflict).into_error(path);
+    assert!(matches!(
+        back,
+        Error::Conflict { field: IndexedField::AccessToken, ref id } if id == "3"
+    ));
+    let invalid = Error::invalid("no token");
+    assert_eq!(
+        WireError::from_error(&invalid).into_error(path).to_string(),
+        invalid.to_string()
+    );
+}
+
+/// A client's stream: its hello, then one of each request. Each frame
+/// decodes as sent; with `TOKENSTORE_WRITE_WIRE_CORPUS=DIR` the
+/// streams are also written there as seeds of the `wire_frames` fuzz
+/// target (fuzz/corpus/wire_frames).
+#[test]
+fn a_clients_stream_decodes_frame_by_frame() {
+    let token = WireToken::from(
+        &OAuthToken::new()
+            .with_user_name("ana")
+            .with_refresh_token("1000.r")
+            .with_expiry_time(1),
+    );
+    let requests = vec![
+        Request::Find(token.clone()),
+        Request::FindById("1".into()),
+        Request::Save(token.clone()),
+        Request::Delete("2".into()),
+        Request::GetTokens,
+        Request::Count,
+        Request::RefreshLock("3".into()),
+        Request::BatchBegin,
+        Request::ViewRecordWith(IndexedField::GrantToken.into(), "g".into()),
+        Request::BatchCommit(vec![
+            BatchOp::Save(Box::new(token)),
+            BatchOp::Delete("4".into()),
+            BatchOp::SkipIdsThrough(9),
+        ]),
+    ];
+    let mut stream = Vec::new();
+    let mut frame = Vec::new();
+    encode(
+        true,
+        &Hello {
+            pid: 7,
+            proof: Some([1; 32]),
+        },
+        &mut frame,
+    );
+    stream.extend_from_slice(&frame);
+    for request in &requests {
+        encode(false, request, &mut frame);
+        stream.extend_from_slice(&frame);
+    }
+    let mut reader = &stream[..];
+    let mut buf = Vec::new();
+    read_frame(&mut reader, &mut buf).unwrap();
+    assert_eq!(decode::<Hello>(true, &buf).unwrap().pid, 7);
+    for request in &requests {
+        read_frame(&mut reader, &mut buf).unwrap();
+        assert_eq!(&decode::<Request>(false, &buf).unwrap(), request);
+    }
+    assert!(reader.is_empty());
+    if let Some(dir) = std::env::var_os("TOKENSTORE_WRITE_WIRE_CORPUS") {
+        let dir = std::path::Path::new(&dir);
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("client_stream"), &stream).unwrap();
+        encode(
+            true,
+            &Greeting::Welcome {
+                pid: 1,
+                challenge: [2; 32],
+            },
+            &mut frame,
+        );
+        std::fs::write(dir.join("welcome"), &frame).unwrap();
+    }
+}
+
+#[test]
+fn a_tokens_debug_is_redacted() {
+    let wire = WireToken::from(&OAuthToken::new().with_access_token("1000.sekrit"));
+    assert!(!format!("{wire:?}").contains("sekrit"));
+}
