@@ -294,12 +294,6 @@ OWNER_ELSEWHERE = """
     """
 
 
-@pytest.mark.xfail(
-    reason="Rust src/shared: after one owner_timeout, calls to a still-stopped owner fail with "
-    "LockedError ('locked by another process that opened it for itself alone') instead of "
-    "StorageError naming the stopped owner",
-    strict=False,
-)
 def test_a_stopped_owner_gives_a_bounded_clear_error_and_then_answers_again(tmp_path):
     db = str(tmp_path / "db")
     owner = Child(OWNER_ELSEWHERE.format(db=db))
