@@ -1,7 +1,8 @@
 """Real gunicorn (from PyPI), 4 sync workers, the real Zoho SDK on
 ``tokenstore.zoho.Store(dir, refresh=True)`` opened at import
-(``gunicorn_app.py``), against the fake Zoho server on 127.0.0.1 whose
-access tokens are good for 2 s past the 6 s ``refresh=True`` hands out.
+(``gunicorn_app.py``), against the fake Zoho server on 127.0.0.1. Its
+access tokens live 8 s; ``refresh=True`` hands out only tokens valid for 6 s
+more, so each token serves 2 s and then expires (is refreshed).
 
 Without and with ``--preload``, client threads send requests for 22 s while
 workers are SIGKILLed (without ``--preload`` the first one killed is the
