@@ -227,7 +227,24 @@ fn accept_loop(state: &Arc<State>, listener: &UnixListener) {
     }
 }
 
-fn spawn_connection(state: &Arc<State>, stream: UnixStream) {
+/// The most connections an owner serves at once (a thread each); more are
+/// refused with a message, so that a runaway client cannot exhaust the
+/// owner.
+const MAX_CONNECTIONS: usize = 1024;
+
+fn spawn_connection(state: &Arc<State>, mut stream: UnixStream) {
+    if state.connections.lock().len() >= MAX_CONNECTIONS {
+        let mut frame = Vec::new();
+        let refused = Greeting::Refused {
+            reason: format!(
+                "the owner already serves {MAX_CONNECTIONS} connections, the most it serves"
+            ),
+        };
+        wire::encode(true, &refused, &mut frame);
+        let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+        let _ = wire::write_frame(&mut stream, &frame);
+        return;
+    }
     let n = state.next.fetch_add(1, Ordering::Relaxed);
     let Ok(clone) = stream.try_clone() else {
         return;

@@ -53,9 +53,10 @@ const DEFAULT_DB: &str = "tokenstore-db";
            a disk or database server error"
 )]
 struct Cli {
-    /// The token store: a directory (the embedded store, one process at a
-    /// time) or a postgres://user:password@host/database URL (shared by any
-    /// number of processes).
+    /// The token store: a directory (the embedded store, shared with the
+    /// other local processes that have it open: this command then uses it
+    /// through the one that owns it) or a postgres://user:password@host/database
+    /// URL (shared by any number of processes on any number of machines).
     #[arg(long, global = true, env = "TOKENSTORE_DB", default_value = DEFAULT_DB, value_name = "DIR|URL")]
     db: String,
 
@@ -69,8 +70,9 @@ struct Cli {
     #[arg(long, global = true, value_name = "PATH")]
     key_file: Option<PathBuf>,
 
-    /// When another tokenstore process has the store open, wait up to SECS
-    /// for it to finish instead of failing (0: fail at once).
+    /// When another process holds an embedded store without serving it
+    /// (opened for itself alone, or still opening it), wait up to SECS for
+    /// it to serve or close the store instead of failing (0: fail at once).
     #[arg(long, global = true, value_name = "SECS", default_value_t = 10.0)]
     lock_timeout: f64,
 
