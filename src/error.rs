@@ -63,11 +63,11 @@ pub enum Error {
 
     /// The database is open in another process or through another handle.
     #[error(
-        "the token store at {} is locked by another process that opened it for itself alone \
-         (SledStore::open, or OpenOptions::exclusive), or by another such handle in this one; \
-         close it first, or open every handle with tokenstore::open, which shares an embedded \
-         store between the local processes of one user (for several machines, use a \
-         postgres:// URL)",
+        "the token store at {} is locked by another process or handle, and one of the two \
+         opened it for itself alone (SledStore::open, or OpenOptions::exclusive); close the \
+         other first, or open both with tokenstore::open, which shares an embedded store \
+         between the local processes of one user (for several machines, use a postgres:// \
+         URL)",
         path.display()
     )]
     Locked {
