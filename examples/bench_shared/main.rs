@@ -69,6 +69,11 @@ struct Args {
     store: PathBuf,
     socket: PathBuf,
     index: usize,
+    /// `same`: every process on CPU 0; `split`: the serving processes
+    /// (owner, echo) on CPU 1 and the others on CPU 0; `None`: wherever
+    /// the scheduler puts them. Round-trip times depend on it: on a VM a
+    /// wake-up on the other CPU costs tens of µs (see BENCHMARKS.md).
+    cpus: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -89,6 +94,7 @@ fn parse_args() -> Result<Args, String> {
         store: PathBuf::new(),
         socket: PathBuf::new(),
         index: 0,
+        cpus: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -128,11 +134,19 @@ fn parse_args() -> Result<Args, String> {
             "--store" => args.store = PathBuf::from(value()?),
             "--socket" => args.socket = PathBuf::from(value()?),
             "--index" => args.index = number(&value()?)? as usize,
+            "--cpus" => {
+                let cpus = value()?;
+                if cpus != "same" && cpus != "split" {
+                    return Err(format!("--cpus is same or split, not {cpus:?}"));
+                }
+                args.cpus = Some(cpus);
+            }
             "-h" | "--help" => {
                 return Err(
                     "usage: bench_shared [--tokens N] [--takeover-tokens N,N|none] \
                             [--lookups N] [--secs S] [--rounds N] [--reps N] [--idle N] \
-                            [--dir PATH] [--pg-url URL] [--sections lookups,saves,idle,takeover]"
+                            [--dir PATH] [--pg-url URL] [--sections lookups,saves,idle,takeover] \
+                            [--cpus same|split]"
                         .into(),
                 )
             }
@@ -150,6 +164,10 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if let (Some(cpus), Some(role)) = (&args.cpus, &args.child) {
+        let serving = matches!(role.as_str(), "owner" | "echo");
+        pin_to_cpu(usize::from(cpus == "split" && serving));
+    }
     match args.child.as_deref() {
         None => parent::parent(&args),
         Some("load") => child_load(&args),
@@ -164,6 +182,22 @@ fn main() {
 }
 
 // ------------------------------------------------------------- helpers
+
+/// Keeps this process (and the threads it starts) on one CPU.
+fn pin_to_cpu(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is the empty set; the calls only read and
+    // write the set passed by pointer.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            eprintln!(
+                "bench_shared: cannot pin to CPU {cpu}: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+}
 
 /// CLOCK_MONOTONIC in nanoseconds: one clock for every process here.
 fn mono_ns() -> u64 {
@@ -286,6 +320,7 @@ impl Proc {
             .args(["--lookups", &args.lookups.to_string()])
             .args(["--store".as_ref(), args.store.as_os_str()])
             .args(["--socket".as_ref(), args.socket.as_os_str()])
+            .args(args.cpus.iter().flat_map(|c| ["--cpus", c.as_str()]))
             .args(extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped());

@@ -3,7 +3,7 @@
 //! (a killed owner is noticed within [`POLL`], a stopped one after the
 //! client's time-out).
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -58,7 +58,7 @@ pub enum ConnectError {
 struct Conn {
     stream: UnixStream,
     owner_pid: u32,
-    buf: Vec<u8>,
+    reader: wire::FrameReader,
     out: Vec<u8>,
 }
 
@@ -118,7 +118,10 @@ impl Client {
     }
 
     /// One request, one answer.
-    pub fn call(&self, request: &Request) -> std::result::Result<Response, CallError> {
+    pub fn call<R: serde::Serialize>(
+        &self,
+        request: &R,
+    ) -> std::result::Result<Response, CallError> {
         let mut conn = self.take()?;
         let response = conn.call(request, self.timeout)?;
         self.give_back(conn);
@@ -140,7 +143,7 @@ impl Client {
         loop {
             match self.failed(conn.receive(self.timeout, true)?)? {
                 Response::Records { chunk, more } => {
-                    records.extend(chunk.iter().map(OAuthToken::from));
+                    records.extend(chunk.into_iter().map(OAuthToken::from));
                     if !more {
                         break;
                     }
@@ -307,7 +310,7 @@ impl RemoteView<'_> {
 
     fn token(&self, request: &Request) -> Result<Option<OAuthToken>> {
         match self.ask(request)? {
-            Response::Token(token) => Ok(token.as_ref().map(OAuthToken::from)),
+            Response::Token(token) => Ok(token.map(OAuthToken::from)),
             _ => Err(Error::corruption(
                 None,
                 "the owner answered a read out of turn",
@@ -380,7 +383,7 @@ impl Conn {
         let mut conn = Conn {
             stream,
             owner_pid: peer.pid,
-            buf: Vec::new(),
+            reader: wire::FrameReader::default(),
             out: Vec::new(),
         };
         let refused = |e: Error| ConnectError::Refused(e);
@@ -389,7 +392,7 @@ impl Conn {
             _ => ConnectError::NoOwner,
         };
         conn.read_patiently(timeout, true).map_err(unanswered)?;
-        let challenge = match wire::decode::<Greeting>(true, &conn.buf) {
+        let challenge = match wire::decode::<Greeting>(true, conn.reader.payload()) {
             Ok(Greeting::Welcome { challenge, .. }) => challenge,
             Ok(Greeting::Refused { reason }) => {
                 return Err(refused(Error::from(io::Error::new(
@@ -431,7 +434,7 @@ impl Conn {
         }
     }
 
-    fn send(&mut self, request: &Request) -> std::result::Result<(), CallError> {
+    fn send<R: serde::Serialize>(&mut self, request: &R) -> std::result::Result<(), CallError> {
         wire::encode(false, request, &mut self.out);
         if self.out.len() > wire::MAX_FRAME + 4 {
             return Err(CallError::Failed(Error::invalid(
@@ -445,9 +448,9 @@ impl Conn {
         sent.map_err(|_| CallError::Lost { sent: false })
     }
 
-    fn call(
+    fn call<R: serde::Serialize>(
         &mut self,
-        request: &Request,
+        request: &R,
         timeout: Duration,
     ) -> std::result::Result<Response, CallError> {
         self.send(request)?;
@@ -461,9 +464,9 @@ impl Conn {
         sent: bool,
     ) -> std::result::Result<Response, CallError> {
         self.read_patiently(timeout, sent)?;
-        let response =
-            wire::decode::<Response>(false, &self.buf).map_err(|_| CallError::Lost { sent })?;
-        wire::shrink(&mut self.buf);
+        let response = wire::decode::<Response>(false, self.reader.payload())
+            .map_err(|_| CallError::Lost { sent })?;
+        self.reader.shrink();
         match response {
             // The owner is closing and did not run the request.
             Response::Closing => Err(CallError::Lost { sent: false }),
@@ -479,41 +482,15 @@ impl Conn {
         sent: bool,
     ) -> std::result::Result<(), CallError> {
         let started = Instant::now();
-        let mut header = [0u8; 4];
-        let mut have = 0;
-        let mut want: Option<usize> = None;
-        self.buf.clear();
         loop {
-            let read = match want {
-                None => self.stream.read(&mut header[have..]),
-                Some(len) => {
-                    let at = self.buf.len();
-                    let step = (len - at).min(1 << 20);
-                    self.buf.resize(at + step, 0);
-                    let read = self.stream.read(&mut self.buf[at..]);
-                    self.buf.truncate(at + *read.as_ref().unwrap_or(&0));
-                    read
-                }
-            };
-            match read {
+            match self.reader.take() {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(_) => return Err(CallError::Lost { sent }),
+            }
+            match self.reader.fill(&mut self.stream) {
                 Ok(0) => return Err(CallError::Lost { sent }),
-                Ok(n) => {
-                    if want.is_none() {
-                        have += n;
-                        if have == 4 {
-                            let len = u32::from_le_bytes(header) as usize;
-                            if len > wire::MAX_FRAME {
-                                return Err(CallError::Lost { sent });
-                            }
-                            want = Some(len);
-                        }
-                    }
-                    if let Some(len) = want {
-                        if self.buf.len() == len {
-                            return Ok(());
-                        }
-                    }
-                }
+                Ok(_) => {}
                 Err(e)
                     if matches!(
                         e.kind(),

@@ -35,7 +35,7 @@ use crate::token::OAuthToken;
 use client::{CallError, Client, ConnectError};
 use os::SocketAddress;
 use server::{RefreshLocks, Server};
-use wire::{Request, Response, WireToken};
+use wire::{Request, RequestRef, Response, WireTokenRef};
 
 /// How long, by default, a client waits for the owner's answer, and for a
 /// new owner after the last one went away
@@ -311,12 +311,12 @@ impl SharedStore {
         }
     }
 
-    fn call<T>(
+    fn call<T, R: serde::Serialize>(
         &self,
         write: bool,
         what: &str,
         owner: impl Fn(&SledStore) -> Result<T>,
-        request: impl Fn() -> Request,
+        request: impl Fn() -> R,
         answer: impl Fn(Response) -> Option<T>,
     ) -> Result<T> {
         self.run(write, what, owner, |client| {
@@ -424,7 +424,7 @@ fn serve(
 
 fn token_answer(response: Response) -> Option<Option<OAuthToken>> {
     match response {
-        Response::Token(token) => Some(token.as_ref().map(OAuthToken::from)),
+        Response::Token(token) => Some(token.map(OAuthToken::from)),
         _ => None,
     }
 }
@@ -442,7 +442,7 @@ impl TokenStore for SharedStore {
             false,
             "finding a token",
             |store| store.find_token(query),
-            || Request::Find(WireToken::from(query)),
+            || RequestRef::Find(WireTokenRef::from(query)),
             token_answer,
         )
     }
@@ -460,8 +460,8 @@ impl TokenStore for SharedStore {
                 // The owner's own check, so that a token too large for the
                 // socket is refused as the owner refuses it.
                 crate::codec::check_encodable(token).map_err(CallError::Failed)?;
-                match client.call(&Request::Save(WireToken::from(&*token)))? {
-                    Response::Token(Some(saved)) => Ok(OAuthToken::from(&saved)),
+                match client.call(&RequestRef::Save(WireTokenRef::from(&*token)))? {
+                    Response::Token(Some(saved)) => Ok(OAuthToken::from(saved)),
                     _ => Err(CallError::Lost { sent: true }),
                 }
             },
@@ -510,7 +510,7 @@ impl TokenStore for SharedStore {
             false,
             "finding a token",
             |store| store.find_token_by_id(id),
-            || Request::FindById(id.to_owned()),
+            || RequestRef::FindById(id),
             token_answer,
         )
     }

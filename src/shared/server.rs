@@ -19,8 +19,8 @@ use parking_lot::{Condvar, Mutex};
 
 use super::os::{self, SocketAddress};
 use super::wire::{
-    self, BatchOp, FrameError, Greeting, Hello, Request, Response, WireCheck, WireError, WireInfo,
-    WireToken, CHUNK_BYTES,
+    self, BatchOp, FrameError, Greeting, Hello, Request, Response, ResponseRef, WireCheck,
+    WireError, WireInfo, WireToken, WireTokenRef, CHUNK_BYTES,
 };
 use crate::backend::Backend;
 use crate::batch::Batch;
@@ -259,7 +259,7 @@ fn spawn_connection(state: &Arc<State>, mut stream: UnixStream) {
                 state: &thread_state,
                 n,
                 stream,
-                buf: Vec::new(),
+                reader: wire::FrameReader::default(),
                 out: Vec::new(),
                 refresh: None,
             };
@@ -294,7 +294,7 @@ struct Connection<'s> {
     state: &'s Arc<State>,
     n: u64,
     stream: UnixStream,
-    buf: Vec<u8>,
+    reader: wire::FrameReader,
     out: Vec<u8>,
     /// The refresh lock this client holds, if any.
     refresh: Option<HeldRefresh>,
@@ -306,8 +306,8 @@ impl Connection<'_> {
             return;
         }
         loop {
-            wire::shrink(&mut self.buf);
-            if wire::read_frame(&mut self.stream, &mut self.buf).is_err() {
+            self.reader.shrink();
+            if self.reader.read(&mut self.stream).is_err() {
                 if self.state.stop.load(Ordering::SeqCst) {
                     // Shut down for the close: a request that arrived
                     // meanwhile was not run, and the client learns so.
@@ -315,7 +315,7 @@ impl Connection<'_> {
                 }
                 return;
             }
-            let request: Request = match wire::decode(false, &self.buf) {
+            let request: Request = match wire::decode(false, self.reader.payload()) {
                 Ok(request) => request,
                 // Garbage: this client is disconnected; nothing reached the
                 // store.
@@ -346,8 +346,8 @@ impl Connection<'_> {
             challenge,
         })?;
         self.stream.set_read_timeout(Some(CLIENT_PATIENCE))?;
-        wire::read_frame(&mut self.stream, &mut self.buf).map_err(frame_io)?;
-        let hello: Hello = match wire::decode(true, &self.buf) {
+        self.reader.read(&mut self.stream).map_err(frame_io)?;
+        let hello: Hello = match wire::decode(true, self.reader.payload()) {
             Ok(hello) => hello,
             Err(e @ FrameError::Version(_)) => {
                 // Told in a first frame, the layout every version reads.
@@ -402,6 +402,22 @@ impl Connection<'_> {
         sent
     }
 
+    /// A token answer, encoded from the record without copying it.
+    fn answer_token(&mut self, result: Result<Option<OAuthToken>>) -> io::Result<()> {
+        match &result {
+            Ok(token) => {
+                let answer = ResponseRef::Token(token.as_ref().map(WireTokenRef::from));
+                wire::encode(false, &answer, &mut self.out);
+                let sent = wire::write_frame(&mut self.stream, &self.out);
+                if self.out.capacity() > 64 << 10 {
+                    self.out = Vec::new();
+                }
+                sent
+            }
+            Err(e) => self.send(&Response::Failed(WireError::from_error(e))),
+        }
+    }
+
     fn answer<T>(&mut self, result: Result<T>, ok: impl FnOnce(T) -> Response) -> io::Result<()> {
         let response = match result {
             Ok(value) => ok(value),
@@ -414,17 +430,17 @@ impl Connection<'_> {
         let store = Arc::clone(&self.state.store);
         match request {
             Request::Find(query) => {
-                let found = store.find_token(&OAuthToken::from(&query));
-                self.answer(found, |t| Response::Token(t.as_ref().map(WireToken::from)))
+                let found = store.find_token(&OAuthToken::from(query));
+                self.answer_token(found)
             }
             Request::FindById(id) => {
                 let found = store.find_token_by_id(&id);
-                self.answer(found, |t| Response::Token(t.as_ref().map(WireToken::from)))
+                self.answer_token(found)
             }
             Request::Save(token) => {
-                let mut token = OAuthToken::from(&token);
-                let saved = store.save_token(&mut token).map(|()| token);
-                self.answer(saved, |t| Response::Token(Some(WireToken::from(&t))))
+                let mut token = OAuthToken::from(token);
+                let saved = store.save_token(&mut token).map(|()| Some(token));
+                self.answer_token(saved)
             }
             Request::Delete(id) => {
                 let deleted = store.delete_token(&id);
@@ -518,7 +534,7 @@ impl Connection<'_> {
     fn batch(&mut self, store: &SledStore) -> io::Result<()> {
         let mut link_lost = false;
         let stream = &mut self.stream;
-        let buf = &mut self.buf;
+        let reader = &mut self.reader;
         let out = &mut self.out;
         let outcome = Engine::write(store, Replay::Never, &mut |view, last_issued| {
             let mut lost = |e: io::Error| {
@@ -531,8 +547,8 @@ impl Connection<'_> {
                 .set_read_timeout(Some(CLIENT_PATIENCE))
                 .map_err(&mut lost)?;
             loop {
-                wire::read_frame(stream, buf).map_err(|e| lost(frame_io(e)))?;
-                let request: Request = wire::decode(false, buf)
+                reader.read(stream).map_err(|e| lost(frame_io(e)))?;
+                let request: Request = wire::decode(false, reader.payload())
                     .map_err(|e| lost(io::Error::new(io::ErrorKind::InvalidData, e.to_string())))?;
                 let response = match request {
                     Request::ViewRecord(id) => view_answer(view.record(&id), |t| {
@@ -580,7 +596,7 @@ fn replay(batch: &mut Batch<'_>, ops: Vec<BatchOp>) -> Result<()> {
     for op in ops {
         match op {
             BatchOp::Save(token) => {
-                let mut token = OAuthToken::from(&*token);
+                let mut token = OAuthToken::from(*token);
                 batch.save_token(&mut token)?;
             }
             BatchOp::Delete(id) => {

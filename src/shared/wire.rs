@@ -114,6 +114,89 @@ impl From<&WireToken> for OAuthToken {
     }
 }
 
+impl From<WireToken> for OAuthToken {
+    /// Moves the fields out (no copy; what is left to zeroize is empty).
+    fn from(mut wire: WireToken) -> Self {
+        OAuthToken {
+            id: wire.id.take(),
+            user_name: wire.user_name.take(),
+            client_id: wire.client_id.take(),
+            client_secret: wire.client_secret.take(),
+            refresh_token: wire.refresh_token.take(),
+            access_token: wire.access_token.take(),
+            grant_token: wire.grant_token.take(),
+            expiry_time: wire.expiry_time.take(),
+            redirect_url: wire.redirect_url.take(),
+            api_domain: wire.api_domain.take(),
+        }
+    }
+}
+
+/// A [`WireToken`] borrowed from a record, encoded with the same bytes
+/// (for the answers and requests on the lookup path, without copying the
+/// record's strings).
+#[derive(Serialize)]
+pub struct WireTokenRef<'a> {
+    id: Option<&'a str>,
+    user_name: Option<&'a str>,
+    client_id: Option<&'a str>,
+    client_secret: Option<&'a str>,
+    refresh_token: Option<&'a str>,
+    access_token: Option<&'a str>,
+    grant_token: Option<&'a str>,
+    expiry_time: Option<i64>,
+    redirect_url: Option<&'a str>,
+    api_domain: Option<&'a str>,
+}
+
+impl<'a> From<&'a OAuthToken> for WireTokenRef<'a> {
+    fn from(token: &'a OAuthToken) -> Self {
+        let OAuthToken {
+            id,
+            user_name,
+            client_id,
+            client_secret,
+            refresh_token,
+            access_token,
+            grant_token,
+            expiry_time,
+            redirect_url,
+            api_domain,
+        } = token;
+        WireTokenRef {
+            id: id.as_deref(),
+            user_name: user_name.as_deref(),
+            client_id: client_id.as_deref(),
+            client_secret: client_secret.as_deref(),
+            refresh_token: refresh_token.as_deref(),
+            access_token: access_token.as_deref(),
+            grant_token: grant_token.as_deref(),
+            expiry_time: *expiry_time,
+            redirect_url: redirect_url.as_deref(),
+            api_domain: api_domain.as_deref(),
+        }
+    }
+}
+
+/// The first variants of [`Request`], borrowed: the same bytes as the
+/// owned request (a test holds them to it).
+#[derive(Serialize)]
+pub enum RequestRef<'a> {
+    Find(WireTokenRef<'a>),
+    FindById(&'a str),
+    Save(WireTokenRef<'a>),
+}
+
+/// The first variants of [`Response`], borrowed: the same bytes as the
+/// owned answer (a test holds them to it).
+#[derive(Serialize)]
+pub enum ResponseRef<'a> {
+    /// Never sent borrowed: it holds `Token` at the index `Response` gives it.
+    #[allow(dead_code)]
+    Ready,
+    Token(Option<WireTokenRef<'a>>),
+}
+
 /// An [`IndexedField`] on the wire: its place in [`IndexedField::ALL`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WireField(u8);
@@ -591,35 +674,113 @@ pub fn decode<T: serde::de::DeserializeOwned>(
     Ok(message)
 }
 
-/// Reads one frame's payload into `buf` (replacing its content).
-pub fn read_frame(stream: &mut impl Read, buf: &mut Vec<u8>) -> Result<(), FrameError> {
-    let mut len = [0u8; 4];
-    stream.read_exact(&mut len)?;
-    let len = u32::from_le_bytes(len) as usize;
-    if len > MAX_FRAME {
-        return Err(FrameError::TooLong(len));
+/// Frames read from a stream through one buffer: most messages arrive in
+/// one `read` with their length prefix (one system call, where reading the
+/// prefix first would take two), and bytes after a frame wait for the next
+/// one. The buffer grows as bytes arrive (doubling, never to a length a
+/// peer merely claims) up to [`MAX_FRAME`], and shrinks back when idle.
+pub struct FrameReader {
+    buf: Vec<u8>,
+    /// Unconsumed bytes are `buf[start..end]`.
+    start: usize,
+    end: usize,
+    /// The last frame taken.
+    frame: std::ops::Range<usize>,
+}
+
+const READER_START: usize = 16 << 10;
+
+impl Default for FrameReader {
+    fn default() -> Self {
+        FrameReader {
+            buf: vec![0; READER_START],
+            start: 0,
+            end: 0,
+            frame: 0..0,
+        }
     }
-    buf.clear();
-    // Grown as bytes arrive, not by the length claimed.
-    let got = stream.take(len as u64).read_to_end(buf)?;
-    if got != len {
-        return Err(FrameError::Io(io::ErrorKind::UnexpectedEof.into()));
+}
+
+impl FrameReader {
+    /// The payload of the last frame taken.
+    pub fn payload(&self) -> &[u8] {
+        &self.buf[self.frame.clone()]
     }
-    Ok(())
+
+    /// Takes the next frame if it is all buffered (`Ok(true)`).
+    pub fn take(&mut self) -> Result<bool, FrameError> {
+        let have = self.end - self.start;
+        if have < 4 {
+            return Ok(false);
+        }
+        let len = u32::from_le_bytes(
+            self.buf[self.start..self.start + 4]
+                .try_into()
+                .expect("4 bytes"),
+        ) as usize;
+        if len > MAX_FRAME {
+            return Err(FrameError::TooLong(len));
+        }
+        if have < 4 + len {
+            return Ok(false);
+        }
+        self.frame = self.start + 4..self.start + 4 + len;
+        self.start += 4 + len;
+        Ok(true)
+    }
+
+    /// One `read` from `stream` into the buffer (making room first);
+    /// `Ok(0)` at the end of the stream.
+    pub fn fill(&mut self, stream: &mut impl Read) -> io::Result<usize> {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+        if self.end == self.buf.len() {
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            } else {
+                let grown = (self.buf.len() * 2).min(MAX_FRAME + 4);
+                self.buf.resize(grown.max(self.buf.len()), 0);
+            }
+        }
+        let n = stream.read(&mut self.buf[self.end..])?;
+        self.end += n;
+        Ok(n)
+    }
+
+    /// Reads the next frame from a blocking stream.
+    pub fn read(&mut self, stream: &mut impl Read) -> Result<(), FrameError> {
+        loop {
+            if self.take()? {
+                return Ok(());
+            }
+            match self.fill(stream) {
+                Ok(0) => return Err(FrameError::Io(io::ErrorKind::UnexpectedEof.into())),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(FrameError::Io(e)),
+            }
+        }
+    }
+
+    /// Gives back the memory a large frame took, once nothing is pending,
+    /// so that an idle connection holds little.
+    pub fn shrink(&mut self) {
+        if self.start == self.end && self.buf.len() > 4 * READER_START {
+            self.buf = vec![0; READER_START];
+            self.start = 0;
+            self.end = 0;
+            self.frame = 0..0;
+        }
+    }
 }
 
 /// Writes an encoded frame.
 pub fn write_frame(stream: &mut impl Write, frame: &[u8]) -> io::Result<()> {
     stream.write_all(frame)
-}
-
-/// Gives back memory a large frame took, so an idle connection holds
-/// little.
-pub fn shrink(buf: &mut Vec<u8>) {
-    if buf.capacity() > 64 << 10 {
-        buf.clear();
-        buf.shrink_to(16 << 10);
-    }
 }
 
 /// The fuzz target `wire_frames`: `bytes` read as a stream of frames the
@@ -638,23 +799,24 @@ pub fn fuzz_frames(bytes: &[u8]) {
         assert_eq!(&back, message);
     }
     let mut stream = bytes;
-    let mut buf = Vec::new();
+    let mut reader = FrameReader::default();
     let mut first = true;
-    while read_frame(&mut stream, &mut buf).is_ok() {
+    while reader.read(&mut stream).is_ok() {
+        let buf = reader.payload();
         assert!(buf.len() <= MAX_FRAME);
         if first {
-            if let Ok(hello) = decode::<Hello>(true, &buf) {
+            if let Ok(hello) = decode::<Hello>(true, buf) {
                 again(true, &hello);
             }
-            if let Ok(greeting) = decode::<Greeting>(true, &buf) {
+            if let Ok(greeting) = decode::<Greeting>(true, buf) {
                 again(true, &greeting);
             }
             first = false;
         }
-        if let Ok(request) = decode::<Request>(false, &buf) {
+        if let Ok(request) = decode::<Request>(false, buf) {
             again(false, &request);
         }
-        if let Ok(response) = decode::<Response>(false, &buf) {
+        if let Ok(response) = decode::<Response>(false, buf) {
             again(false, &response);
         }
     }

@@ -4,9 +4,9 @@ use super::*;
 fn round_trip<T: Serialize + serde::de::DeserializeOwned>(header: bool, message: &T) -> T {
     let mut frame = Vec::new();
     encode(header, message, &mut frame);
-    let mut buf = Vec::new();
-    read_frame(&mut &frame[..], &mut buf).unwrap();
-    decode(header, &buf).unwrap()
+    let mut reader = FrameReader::default();
+    reader.read(&mut &frame[..]).unwrap();
+    decode(header, reader.payload()).unwrap()
 }
 
 #[test]
@@ -64,19 +64,24 @@ fn a_first_frame_names_the_version_it_speaks() {
 
 #[test]
 fn oversized_truncated_and_trailing_frames_are_refused() {
-    let mut buf = Vec::new();
     let huge = (MAX_FRAME as u32 + 1).to_le_bytes();
     assert!(matches!(
-        read_frame(&mut &huge[..], &mut buf),
+        FrameReader::default().read(&mut &huge[..]),
         Err(FrameError::TooLong(_))
     ));
-    // A length that promises more than arrives.
-    let mut short = 100u32.to_le_bytes().to_vec();
+    // A length that promises more than arrives: an end of stream, and no
+    // buffer of the length claimed.
+    let mut short = (MAX_FRAME as u32).to_le_bytes().to_vec();
     short.extend_from_slice(&[1, 2, 3]);
+    let mut reader = FrameReader::default();
     assert!(matches!(
-        read_frame(&mut &short[..], &mut buf),
+        reader.read(&mut &short[..]),
         Err(FrameError::Io(_))
     ));
+    assert!(
+        reader.buf.len() <= READER_START,
+        "grown by bytes, not claims"
+    );
     // A valid message with a byte more.
     let mut frame = Vec::new();
     encode(false, &Request::Count, &mut frame);
@@ -153,15 +158,22 @@ fn a_clients_stream_decodes_frame_by_frame() {
         encode(false, request, &mut frame);
         stream.extend_from_slice(&frame);
     }
-    let mut reader = &stream[..];
-    let mut buf = Vec::new();
-    read_frame(&mut reader, &mut buf).unwrap();
-    assert_eq!(decode::<Hello>(true, &buf).unwrap().pid, 7);
-    for request in &requests {
-        read_frame(&mut reader, &mut buf).unwrap();
-        assert_eq!(&decode::<Request>(false, &buf).unwrap(), request);
+    // Read as it arrives over a socket: in pieces of any size.
+    for piece in [1, 3, 7, 64, stream.len()] {
+        let mut arriving = Pieces(&stream, piece);
+        let mut reader = FrameReader::default();
+        reader.read(&mut arriving).unwrap();
+        assert_eq!(decode::<Hello>(true, reader.payload()).unwrap().pid, 7);
+        for request in &requests {
+            reader.read(&mut arriving).unwrap();
+            assert_eq!(
+                &decode::<Request>(false, reader.payload()).unwrap(),
+                request
+            );
+        }
+        assert!(arriving.0.is_empty());
+        assert!(matches!(reader.read(&mut arriving), Err(FrameError::Io(_))));
     }
-    assert!(reader.is_empty());
     if let Some(dir) = std::env::var_os("TOKENSTORE_WRITE_WIRE_CORPUS") {
         let dir = std::path::Path::new(&dir);
         std::fs::create_dir_all(dir).unwrap();
@@ -182,4 +194,78 @@ fn a_clients_stream_decodes_frame_by_frame() {
 fn a_tokens_debug_is_redacted() {
     let wire = WireToken::from(&OAuthToken::new().with_access_token("1000.sekrit"));
     assert!(!format!("{wire:?}").contains("sekrit"));
+}
+
+/// A reader that hands out at most `.1` bytes per read.
+struct Pieces<'a>(&'a [u8], usize);
+
+impl std::io::Read for Pieces<'_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.0.len().min(self.1).min(out.len());
+        out[..n].copy_from_slice(&self.0[..n]);
+        self.0 = &self.0[n..];
+        Ok(n)
+    }
+}
+
+#[test]
+fn a_frame_larger_than_the_buffer_grows_it_and_it_shrinks_when_idle() {
+    let big = WireToken::from(&OAuthToken::new().with_access_token("x".repeat(200_000)));
+    let mut frame = Vec::new();
+    encode(false, &Request::Save(big.clone()), &mut frame);
+    let mut reader = FrameReader::default();
+    reader.read(&mut &frame[..]).unwrap();
+    assert_eq!(
+        decode::<Request>(false, reader.payload()).unwrap(),
+        Request::Save(big)
+    );
+    assert!(reader.buf.len() >= frame.len());
+    reader.shrink();
+    assert_eq!(reader.buf.len(), READER_START);
+}
+
+#[test]
+fn borrowed_messages_encode_as_the_owned_ones() {
+    let token = OAuthToken::new()
+        .with_id("7")
+        .with_user_name("ana")
+        .with_client_secret("s")
+        .with_access_token("a")
+        .with_expiry_time(-1)
+        .with_api_domain("d");
+    let bytes = |message: &dyn Fn(&mut Vec<u8>)| {
+        let mut out = Vec::new();
+        message(&mut out);
+        out
+    };
+    let owned = WireToken::from(&token);
+    let borrowed = || WireTokenRef::from(&token);
+    assert_eq!(
+        bytes(&|o| encode(false, &Request::Find(owned.clone()), o)),
+        bytes(&|o| encode(false, &RequestRef::Find(borrowed()), o))
+    );
+    assert_eq!(
+        bytes(&|o| encode(false, &Request::FindById("7".into()), o)),
+        bytes(&|o| encode(false, &RequestRef::FindById("7"), o))
+    );
+    assert_eq!(
+        bytes(&|o| encode(false, &Request::Save(owned.clone()), o)),
+        bytes(&|o| encode(false, &RequestRef::Save(borrowed()), o))
+    );
+    assert_eq!(
+        bytes(&|o| encode(false, &Response::Ready, o)),
+        bytes(&|o| encode(false, &ResponseRef::Ready, o))
+    );
+    for answer in [Some(owned.clone()), None] {
+        let borrowed_answer = answer.as_ref().map(|_| borrowed());
+        assert_eq!(
+            bytes(&|o| encode(false, &Response::Token(answer.clone()), o)),
+            bytes(&|o| encode(
+                false,
+                &ResponseRef::Token(borrowed_answer.as_ref().map(|_| borrowed())),
+                o
+            ))
+        );
+    }
+    assert_eq!(OAuthToken::from(owned), token);
 }
