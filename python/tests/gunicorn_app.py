@@ -1,6 +1,8 @@
-"""The WSGI app ``test_gunicorn.py`` runs under real gunicorn: what a Kaizen
-#192 reader's Flask app does (the Zoho CRM SDK on ``tokenstore.zoho.Store``,
-opened at import), as a plain WSGI callable.
+"""The WSGI app ``test_gunicorn.py`` runs under real gunicorn and
+``test_uwsgi.py`` under real uWSGI, and whose ``crm()`` the Celery tasks of
+``celery_app.py`` call: what a Kaizen #192 reader's Flask app does (the Zoho
+CRM SDK on ``tokenstore.zoho.Store``, opened at import), as a plain WSGI
+callable.
 
 Configured by the environment: ``TOKENS_DB`` (the store's directory),
 ``FAKE_ZOHO`` (the fake Zoho server's base URL), ``ZOHO_USERS`` (the users

@@ -18,154 +18,26 @@ again at the end of the pytest run.
 from __future__ import annotations
 
 import json
-import math
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
-import urllib.error
-import urllib.request
-from typing import Dict, List, Optional, Set
+from typing import List
 
 import pytest
-from conftest import CLIENT_ID, CLIENT_SECRET, REPORT, now_ms
-from fake_zoho import FakeZoho
-
-HERE = os.path.dirname(os.path.abspath(__file__))
+from conftest import REPORT
+from real_servers import (HERE, LIFETIME_S, MARGIN_S, USERS, Drive, app_env, children, expiries_due, fake_zoho, free_port,
+                          missing, owner_of, print_failures, seed, stop, tokenstore_bin, whoami)
 
 WORKERS = 4
 CLIENT_THREADS = 4
 DRIVE_S = 22.0
-#: What the fake server grants (expires_in), and what ``refresh=True``
-#: wants left when it hands a token out: a token serves LIFETIME - MARGIN.
-LIFETIME_S = 8
-MARGIN_S = 6
-USERS = ["ana@example.com", "bob@example.com"]
 
 try:
     from gunicorn.config import KNOWN_SETTINGS
 except ImportError:
-    if os.environ.get("CI") == "true":
-        raise
-    pytest.skip("SKIPPED: gunicorn is not installed (tests/python/run.sh installs it)", allow_module_level=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def children(pid: int) -> Set[int]:
-    """The live child processes of ``pid`` (gunicorn's workers)."""
-    found = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        # pid (comm) state ppid ...: comm may hold spaces, so split after it.
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[1]) == pid and fields[0] != "Z":
-            found.add(int(entry))
-    return found
-
-
-def tokenstore_bin() -> Optional[str]:
-    """The ``tokenstore`` command: $TOKENSTORE_BIN (tests/python/run.sh
-    builds it and sets it), else a debug or release build of this checkout,
-    else one on PATH."""
-    candidates = [os.environ.get("TOKENSTORE_BIN")]
-    target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(HERE, "..", "..", "target")
-    candidates += [os.path.join(target, profile, "tokenstore") for profile in ("debug", "release")]
-    candidates.append(shutil.which("tokenstore"))
-    for path in candidates:
-        if path and os.access(path, os.X_OK):
-            return path
-    return None
-
-
-def get(url: str, timeout: float = 20) -> dict:
-    with urllib.request.urlopen(url, timeout=timeout) as answer:
-        return json.load(answer)
-
-
-def seed(db: str) -> None:
-    """The users' records, with long-expired access tokens, saved through
-    the SDK's store and closed again: no process of the test holds it."""
-    from zohocrmsdk.src.com.zoho.api.authenticator.oauth_token import OAuthToken
-    from zohocrmsdk.src.com.zoho.crm.api.user_signature import UserSignature
-
-    from tokenstore.zoho import Store
-
-    with Store(db) as store:
-        for i, user in enumerate(USERS):
-            token = OAuthToken(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, refresh_token=f"1000.refresh.{i}",
-                               access_token=f"1000.access.seed.{i}", user_signature=UserSignature(user))
-            token.set_expires_in(str(now_ms() - 60_000))
-            store.save_token(token)
-
-
-class Drive:
-    """``CLIENT_THREADS`` threads sending ``GET /crm`` until stopped."""
-
-    def __init__(self, base: str) -> None:
-        self.base = base
-        self.stop = threading.Event()
-        self.lock = threading.Lock()
-        self.served = 0
-        self.failures: List[str] = []
-        self.slowest = 0.0
-        self.served_by: Dict[int, int] = {}
-        self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(CLIENT_THREADS)]
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            started = time.monotonic()
-            try:
-                body = get(self.base + "/crm")
-                ok, why = True, None
-            except urllib.error.HTTPError as e:
-                ok, why = False, f"HTTP {e.code}: {e.read()[:400]!r}"
-            except Exception as e:  # noqa: BLE001 - counted and reported
-                ok, why = False, f"{type(e).__name__}: {e}"
-            took = time.monotonic() - started
-            with self.lock:
-                self.slowest = max(self.slowest, took)
-                if ok:
-                    self.served += 1
-                    self.served_by[body["pid"]] = self.served_by.get(body["pid"], 0) + 1
-                else:
-                    self.failures.append(f"{time.strftime('%H:%M:%S')} after {took:.2f} s: {why}")
-
-    def __enter__(self) -> "Drive":
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop.set()
-        for t in self.threads:
-            t.join(timeout=30)
-
-
-def whoami(base: str, tries: int) -> List[dict]:
-    """What the workers say about the store, asked a few times (each answer
-    comes from whichever worker accepts)."""
-    return [get(base + "/whoami") for _ in range(tries)]
-
-
-def owner_of(answers: List[dict]) -> int:
-    owners = {a["owner_pid"] for a in answers}
-    assert len(owners) == 1, f"the workers disagree about the owner: {answers}"
-    return owners.pop()
+    missing("gunicorn is not installed (tests/python/run.sh installs it)")
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
@@ -179,11 +51,8 @@ def test_gunicorn_workers_share_one_store(tmp_path, preload):
     base = f"http://127.0.0.1:{port}"
     log_path = tmp_path / "gunicorn.log"
     figures = {"variant": "--preload" if preload else "no --preload", "workers": WORKERS, "client threads": CLIENT_THREADS}
-    with FakeZoho(expires_in=LIFETIME_S) as zoho, open(log_path, "w") as log:
-        zoho.add_client(CLIENT_ID, CLIENT_SECRET)
-        for i, user in enumerate(USERS):
-            zoho.add_refresh_token(CLIENT_ID, f"1000.refresh.{i}", user)
-        env = dict(os.environ, TOKENS_DB=db, FAKE_ZOHO=zoho.base, ZOHO_USERS=",".join(USERS), SDK_RESOURCES=str(resources))
+    with fake_zoho() as zoho, open(log_path, "w") as log:
+        env = app_env(db, zoho, str(resources))
         command = [sys.executable, "-m", "gunicorn", "--workers", str(WORKERS), "--bind", f"127.0.0.1:{port}",
                    "--pythonpath", HERE, "--timeout", "60", "--graceful-timeout", "5", "--log-level", "info"]
         if preload:
@@ -225,7 +94,7 @@ def run(master, base, db, zoho, figures, preload, log_path) -> None:
         assert a["role"] == ("owner" if a["pid"] == owner else "client")
 
     victims: List[int] = []
-    with Drive(base) as drive:
+    with Drive(base, CLIENT_THREADS) as drive:
         t0 = time.monotonic()
         # `tokenstore list` beside the running app.
         time.sleep(3)
@@ -265,13 +134,7 @@ def run(master, base, db, zoho, figures, preload, log_path) -> None:
     assert owner == master.pid if preload else owner in children(master.pid)
 
     refreshes = len(zoho.refreshes())
-    # Each refresh makes a token good for LIFETIME - MARGIN seconds: from a
-    # user's first refresh (at boot) to the end, it can expire this many
-    # times.
-    expiries = 0
-    for i in range(len(USERS)):
-        first = min(r.at for r in zoho.refreshes() if r.form.get("refresh_token") == f"1000.refresh.{i}")
-        expiries += math.floor((ended - first) / (LIFETIME_S - MARGIN_S)) + 1
+    expiries = expiries_due(zoho, ended)
     log_text = log_path.read_text()
     sdk_fallbacks = log_text.count("could not refresh the token before handing it to the SDK")
     figures.update(
@@ -288,10 +151,7 @@ def run(master, base, db, zoho, figures, preload, log_path) -> None:
         }
     )
     print("gunicorn " + json.dumps(figures))
-    for failure in drive.failures[:20]:
-        print("failed:", failure)
-    if len(drive.failures) > 20:
-        print(f"... and {len(drive.failures) - 20} more failures")
+    print_failures(drive.failures)
     assert drive.served > 100
     assert len(drive.failures) <= CLIENT_THREADS, drive.failures
     # One refresh per expiry (a request lost with a killed worker may be
@@ -300,19 +160,3 @@ def run(master, base, db, zoho, figures, preload, log_path) -> None:
     assert refreshes >= len(USERS) * (ended - t0) / (LIFETIME_S - MARGIN_S) / 2, figures
     assert "Worker failed to boot" not in log_text
 
-
-def stop(master: subprocess.Popen) -> None:
-    """gunicorn and all its workers stopped, whatever happened."""
-    if master.poll() is None:
-        master.terminate()
-        try:
-            master.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            pass
-    try:
-        os.killpg(master.pid, signal.SIGKILL)  # any worker left behind
-    except ProcessLookupError:
-        pass
-    if master.poll() is None:
-        master.kill()
-    master.wait(timeout=15)
