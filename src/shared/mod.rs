@@ -234,18 +234,7 @@ impl SharedStore {
         }
         // Never dropped in this process.
         std::mem::forget(Arc::clone(&current));
-        let role = elect(
-            &self.path,
-            &self.options,
-            self.timeout,
-            self.timeout,
-            &self.refresh,
-        )?;
-        let fresh = Arc::new(Current {
-            role,
-            forks: os::forks(),
-            electing: Mutex::new(()),
-        });
+        let fresh = self.elect_again(os::forks())?;
         let previous = self.current.compare_and_swap(&current, Arc::clone(&fresh));
         if Arc::ptr_eq(&previous, &current) {
             Ok(fresh)
@@ -263,6 +252,12 @@ impl SharedStore {
         if !Arc::ptr_eq(&self.current.load(), stale) {
             return Ok(());
         }
+        self.current.store(self.elect_again(stale.forks)?);
+        Ok(())
+    }
+
+    /// A part elected anew (after a fork, or after the owner went away).
+    fn elect_again(&self, forks: u64) -> Result<Arc<Current>> {
         let role = elect(
             &self.path,
             &self.options,
@@ -270,12 +265,11 @@ impl SharedStore {
             self.timeout,
             &self.refresh,
         )?;
-        self.current.store(Arc::new(Current {
+        Ok(Arc::new(Current {
             role,
-            forks: stale.forks,
+            forks,
             electing: Mutex::new(()),
-        }));
-        Ok(())
+        }))
     }
 
     /// Runs an operation: in the owner directly, in a client through the
