@@ -110,6 +110,20 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// A child killed and reaped when dropped, unless it was reaped already
+/// (then nothing is signalled: its pid may belong to another process by
+/// now).
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 // ---- kill -9 cycles ----
 
 const WRITERS: usize = 4;
@@ -1184,7 +1198,11 @@ fn a_stopped_owner_times_out_its_clients_then_serves_again() {
     let started = Instant::now();
     let found = store.find_token(&tokenstore::OAuthToken::new().with_user_name("ana@example.com"));
     let waited = started.elapsed();
-    assert!(matches!(found, Err(Error::Unavailable { .. })), "{found:?}");
+    assert!(
+        matches!(found, Err(Error::Unavailable { .. })),
+        "{found:?} after {waited:?}; this process is now {:?}",
+        sharing(&store)
+    );
     assert!(
         waited >= timeout - Duration::from_millis(500) && waited < Duration::from_secs(6),
         "a find gave up after {waited:?} (owner_timeout {timeout:?})"
@@ -1425,10 +1443,9 @@ fn tokenstore_serve_owns_the_store_until_a_signal() {
             .env_remove("TOKENSTORE_DB")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped());
-        let mut serve = command.spawn().unwrap();
-        let pid = serve.id();
-        let _guard = KillOnDrop(pid);
-        let stdout = serve.stdout.take().unwrap();
+        let mut serve = Reaped(command.spawn().unwrap());
+        let pid = serve.0.id();
+        let stdout = serve.0.stdout.take().unwrap();
         let (send, lines) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             use std::io::BufRead;
@@ -1464,14 +1481,14 @@ fn tokenstore_serve_owns_the_store_until_a_signal() {
         assert!(started.elapsed() < Duration::from_secs(5));
         std::thread::sleep(Duration::from_millis(300));
         assert!(
-            serve.try_wait().unwrap().is_none(),
+            serve.0.try_wait().unwrap().is_none(),
             "serve never exits on its own"
         );
 
         assert!(shared::signal_pid(pid, signal));
         let deadline = Instant::now() + Duration::from_secs(10);
         let status = loop {
-            if let Some(status) = serve.try_wait().unwrap() {
+            if let Some(status) = serve.0.try_wait().unwrap() {
                 break status;
             }
             assert!(
