@@ -302,6 +302,7 @@ def test_a_stopped_owner_gives_a_bounded_clear_error_and_then_answers_again(tmp_
         store = tokenstore.open(db, owner_timeout=1)
         store.save(Token(user_name="ana", refresh_token="1000.r"))
         os.kill(owner.proc.pid, signal.SIGSTOP)
+        wait_until_stopped(owner.proc.pid)
         try:
             outcomes = []
             for op in (lambda: store.save(Token(user_name="bob", refresh_token="1000.b")),
@@ -577,3 +578,20 @@ def test_16_threads_refreshing_through_the_sdk(tmp_path):
         for t in tokens:
             assert zoho.access_tokens[t.access_token][0] == t.user_name
             assert t.refresh_token == f"1000.refresh.{users.index(t.user_name)}"
+
+
+def wait_until_stopped(pid: int, timeout: float = 10) -> None:
+    """Waits until every thread of `pid` is stopped: kill() returns before a
+    thread running on another CPU has stopped, and a request sent at once
+    could still be answered."""
+    deadline = time.monotonic() + timeout
+    while True:
+        states = []
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/stat") as f:
+                states.append(f.read().rsplit(")", 1)[1].split()[0])
+        if all(state in ("T", "t") for state in states):
+            return
+        assert time.monotonic() < deadline, f"process {pid} did not stop: {states}"
+        time.sleep(0.005)
+
