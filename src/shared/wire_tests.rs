@@ -1,5 +1,6 @@
 //! The wire format's own tests.
 use super::*;
+use crate::error::Error;
 
 fn round_trip<T: Serialize + serde::de::DeserializeOwned>(header: bool, message: &T) -> T {
     let mut frame = Vec::new();
