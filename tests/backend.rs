@@ -37,66 +37,88 @@ fn open_picks_the_backend_from_the_string() {
 #[test]
 fn batches_apply_everything_or_nothing_on_every_backend() {
     for (store, _dir) in stores() {
-        let kind = store.kind();
-        let saved = store
-            .batch(|batch| {
-                for n in 0..3 {
-                    batch.save_token(&mut zoho(&format!("user{n}"), &n.to_string()))?;
-                }
-                Ok::<_, Error>(batch.changed())
-            })
-            .unwrap();
-        assert_eq!(saved, 3, "{kind}");
-        assert_eq!(store.count().unwrap(), 3, "{kind}");
-        assert_eq!(store.last_issued_id().unwrap(), 3, "{kind}");
-
-        // A conflict in the middle undoes the whole batch.
-        let err = store
-            .batch(|batch| {
-                batch.save_token(&mut zoho("user9", "9"))?;
-                batch.delete_token("1")?;
-                batch.save_token(&mut zoho("mallory", "2"))
-            })
-            .unwrap_err();
-        assert!(matches!(err, Error::Conflict { .. }), "{kind}: {err:?}");
-        assert_eq!(store.count().unwrap(), 3, "{kind}");
-        assert!(store.find_token_by_id("1").unwrap().is_some(), "{kind}");
-
-        // A caller's own error type passes through, and writes nothing.
-        let err = store
-            .batch(|batch| {
-                batch.save_token(&mut zoho("user8", "8"))?;
-                Err::<(), _>(Failure::Caller)
-            })
-            .unwrap_err();
-        assert!(matches!(err, Failure::Caller), "{kind}");
-        assert_eq!(store.count().unwrap(), 3, "{kind}");
-
-        // A discarded batch writes nothing either.
-        store
-            .batch(|batch| {
-                batch.save_token(&mut zoho("user7", "7"))?;
-                batch.discard();
-                Ok::<_, Error>(())
-            })
-            .unwrap();
-        assert_eq!(store.count().unwrap(), 3, "{kind}");
-
-        // Skipped ids move the counter even when no record changes.
-        store
-            .batch(|batch| {
-                batch.skip_ids_through(41);
-                Ok::<_, Error>(())
-            })
-            .unwrap();
-        assert_eq!(store.last_issued_id().unwrap(), 41, "{kind}");
-        let mut next = OAuthToken::new()
-            .with_user_name("next")
-            .with_access_token("a-next");
-        store.save_token(&mut next).unwrap();
-        assert_eq!(next.id.as_deref(), Some("42"), "{kind}");
-        assert!(store.check().unwrap().is_ok(), "{kind}");
+        batches_are_all_or_nothing(&store);
     }
+}
+
+/// A batch through a shared store's client: its stage runs in the client,
+/// over reads the owner answers, and the owner applies what it staged.
+#[test]
+fn batches_through_a_client_apply_everything_or_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let owner = tokenstore::open(path.to_str().unwrap()).unwrap();
+    let client = tokenstore::open(path.to_str().unwrap()).unwrap();
+    assert_eq!(
+        client.info().unwrap().sharing.map(|s| s.role),
+        Some(tokenstore::Role::Client)
+    );
+    batches_are_all_or_nothing(&client);
+    // The owner sees what the client's batches applied.
+    assert_eq!(owner.count().unwrap(), 4);
+    assert_eq!(owner.last_issued_id().unwrap(), 42);
+}
+
+fn batches_are_all_or_nothing(store: &AnyStore) {
+    let kind = store.kind();
+    let saved = store
+        .batch(|batch| {
+            for n in 0..3 {
+                batch.save_token(&mut zoho(&format!("user{n}"), &n.to_string()))?;
+            }
+            Ok::<_, Error>(batch.changed())
+        })
+        .unwrap();
+    assert_eq!(saved, 3, "{kind}");
+    assert_eq!(store.count().unwrap(), 3, "{kind}");
+    assert_eq!(store.last_issued_id().unwrap(), 3, "{kind}");
+
+    // A conflict in the middle undoes the whole batch.
+    let err = store
+        .batch(|batch| {
+            batch.save_token(&mut zoho("user9", "9"))?;
+            batch.delete_token("1")?;
+            batch.save_token(&mut zoho("mallory", "2"))
+        })
+        .unwrap_err();
+    assert!(matches!(err, Error::Conflict { .. }), "{kind}: {err:?}");
+    assert_eq!(store.count().unwrap(), 3, "{kind}");
+    assert!(store.find_token_by_id("1").unwrap().is_some(), "{kind}");
+
+    // A caller's own error type passes through, and writes nothing.
+    let err = store
+        .batch(|batch| {
+            batch.save_token(&mut zoho("user8", "8"))?;
+            Err::<(), _>(Failure::Caller)
+        })
+        .unwrap_err();
+    assert!(matches!(err, Failure::Caller), "{kind}");
+    assert_eq!(store.count().unwrap(), 3, "{kind}");
+
+    // A discarded batch writes nothing either.
+    store
+        .batch(|batch| {
+            batch.save_token(&mut zoho("user7", "7"))?;
+            batch.discard();
+            Ok::<_, Error>(())
+        })
+        .unwrap();
+    assert_eq!(store.count().unwrap(), 3, "{kind}");
+
+    // Skipped ids move the counter even when no record changes.
+    store
+        .batch(|batch| {
+            batch.skip_ids_through(41);
+            Ok::<_, Error>(())
+        })
+        .unwrap();
+    assert_eq!(store.last_issued_id().unwrap(), 41, "{kind}");
+    let mut next = OAuthToken::new()
+        .with_user_name("next")
+        .with_access_token("a-next");
+    store.save_token(&mut next).unwrap();
+    assert_eq!(next.id.as_deref(), Some("42"), "{kind}");
+    assert!(store.check().unwrap().is_ok(), "{kind}");
 }
 
 #[derive(Debug)]

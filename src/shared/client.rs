@@ -179,23 +179,26 @@ impl Client {
     /// and applied by the owner. `stage` runs once whatever happens, so a
     /// lost owner is an error here, never a retry.
     pub fn batch(&self, stage: &mut Stage<'_>) -> Result<()> {
-        let lost = |committed: bool| Error::Unavailable {
-            what: "applying a batch through the owner of the store".into(),
-            detail: "the owner went away".into(),
-            maybe_committed: committed,
+        // One request on the batch's own connection; `write` when it may
+        // commit (then a lost answer may have committed).
+        let ask = |conn: &mut Conn, request: &Request, write: bool, what: &str| {
+            conn.call(request, self.timeout)
+                .and_then(|answer| self.failed(answer))
+                .map_err(|e| self.error(e, write, what))
+        };
+        let out_of_turn = |write: bool| {
+            self.error(
+                CallError::Lost { sent: true },
+                write,
+                "applying a batch (the owner answered out of turn)",
+            )
         };
         let mut conn = self
             .take()
             .map_err(|e| self.error(e, false, "starting a batch"))?;
-        let last_issued = match self
-            .failed(
-                conn.call(&Request::BatchBegin, self.timeout)
-                    .map_err(|e| self.error(e, false, "starting a batch"))?,
-            )
-            .map_err(|e| self.error(e, false, "starting a batch"))?
-        {
+        let last_issued = match ask(&mut conn, &Request::BatchBegin, false, "starting a batch")? {
             Response::BatchStarted { last_issued } => last_issued,
-            _ => return Err(lost(false)),
+            _ => return Err(out_of_turn(false)),
         };
         let view = RemoteView {
             conn: Mutex::new(conn),
@@ -208,25 +211,21 @@ impl Client {
         let journal = batch.into_journal();
         let mut conn = view.conn.into_inner();
         if *view.broken.lock() {
-            return Err(lost(false));
+            // The owner aborts a batch whose connection broke: nothing
+            // was written.
+            return Err(self.error(CallError::Lost { sent: true }, false, "reading for a batch"));
         }
         let request = match (&staged, journal) {
             (Ok(()), Some(ops)) => Request::BatchCommit(ops.into_iter().map(wire_op).collect()),
             _ => Request::BatchAbort,
         };
         let committing = matches!(request, Request::BatchCommit(_));
-        let answer = conn
-            .call(&request, self.timeout)
-            .map_err(|e| self.error(e, committing, "applying a batch"))?;
-        match self
-            .failed(answer)
-            .map_err(|e| self.error(e, committing, "applying a batch"))?
-        {
+        match ask(&mut conn, &request, committing, "applying a batch")? {
             Response::Done => {
                 self.give_back(conn);
                 staged
             }
-            _ => Err(lost(committing)),
+            _ => Err(out_of_turn(committing)),
         }
     }
 

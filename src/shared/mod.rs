@@ -574,43 +574,31 @@ impl Backend for SharedStore {
     }
 
     fn info(&self) -> Result<StoreInfo> {
-        let current = self.current()?;
-        match &current.role {
-            Part::Owner(owner) => {
-                let mut info = Backend::info(owner.store())?;
-                info.sharing = Some(self.sharing()?);
-                Ok(info)
-            }
-            Part::Client(_) => {
-                let mut info = self.call(
-                    false,
-                    "reading the store's information",
-                    Backend::info,
-                    || Request::Info,
-                    |r| match r {
-                        Response::Info(info) => {
-                            let mut out = StoreInfo::new(
-                                info.size_bytes,
-                                info.format_version,
-                                info.encrypted,
-                            );
-                            out.sharing = Some(Sharing {
-                                role: Role::Client,
-                                owner_pid: info.owner_pid,
-                                clients: info.clients as usize,
-                            });
-                            Some(out)
-                        }
-                        _ => None,
-                    },
-                )?;
-                // Answered by this process if it took the store over meanwhile.
-                if info.sharing.is_none() {
-                    info.sharing = Some(self.sharing()?);
+        let mut info = self.call(
+            false,
+            "reading the store's information",
+            Backend::info,
+            || Request::Info,
+            |r| match r {
+                Response::Info(info) => {
+                    let mut out =
+                        StoreInfo::new(info.size_bytes, info.format_version, info.encrypted);
+                    out.sharing = Some(Sharing {
+                        role: Role::Client,
+                        owner_pid: info.owner_pid,
+                        clients: info.clients as usize,
+                    });
+                    Some(out)
                 }
-                Ok(info)
-            }
+                _ => None,
+            },
+        )?;
+        // Answered by the engine here: this process owns the store (or took
+        // it over during the call).
+        if info.sharing.is_none() {
+            info.sharing = Some(self.sharing()?);
         }
+        Ok(info)
     }
 
     fn set_encryption(
