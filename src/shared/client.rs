@@ -259,7 +259,7 @@ impl Client {
 
 fn wire_op(op: Staged) -> BatchOp {
     match op {
-        Staged::Save(token) => BatchOp::Save(Box::new(WireToken::from(&*token))),
+        Staged::Save(token) => BatchOp::Save(Box::new(WireToken::from(*token))),
         Staged::Delete(id) => BatchOp::Delete(id),
         Staged::SkipIdsThrough(n) => BatchOp::SkipIdsThrough(n),
     }

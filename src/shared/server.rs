@@ -512,7 +512,7 @@ impl Connection<'_> {
         let mut records = records.into_iter().peekable();
         while let Some(record) = records.next() {
             bytes += approximate_size(&record);
-            chunk.push(WireToken::from(&record));
+            chunk.push(WireToken::from(record));
             let more = records.peek().is_some();
             if bytes >= CHUNK_BYTES || !more {
                 self.send(&Response::Records {
@@ -552,12 +552,12 @@ impl Connection<'_> {
                     .map_err(|e| lost(io::Error::new(io::ErrorKind::InvalidData, e.to_string())))?;
                 let response = match request {
                     Request::ViewRecord(id) => view_answer(view.record(&id), |t| {
-                        Response::Token(t.as_ref().map(WireToken::from))
+                        Response::Token(t.map(WireToken::from))
                     }),
                     Request::ViewContains(id) => view_answer(view.contains(&id), Response::Bool),
                     Request::ViewRecordWith(field, value) => match field.field() {
                         Some(field) => view_answer(view.record_with(field, &value), |t| {
-                            Response::Token(t.as_ref().map(WireToken::from))
+                            Response::Token(t.map(WireToken::from))
                         }),
                         None => return Err(lost(io::ErrorKind::InvalidData.into())),
                     },

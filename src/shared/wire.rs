@@ -64,12 +64,13 @@ pub struct WireToken {
 impl std::fmt::Debug for WireToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The same redaction as the record's own Debug.
-        OAuthToken::from(self).fmt(f)
+        OAuthToken::from(self.clone()).fmt(f)
     }
 }
 
-impl From<&OAuthToken> for WireToken {
-    fn from(token: &OAuthToken) -> Self {
+impl From<OAuthToken> for WireToken {
+    /// Moves the record's fields (no copy).
+    fn from(token: OAuthToken) -> Self {
         // Destructured, so that a new field of the record fails to compile
         // here until the wire format (and its version) knows it.
         let OAuthToken {
@@ -85,33 +86,16 @@ impl From<&OAuthToken> for WireToken {
             api_domain,
         } = token;
         WireToken {
-            id: id.clone(),
-            user_name: user_name.clone(),
-            client_id: client_id.clone(),
-            client_secret: client_secret.clone(),
-            refresh_token: refresh_token.clone(),
-            access_token: access_token.clone(),
-            grant_token: grant_token.clone(),
-            expiry_time: *expiry_time,
-            redirect_url: redirect_url.clone(),
-            api_domain: api_domain.clone(),
-        }
-    }
-}
-
-impl From<&WireToken> for OAuthToken {
-    fn from(wire: &WireToken) -> Self {
-        OAuthToken {
-            id: wire.id.clone(),
-            user_name: wire.user_name.clone(),
-            client_id: wire.client_id.clone(),
-            client_secret: wire.client_secret.clone(),
-            refresh_token: wire.refresh_token.clone(),
-            access_token: wire.access_token.clone(),
-            grant_token: wire.grant_token.clone(),
-            expiry_time: wire.expiry_time,
-            redirect_url: wire.redirect_url.clone(),
-            api_domain: wire.api_domain.clone(),
+            id,
+            user_name,
+            client_id,
+            client_secret,
+            refresh_token,
+            access_token,
+            grant_token,
+            expiry_time,
+            redirect_url,
+            api_domain,
         }
     }
 }

@@ -26,11 +26,11 @@ fn every_field_of_a_token_crosses_unchanged() {
     let mut empty = OAuthToken::new();
     empty.user_name = Some(String::new());
     for token in [token, empty] {
-        let back = round_trip(false, &Request::Save(WireToken::from(&token)));
+        let back = round_trip(false, &Request::Save(WireToken::from(token.clone())));
         let Request::Save(wire) = back else {
             panic!("not a save")
         };
-        assert_eq!(OAuthToken::from(&wire), token);
+        assert_eq!(OAuthToken::from(wire), token);
     }
 }
 
@@ -123,7 +123,7 @@ fn errors_cross_as_the_same_variant() {
 #[test]
 fn a_clients_stream_decodes_frame_by_frame() {
     let token = WireToken::from(
-        &OAuthToken::new()
+        OAuthToken::new()
             .with_user_name("ana")
             .with_refresh_token("1000.r")
             .with_expiry_time(1),
@@ -193,7 +193,7 @@ fn a_clients_stream_decodes_frame_by_frame() {
 
 #[test]
 fn a_tokens_debug_is_redacted() {
-    let wire = WireToken::from(&OAuthToken::new().with_access_token("1000.sekrit"));
+    let wire = WireToken::from(OAuthToken::new().with_access_token("1000.sekrit"));
     assert!(!format!("{wire:?}").contains("sekrit"));
 }
 
@@ -211,7 +211,7 @@ impl std::io::Read for Pieces<'_> {
 
 #[test]
 fn a_frame_larger_than_the_buffer_grows_it_and_it_shrinks_when_idle() {
-    let big = WireToken::from(&OAuthToken::new().with_access_token("x".repeat(200_000)));
+    let big = WireToken::from(OAuthToken::new().with_access_token("x".repeat(200_000)));
     let mut frame = Vec::new();
     encode(false, &Request::Save(big.clone()), &mut frame);
     let mut reader = FrameReader::default();
@@ -239,7 +239,7 @@ fn borrowed_messages_encode_as_the_owned_ones() {
         message(&mut out);
         out
     };
-    let owned = WireToken::from(&token);
+    let owned = WireToken::from(token.clone());
     let borrowed = || WireTokenRef::from(&token);
     assert_eq!(
         bytes(&|o| encode(false, &Request::Find(owned.clone()), o)),
