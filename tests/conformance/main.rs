@@ -2,7 +2,7 @@
 //! `&dyn TokenStore` and run against every backend.
 
 mod cases;
-#[cfg(feature = "postgres")]
+#[cfg(all(feature = "postgres", feature = "server-tests"))]
 #[path = "../support/postgres.rs"]
 mod postgres_db;
 #[path = "../support/shared.rs"]
@@ -23,7 +23,7 @@ pub struct Fixture {
     _dir: Option<tempfile::TempDir>,
     /// Declared after the store, so the store's connections close before
     /// the database is dropped.
-    #[cfg(feature = "postgres")]
+    #[cfg(all(feature = "postgres", feature = "server-tests"))]
     _db: Option<postgres_db::TestDb>,
 }
 
@@ -39,7 +39,7 @@ fn memory() -> Fixture {
         _procs: Vec::new(),
         store: Box::new(MemoryStore::new()),
         _dir: None,
-        #[cfg(feature = "postgres")]
+        #[cfg(all(feature = "postgres", feature = "server-tests"))]
         _db: None,
     }
 }
@@ -51,7 +51,7 @@ fn sled_with(options: Options) -> Fixture {
         _procs: Vec::new(),
         store: Box::new(store),
         _dir: Some(dir),
-        #[cfg(feature = "postgres")]
+        #[cfg(all(feature = "postgres", feature = "server-tests"))]
         _db: None,
     }
 }
@@ -76,7 +76,7 @@ fn sled_uncached() -> Fixture {
 
 /// A `PostgresStore` on a database of its own, or `None` (SKIPPED) without
 /// a test server.
-#[cfg(feature = "postgres")]
+#[cfg(all(feature = "postgres", feature = "server-tests"))]
 fn postgres_with(test: &str, options: tokenstore::PostgresOptions) -> Option<Fixture> {
     let db = postgres_db::TestDb::new(test)?;
     let store = tokenstore::PostgresStore::connect_with(&db.url, options).expect("connect");
@@ -88,12 +88,12 @@ fn postgres_with(test: &str, options: tokenstore::PostgresOptions) -> Option<Fix
     })
 }
 
-#[cfg(feature = "postgres")]
+#[cfg(all(feature = "postgres", feature = "server-tests"))]
 fn postgres(test: &str) -> Option<Fixture> {
     postgres_with(test, tokenstore::PostgresOptions::default())
 }
 
-#[cfg(feature = "postgres")]
+#[cfg(all(feature = "postgres", feature = "server-tests"))]
 fn postgres_encrypted(test: &str) -> Option<Fixture> {
     let key = tokenstore::Key::generate().expect("a random key");
     postgres_with(test, tokenstore::PostgresOptions::default().encryption(key))
@@ -108,7 +108,7 @@ fn opened_sled() -> Fixture {
         _procs: Vec::new(),
         store: Box::new(store),
         _dir: Some(dir),
-        #[cfg(feature = "postgres")]
+        #[cfg(all(feature = "postgres", feature = "server-tests"))]
         _db: None,
     }
 }
@@ -141,7 +141,7 @@ fn shared_client() -> Fixture {
         store: Box::new(store),
         _procs: vec![owner],
         _dir: Some(dir),
-        #[cfg(feature = "postgres")]
+        #[cfg(all(feature = "postgres", feature = "server-tests"))]
         _db: None,
     }
 }
@@ -183,7 +183,7 @@ fn shared_after_takeover() -> Fixture {
         store: Box::new(store),
         _procs: vec![other, owner],
         _dir: Some(dir),
-        #[cfg(feature = "postgres")]
+        #[cfg(all(feature = "postgres", feature = "server-tests"))]
         _db: None,
     }
 }
@@ -199,7 +199,7 @@ fn child_process() {
 }
 
 /// PostgreSQL as `tokenstore::open("postgres://…")` hands it out.
-#[cfg(feature = "postgres")]
+#[cfg(all(feature = "postgres", feature = "server-tests"))]
 fn opened_postgres(test: &str) -> Option<Fixture> {
     let db = postgres_db::TestDb::new(test)?;
     let store = tokenstore::open(&db.url).expect("open");
@@ -213,7 +213,7 @@ fn opened_postgres(test: &str) -> Option<Fixture> {
 }
 
 /// Instantiates every case of `cases` for one backend that may be skipped.
-#[cfg(feature = "postgres")]
+#[cfg(all(feature = "postgres", feature = "server-tests"))]
 macro_rules! conformance_optional {
     ($backend:ident, $fixture:path, [$($case:ident),* $(,)?]) => {
         mod $backend {
@@ -251,11 +251,11 @@ macro_rules! all_backends {
         conformance!(sled_buffered, crate::sled_buffered, [$($case),*]);
         conformance!(sled_encrypted, crate::sled_encrypted, [$($case),*]);
         conformance!(sled_uncached, crate::sled_uncached, [$($case),*]);
-        #[cfg(feature = "postgres")]
+        #[cfg(all(feature = "postgres", feature = "server-tests"))]
         conformance_optional!(postgres, crate::postgres, [$($case),*]);
-        #[cfg(feature = "postgres")]
+        #[cfg(all(feature = "postgres", feature = "server-tests"))]
         conformance_optional!(postgres_encrypted, crate::postgres_encrypted, [$($case),*]);
-        #[cfg(feature = "postgres")]
+        #[cfg(all(feature = "postgres", feature = "server-tests"))]
         conformance_optional!(opened_postgres, crate::opened_postgres, [$($case),*]);
         conformance!(opened_sled, crate::opened_sled, [$($case),*]);
         conformance!(shared_client, crate::shared_client, [$($case),*]);

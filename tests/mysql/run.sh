@@ -3,7 +3,7 @@
 # MariaDB server: installs Debian's mariadb-server if it is missing, starts a
 # throw-away server on 127.0.0.1 (data in a temporary directory, removed on
 # exit), creates a database and a user, and runs
-#   cargo test --features mysql --test cli_mysql
+#   cargo test --features mysql,server-tests --test cli_mysql
 # with TOKENSTORE_TEST_MYSQL_URL pointing at it. Extra arguments go to cargo.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -50,4 +50,4 @@ GRANT ALL ON zoho.* TO 'tokenstore'@'127.0.0.1';
 SQL
 
 export TOKENSTORE_TEST_MYSQL_URL="mysql://tokenstore:test-only-password@127.0.0.1:$port/zoho"
-cargo test --features mysql --test cli_mysql "$@"
+cargo test --features mysql,server-tests --test cli_mysql "$@"
