@@ -48,6 +48,8 @@ mod open;
 mod plan;
 #[cfg(feature = "postgres")]
 mod postgres_store;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+mod retry;
 mod rules;
 #[cfg(target_os = "linux")]
 mod shared;
