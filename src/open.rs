@@ -245,6 +245,8 @@ pub enum StoreKind {
     Sled,
     /// `postgres://…` or `postgresql://…`: the shared PostgreSQL backend.
     Postgres,
+    /// `mysql://…` or `mariadb://…`: the shared MySQL/MariaDB backend.
+    Mysql,
     /// `memory:`: a store in this process's memory, gone when dropped.
     Memory,
 }
@@ -257,12 +259,15 @@ impl StoreKind {
     ///
     /// assert_eq!(StoreKind::of("./tokens"), StoreKind::Sled);
     /// assert_eq!(StoreKind::of("postgres://app@db.internal/tokens"), StoreKind::Postgres);
+    /// assert_eq!(StoreKind::of("mysql://app@db.internal/tokens"), StoreKind::Mysql);
     /// assert_eq!(StoreKind::of("memory:"), StoreKind::Memory);
     /// ```
     pub fn of(spec: &str) -> StoreKind {
         let lower = spec.trim_start().to_ascii_lowercase();
         if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
             StoreKind::Postgres
+        } else if lower.starts_with("mysql://") || lower.starts_with("mariadb://") {
+            StoreKind::Mysql
         } else if lower == "memory:" {
             StoreKind::Memory
         } else {
@@ -364,6 +369,9 @@ pub fn open(spec: &str) -> Result<AnyStore> {
 /// - `postgres://user:password@host:port/database` (or `postgresql://`):
 ///   the shared PostgreSQL backend (cargo feature `postgres`), which any
 ///   number of processes on any number of machines may use at once;
+/// - `mysql://user:password@host:port/database` (or `mariadb://`): the
+///   shared MySQL/MariaDB backend (cargo feature `mysql`), with
+///   `?ssl-mode=…&ssl-ca=…` as the `mysql` client reads them;
 /// - `memory:`: an empty store in this process's memory;
 /// - anything else: a directory holding the embedded sled store (created if
 ///   missing, unless [`OpenOptions::create`] is `false`), shared by every
@@ -397,6 +405,7 @@ pub fn open_with(spec: &str, options: OpenOptions) -> Result<AnyStore> {
             Ok(AnyStore::new(Box::new(MemoryStore::new())))
         }
         StoreKind::Postgres => open_postgres(spec, options),
+        StoreKind::Mysql => open_mysql(spec, options),
         StoreKind::Sled => {
             if !options.create && !SledStore::exists(Path::new(spec)) {
                 return Err(Error::StoreNotFound {
@@ -452,5 +461,28 @@ fn open_postgres(_url: &str, _options: OpenOptions) -> Result<AnyStore> {
         backend: "this build of tokenstore",
         instead: "build tokenstore with the `postgres` feature (cargo build --features postgres)"
             .into(),
+    })
+}
+
+#[cfg(feature = "mysql")]
+fn open_mysql(url: &str, options: OpenOptions) -> Result<AnyStore> {
+    let mut my = crate::mysql_store::MysqlOptions::default().create(options.create);
+    if let Some(key) = options.key {
+        my = my.encryption(key);
+    }
+    if let Some(size) = options.pool_size {
+        my = my.pool_size(size);
+    }
+    Ok(AnyStore::new(Box::new(
+        crate::mysql_store::MysqlStore::connect_with(url, my)?,
+    )))
+}
+
+#[cfg(not(feature = "mysql"))]
+fn open_mysql(_url: &str, _options: OpenOptions) -> Result<AnyStore> {
+    Err(Error::Unsupported {
+        operation: "mysql:// stores".into(),
+        backend: "this build of tokenstore",
+        instead: "build tokenstore with the `mysql` feature (cargo build --features mysql)".into(),
     })
 }
