@@ -615,6 +615,6 @@ fn tls_modes_verify_as_asked() {
     refused(
         &db.url,
         &format!("ssl-mode=VERIFY_IDENTITY&ssl-ca={ca}"),
-        "NotValidForName",
+        "certificate not valid for name",
     );
 }

@@ -114,18 +114,19 @@ pub(super) fn my_error(what: &'static str, e: MyError, committing: bool) -> Erro
             false,
         ),
         MyError::TlsError(tls) => unavailable(what, format!("TLS handshake failed: {tls}"), false),
-        MyError::IoError(io) => unavailable(what, tls_or_io(io), committing),
-        _ => unavailable(what, e.to_string(), committing),
+        _ => unavailable(what, tls_or_io(e.to_string()), committing),
     }
 }
 
-/// An I/O error, or the certificate error rustls reported through it.
-fn tls_or_io(io: &std::io::Error) -> String {
-    let text = io.to_string();
-    if text.contains("certificate") || text.contains("Certificate") {
-        format!("TLS handshake failed: {text}")
-    } else {
-        text
+/// The certificate error rustls reported through an I/O error, alone, or
+/// the error as it is.
+fn tls_or_io(text: String) -> String {
+    match text.find("invalid peer certificate") {
+        Some(at) => format!(
+            "TLS: the server's certificate was refused ({})",
+            text[at..].trim_end_matches(['\'', ' ', '}', '`'])
+        ),
+        None => text,
     }
 }
 
