@@ -17,7 +17,6 @@
 //! defaults: `innodb_flush_log_at_trx_commit = 1`). Both connect with the
 //! same URL (TLS as its `ssl-mode` says).
 
-#[allow(dead_code)]
 #[path = "../benches/engines/mod.rs"]
 mod engines;
 
