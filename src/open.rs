@@ -246,18 +246,19 @@ pub enum StoreKind {
     /// `postgres://…` or `postgresql://…`: the shared PostgreSQL backend
     /// (cargo feature `postgres`).
     Postgres,
-    /// `mysql://…`: the shared MySQL / MariaDB backend (cargo feature
-    /// `mysql`).
+    /// `mysql://…` or `mariadb://…`: the shared MySQL / MariaDB backend
+    /// (cargo feature `mysql`).
     Mysql,
     /// `memory:`: a store in this process's memory, gone when dropped.
     Memory,
 }
 
 /// Every `scheme://` tokenstore knows, with its backend.
-const SCHEMES: [(&str, StoreKind); 3] = [
+const SCHEMES: [(&str, StoreKind); 4] = [
     ("postgres", StoreKind::Postgres),
     ("postgresql", StoreKind::Postgres),
     ("mysql", StoreKind::Mysql),
+    ("mariadb", StoreKind::Mysql),
 ];
 
 impl StoreKind {
@@ -480,8 +481,9 @@ pub fn open(spec: &str) -> Result<AnyStore> {
 /// - `postgres://user:password@host:port/database` (or `postgresql://`):
 ///   the shared PostgreSQL backend (cargo feature `postgres`), which any
 ///   number of processes on any number of machines may use at once;
-/// - `mysql://user:password@host:port/database`: the shared MySQL /
-///   MariaDB backend (cargo feature `mysql`), like PostgreSQL's;
+/// - `mysql://user:password@host:port/database` (or `mariadb://`): the
+///   shared MySQL/MariaDB backend (cargo feature `mysql`), with
+///   `?ssl-mode=…&ssl-ca=…` as the `mysql` client reads them;
 /// - `memory:`: an empty store in this process's memory;
 /// - any other `scheme://…`: refused ([`Error::UnknownScheme`]), never taken
 ///   for a directory;
@@ -519,6 +521,8 @@ pub fn open_with(spec: &str, options: OpenOptions) -> Result<AnyStore> {
         }
         #[cfg(feature = "postgres")]
         StoreKind::Postgres => open_postgres(spec, options),
+        #[cfg(feature = "mysql")]
+        StoreKind::Mysql => open_mysql(spec, options),
         StoreKind::Sled => {
             if !options.create && !SledStore::exists(Path::new(spec)) {
                 return Err(Error::StoreNotFound {
@@ -626,21 +630,30 @@ mod tests {
 
     #[test]
     fn a_backend_this_build_lacks_is_named_with_its_feature() {
+        let error = unknown_scheme("postgres://app:pw@db/x", "postgres", Some("postgres"));
+        let message = error.to_string();
+        assert!(
+            message.contains("compiled without `postgres://` stores (cargo feature `postgres`)"),
+            "{message}"
+        );
+        assert!(!message.contains("pw@"), "{message}");
+        // What a build lists is what it opens.
         for (spec, kind) in [
-            ("postgres://app:pw@db/x", StoreKind::Postgres),
-            ("mysql://app:pw@db/x", StoreKind::Mysql),
+            ("postgres://app:pw@127.0.0.1:1/x", StoreKind::Postgres),
+            ("mysql://app:pw@127.0.0.1:1/x", StoreKind::Mysql),
         ] {
-            let opened = open(spec);
-            if kind.is_built() {
-                continue;
+            let listed = message.contains(&format!("{}://", kind.feature().unwrap()));
+            assert_eq!(listed, kind.is_built(), "{message}");
+            match open(spec) {
+                Err(Error::UnknownScheme { feature, .. }) => {
+                    assert!(!kind.is_built());
+                    assert_eq!(feature, kind.feature());
+                }
+                _ => assert!(
+                    kind.is_built(),
+                    "{spec}: a backend this build lacks was opened"
+                ),
             }
-            let error = opened.unwrap_err();
-            let message = error.to_string();
-            assert!(
-                matches!(error, Error::UnknownScheme { feature: Some(f), .. } if Some(f) == kind.feature()),
-                "{message}"
-            );
-            assert!(!message.contains("pw@"), "{message}");
         }
     }
 
@@ -669,4 +682,18 @@ mod tests {
             assert_eq!(without_password(spec), shown);
         }
     }
+}
+
+#[cfg(feature = "mysql")]
+fn open_mysql(url: &str, options: OpenOptions) -> Result<AnyStore> {
+    let mut my = crate::mysql_store::MysqlOptions::default().create(options.create);
+    if let Some(key) = options.key {
+        my = my.encryption(key);
+    }
+    if let Some(size) = options.pool_size {
+        my = my.pool_size(size);
+    }
+    Ok(AnyStore::new(Box::new(
+        crate::mysql_store::MysqlStore::connect_with(url, my)?,
+    )))
 }

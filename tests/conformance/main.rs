@@ -2,6 +2,9 @@
 //! `&dyn TokenStore` and run against every backend.
 
 mod cases;
+#[cfg(all(feature = "mysql", feature = "server-tests"))]
+#[path = "../support/mysql.rs"]
+mod mysql_db;
 #[cfg(all(feature = "postgres", feature = "server-tests"))]
 #[path = "../support/postgres.rs"]
 mod postgres_db;
@@ -25,6 +28,8 @@ pub struct Fixture {
     /// the database is dropped.
     #[cfg(all(feature = "postgres", feature = "server-tests"))]
     _db: Option<postgres_db::TestDb>,
+    #[cfg(all(feature = "mysql", feature = "server-tests"))]
+    _mysql: Option<mysql_db::TestDb>,
 }
 
 impl Deref for Fixture {
@@ -41,6 +46,8 @@ fn memory() -> Fixture {
         _dir: None,
         #[cfg(all(feature = "postgres", feature = "server-tests"))]
         _db: None,
+        #[cfg(all(feature = "mysql", feature = "server-tests"))]
+        _mysql: None,
     }
 }
 
@@ -53,6 +60,8 @@ fn sled_with(options: Options) -> Fixture {
         _dir: Some(dir),
         #[cfg(all(feature = "postgres", feature = "server-tests"))]
         _db: None,
+        #[cfg(all(feature = "mysql", feature = "server-tests"))]
+        _mysql: None,
     }
 }
 
@@ -85,6 +94,8 @@ fn postgres_with(test: &str, options: tokenstore::PostgresOptions) -> Option<Fix
         store: Box::new(store),
         _dir: None,
         _db: Some(db),
+        #[cfg(all(feature = "mysql", feature = "server-tests"))]
+        _mysql: None,
     })
 }
 
@@ -110,6 +121,8 @@ fn opened_sled() -> Fixture {
         _dir: Some(dir),
         #[cfg(all(feature = "postgres", feature = "server-tests"))]
         _db: None,
+        #[cfg(all(feature = "mysql", feature = "server-tests"))]
+        _mysql: None,
     }
 }
 
@@ -143,6 +156,8 @@ fn shared_client() -> Fixture {
         _dir: Some(dir),
         #[cfg(all(feature = "postgres", feature = "server-tests"))]
         _db: None,
+        #[cfg(all(feature = "mysql", feature = "server-tests"))]
+        _mysql: None,
     }
 }
 
@@ -185,6 +200,8 @@ fn shared_after_takeover() -> Fixture {
         _dir: Some(dir),
         #[cfg(all(feature = "postgres", feature = "server-tests"))]
         _db: None,
+        #[cfg(all(feature = "mysql", feature = "server-tests"))]
+        _mysql: None,
     }
 }
 
@@ -209,11 +226,54 @@ fn opened_postgres(test: &str) -> Option<Fixture> {
         store: Box::new(store),
         _dir: None,
         _db: Some(db),
+        #[cfg(all(feature = "mysql", feature = "server-tests"))]
+        _mysql: None,
     })
 }
 
+/// A `MysqlStore` on a database of its own, or `None` (SKIPPED) without a
+/// test server.
+#[cfg(all(feature = "mysql", feature = "server-tests"))]
+fn mysql_with(test: &str, options: tokenstore::MysqlOptions) -> Option<Fixture> {
+    let db = mysql_db::TestDb::new(test)?;
+    let store = tokenstore::MysqlStore::connect_with(&db.url, options).expect("connect");
+    Some(mysql_fixture(Box::new(store), db))
+}
+
+#[cfg(all(feature = "mysql", feature = "server-tests"))]
+fn mysql_fixture(store: Box<dyn TokenStore + Send + Sync>, db: mysql_db::TestDb) -> Fixture {
+    Fixture {
+        _procs: Vec::new(),
+        store,
+        _dir: None,
+        #[cfg(all(feature = "postgres", feature = "server-tests"))]
+        _db: None,
+        _mysql: Some(db),
+    }
+}
+
+#[cfg(all(feature = "mysql", feature = "server-tests"))]
+fn mysql(test: &str) -> Option<Fixture> {
+    mysql_with(test, tokenstore::MysqlOptions::default())
+}
+
+#[cfg(all(feature = "mysql", feature = "server-tests"))]
+fn mysql_encrypted(test: &str) -> Option<Fixture> {
+    let key = tokenstore::Key::generate().expect("a random key");
+    mysql_with(test, tokenstore::MysqlOptions::default().encryption(key))
+}
+
+/// MySQL as `tokenstore::open("mysql://…")` hands it out.
+#[cfg(all(feature = "mysql", feature = "server-tests"))]
+fn opened_mysql(test: &str) -> Option<Fixture> {
+    let db = mysql_db::TestDb::new(test)?;
+    let store = tokenstore::open(&db.url).expect("open");
+    assert_eq!(store.kind(), "mysql");
+    Some(mysql_fixture(Box::new(store), db))
+}
+
 /// Instantiates every case of `cases` for one backend that may be skipped.
-#[cfg(all(feature = "postgres", feature = "server-tests"))]
+#[cfg(all(any(feature = "postgres", feature = "mysql"), feature = "server-tests"))]
 macro_rules! conformance_optional {
     ($backend:ident, $fixture:path, [$($case:ident),* $(,)?]) => {
         mod $backend {
@@ -257,6 +317,12 @@ macro_rules! all_backends {
         conformance_optional!(postgres_encrypted, crate::postgres_encrypted, [$($case),*]);
         #[cfg(all(feature = "postgres", feature = "server-tests"))]
         conformance_optional!(opened_postgres, crate::opened_postgres, [$($case),*]);
+        #[cfg(all(feature = "mysql", feature = "server-tests"))]
+        conformance_optional!(mysql, crate::mysql, [$($case),*]);
+        #[cfg(all(feature = "mysql", feature = "server-tests"))]
+        conformance_optional!(mysql_encrypted, crate::mysql_encrypted, [$($case),*]);
+        #[cfg(all(feature = "mysql", feature = "server-tests"))]
+        conformance_optional!(opened_mysql, crate::opened_mysql, [$($case),*]);
         conformance!(opened_sled, crate::opened_sled, [$($case),*]);
         conformance!(shared_client, crate::shared_client, [$($case),*]);
         conformance!(shared_after_takeover, crate::shared_after_takeover, [$($case),*]);
