@@ -578,6 +578,20 @@ fn open_postgres(url: &str, options: OpenOptions) -> Result<AnyStore> {
     )))
 }
 
+#[cfg(feature = "mysql")]
+fn open_mysql(url: &str, options: OpenOptions) -> Result<AnyStore> {
+    let mut my = crate::mysql_store::MysqlOptions::default().create(options.create);
+    if let Some(key) = options.key {
+        my = my.encryption(key);
+    }
+    if let Some(size) = options.pool_size {
+        my = my.pool_size(size);
+    }
+    Ok(AnyStore::new(Box::new(
+        crate::mysql_store::MysqlStore::connect_with(url, my)?,
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -682,18 +696,4 @@ mod tests {
             assert_eq!(without_password(spec), shown);
         }
     }
-}
-
-#[cfg(feature = "mysql")]
-fn open_mysql(url: &str, options: OpenOptions) -> Result<AnyStore> {
-    let mut my = crate::mysql_store::MysqlOptions::default().create(options.create);
-    if let Some(key) = options.key {
-        my = my.encryption(key);
-    }
-    if let Some(size) = options.pool_size {
-        my = my.pool_size(size);
-    }
-    Ok(AnyStore::new(Box::new(
-        crate::mysql_store::MysqlStore::connect_with(url, my)?,
-    )))
 }
