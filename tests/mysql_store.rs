@@ -618,3 +618,44 @@ fn tls_modes_verify_as_asked() {
         "certificate not valid for name",
     );
 }
+
+// ---- connections the server closed ----
+
+#[test]
+fn reads_and_writes_run_again_on_connections_the_server_closed() {
+    let Some(db) = TestDb::new("killed") else {
+        return;
+    };
+    let store = MysqlStore::connect_with(&db.url, MysqlOptions::default().pool_size(2)).unwrap();
+    let mut token = save_marked(&store, "killed");
+    let id = token.id.clone().unwrap();
+    // Both pooled connections used once, then idle in the pool.
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| assert!(store.find_token_by_id(&id).unwrap().is_some()));
+        }
+    });
+    let mut client = db.client();
+    let mut kill_the_store_connections = || {
+        let ids: Vec<u64> = client
+            .exec(
+                "SELECT ID FROM information_schema.PROCESSLIST WHERE DB = ? AND ID <> CONNECTION_ID()",
+                (&db.name,),
+            )
+            .unwrap();
+        assert!(!ids.is_empty(), "the store holds no connection");
+        for id in ids {
+            client.exec_drop("KILL ?", (id,)).unwrap();
+        }
+    };
+    kill_the_store_connections();
+    // The pool hands out a connection the server closed: the lookup runs
+    // again on a new one.
+    assert_eq!(store.find_token_by_id(&id).unwrap().as_ref(), Some(&token));
+    let by_user = OAuthToken::new().with_user_name(token.user_name.clone().unwrap());
+    assert_eq!(store.find_token(&by_user).unwrap().as_ref(), Some(&token));
+    kill_the_store_connections();
+    token.access_token = Some("1000.access-after-kill".into());
+    store.save_token(&mut token).unwrap();
+    assert_eq!(store.find_token_by_id(&id).unwrap(), Some(token));
+}

@@ -225,11 +225,17 @@ impl MysqlStore {
         };
         let sealing = Sealing::new(options.encryption.as_ref());
         schema::ensure(&mut first, &sealing, &target, options.create)?;
-        let pool =
-            || Pool::new(url.opts(&options, mode)).map_err(|e| located(my_error(what, e, false)));
+        let pool = |check_health: bool| {
+            let opts = url.opts(&options, mode);
+            let pool_opts = opts.get_pool_opts().clone().with_check_health(check_health);
+            Pool::new(mysql::OptsBuilder::from_opts(opts).pool_opts(pool_opts))
+                .map_err(|e| located(my_error(what, e, false)))
+        };
         Ok(MysqlStore {
-            pool: pool()?,
-            lock_pool: pool()?,
+            // Reads and writes run again on a lost connection: no ping.
+            pool: pool(false)?,
+            // A refresh lock is taken rarely and must hold: pinged.
+            lock_pool: pool(true)?,
             sealing,
             database: url.database.clone(),
             tls: mode != SslMode::Disabled,
@@ -338,8 +344,9 @@ impl MysqlStore {
         engine::batch(self, stage)
     }
 
-    /// A pooled connection (pinged before it is handed out), within the
-    /// pool wait.
+    /// A pooled connection within the pool wait. Not pinged: a read that
+    /// finds it lost runs again on another (`read`), a write's attempt is
+    /// retried by the write loop.
     fn conn(&self, what: &'static str) -> Result<PooledConn> {
         self.pool
             .try_get_conn(self.options.pool_wait)
@@ -347,10 +354,34 @@ impl MysqlStore {
     }
 }
 
+/// Makes a lost connection leave the pool when it is dropped. The pool
+/// returns every connection it gets back unless resetting it fails (and
+/// connections are not reset by default: transactions end before one goes
+/// back), so a broken one is marked for a reset, which fails.
+pub(super) fn discard(conn: &mut PooledConn) {
+    conn.reset_connection(true);
+}
+
 impl Engine for MysqlStore {
-    fn read<T: Send>(&self, read: impl FnOnce(&dyn StoreView) -> Result<T> + Send) -> Result<T> {
-        let mut conn = self.conn("looking a record up")?;
-        read(&View::new(&mut conn, &self.sealing))
+    fn read<T: Send>(&self, read: impl Fn(&dyn StoreView) -> Result<T> + Send) -> Result<T> {
+        // Connections are not pinged when taken from the pool (that was a
+        // second round trip on every lookup). A read that finds its
+        // connection lost (the server restarted, or closed it while idle)
+        // runs again on another, the lost one discarded: at most once per
+        // pooled connection, and once more on a new one. Reads change
+        // nothing.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let mut conn = self.conn("looking a record up")?;
+            let view = View::new(&mut conn, &self.sealing);
+            let done = read(&view);
+            let lost = view.failed.get() == Some(Failure::Lost);
+            if !lost || attempts > self.options.pool_size_value() {
+                return done;
+            }
+            discard(&mut conn);
+        }
     }
 
     fn write<T: Send>(&self, replay: Replay, plan: &mut Plan<'_, T>) -> Result<T> {

@@ -61,9 +61,19 @@ impl MysqlStore {
                 Err(e) => e,
             };
             let again = replay == Replay::Allowed || !attempt.ran;
+            // A lost connection may be one the server closed while it sat
+            // in the pool (connections are not pinged when taken): it is
+            // discarded, and the attempt runs again at once, as often as
+            // the pool may hold such connections, then as other failures.
+            let pooled = self.options.pool_size_value();
+            let lost = attempt.failed.get() == Some(Failure::Lost);
+            if lost {
+                discard(&mut conn);
+            }
             let limit = match attempt.failed.get() {
                 Some(Failure::Deadlock) => DEADLOCK_ATTEMPTS,
-                Some(Failure::LockWait | Failure::Lost) => LOST_ATTEMPTS,
+                Some(Failure::Lost) => pooled + LOST_ATTEMPTS,
+                Some(Failure::LockWait) => LOST_ATTEMPTS,
                 _ => 0,
             };
             if !again || attempts >= limit {
@@ -88,7 +98,9 @@ impl MysqlStore {
                 });
             }
             drop(conn);
-            crate::retry::pause(attempts);
+            if !(lost && attempts <= pooled) {
+                crate::retry::pause(attempts);
+            }
         }
     }
 
