@@ -10,9 +10,10 @@
 #
 # Needs the Rust toolchain and python3 (with venv: Debian's python3-venv is
 # installed with apt-get when missing and possible). maturin, ziglang and
-# auditwheel, at the versions pinned below, come from PyPI into a venv: a
-# temporary one, or $TOKENSTORE_WHEEL_TOOLS, kept between runs. Cargo's
-# target directory is the usual one (CARGO_TARGET_DIR, else python/target).
+# auditwheel, at the versions pinned below, come from PyPI into a venv:
+# $TOKENSTORE_WHEEL_TOOLS, by default wheel-tools/ in cargo's target
+# directory (CARGO_TARGET_DIR, else python/target), which `cargo clean`
+# removes.
 #
 # Without zig (TOKENSTORE_WHEEL_ZIG=0) the host's toolchain links the wheel,
 # and it gets the manylinux tag of the host's glibc (manylinux_2_34 on
@@ -30,12 +31,15 @@ out=$(realpath -m "${1:-dist}")
 mkdir -p "$out"
 
 python=${PYTHON:-python3}
-if [[ -n "${TOKENSTORE_WHEEL_TOOLS:-}" ]]; then
-  tools=$TOKENSTORE_WHEEL_TOOLS
-else
-  tools=$(mktemp -d)/tools
-  trap 'rm -rf "$(dirname "$tools")"' EXIT
+# The tools live in cargo's target directory, kept between runs: zig's path
+# is part of every crate's build fingerprint, so tools at a new path each
+# time would rebuild every crate each time.
+if [[ -z "${TOKENSTORE_WHEEL_TOOLS:-}" ]]; then
+  target_dir=$(cargo metadata --format-version 1 --no-deps |
+    "$python" -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+  TOKENSTORE_WHEEL_TOOLS=$target_dir/wheel-tools
 fi
+tools=$TOKENSTORE_WHEEL_TOOLS
 if [[ ! -x "$tools/bin/python" ]]; then
   if ! "$python" -m venv "$tools" 2>/dev/null; then
     rm -rf "$tools"

@@ -16,7 +16,7 @@
 #
 # Needs python3 (>= 3.9, with venv) and the Rust toolchain. The venv lives in
 # a temporary directory (or $TOKENSTORE_PY_VENV, kept between runs) and is
-# removed afterwards unless kept; the wheel and the build tools too (in it).
+# removed afterwards unless kept; the wheel too (in it).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -33,7 +33,7 @@ fi
 "$venv/bin/python" -m pip install --quiet zohocrmsdk8-0 gunicorn celery pytest pyyaml 'tomli; python_version < "3.11"'
 
 if [[ -z "${TOKENSTORE_WHEEL:-}" ]]; then
-  TOKENSTORE_WHEEL_TOOLS=$venv/wheel-tools bash python/build-wheel.sh "$venv/wheel"
+  bash python/build-wheel.sh "$venv/wheel"
   wheels=("$venv"/wheel/tokenstore-*.whl)
   [[ ${#wheels[@]} -eq 1 ]] || { echo "expected one wheel in $venv/wheel: ${wheels[*]}" >&2; exit 1; }
   TOKENSTORE_WHEEL=${wheels[0]}
