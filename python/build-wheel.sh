@@ -19,6 +19,8 @@
 # and it gets the manylinux tag of the host's glibc (manylinux_2_34 on
 # Debian 12): accepted by an index, but only for systems as new as the host.
 set -euo pipefail
+# OUTDIR as the caller means it, before moving to python/.
+out=$(realpath -m "${1:-$(dirname "$0")/dist}")
 cd "$(dirname "$0")"
 
 maturin_version=1.16.0
@@ -27,7 +29,6 @@ auditwheel_version=6.8.2
 # The oldest tag zig can target that the engine builds for.
 compatibility=manylinux2014
 
-out=$(realpath -m "${1:-dist}")
 mkdir -p "$out"
 
 python=${PYTHON:-python3}
