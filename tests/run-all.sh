@@ -3,7 +3,7 @@
 #   1. Rust: cargo test (unit, conformance, engine, crash, CLI, OAuth, docs)
 #   2. PostgreSQL: tests/postgres/run.sh (a throw-away cluster on 127.0.0.1)
 #   3. MySQL: tests/mysql/run.sh (a throw-away MariaDB with a test CA on 127.0.0.1)
-#   4. Python: tests/python/run.sh (a venv, the wheel, the real Zoho SDK)
+#   4. Python: tests/python/run.sh (the manylinux wheel in a venv, the real Zoho SDK)
 # Each server suite installs what it needs (Debian packages, PyPI in a venv)
 # and stops its server afterwards. One that cannot get its server prints
 # SKIPPED loudly and passes; with CI=true it fails instead.

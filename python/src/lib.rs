@@ -641,6 +641,9 @@ impl Drop for NativeStore {
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
+    // The wheel's version (maturin takes it from this crate's Cargo.toml):
+    // `tokenstore.__version__`.
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<NativeStore>()?;
     // The engine's one list of a token's fields: (name, holds a secret), in
     // declaration order. `tokenstore.Token` is checked against it.

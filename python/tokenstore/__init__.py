@@ -66,6 +66,9 @@ __all__ = [
     "AccessToken",
 ]
 
+#: The package's version (the same as the wheel's and the crate's).
+__version__: str = _native.__version__
+
 #: The environment variable holding the base64 key of an encrypted store,
 #: used when no key is given.
 KEY_ENV = "TOKENSTORE_KEY"

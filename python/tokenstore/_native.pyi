@@ -5,6 +5,9 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 TokenFields = Dict[str, Any]
 
+#: The package's version, from the crate's Cargo.toml.
+__version__: str
+
 #: Every field of a token, in declaration order: (name, holds a secret).
 FIELDS: Tuple[Tuple[str, bool], ...]
 
