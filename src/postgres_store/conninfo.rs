@@ -130,7 +130,7 @@ pub(super) fn parse(
             .rev()
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.clone())
-            .or_else(|| env_name(key).and_then(|name| env(name)))
+            .or_else(|| env_name(key).and_then(env))
             .filter(|v| !v.is_empty())
     };
     apply_env_defaults(&mut config, env)?;

@@ -139,6 +139,25 @@ type Conn = r2d2_postgres::r2d2::PooledConnection<Manager>;
 /// assert_eq!(found, Some(token));
 /// # Ok::<(), tokenstore::Error>(())
 /// ```
+///
+/// Over TLS, the server's certificate checked against a CA bundle and its
+/// host name (libpq's parameters; the password from `PGPASSWORD`), with
+/// the causes a caller may meet:
+///
+/// ```no_run
+/// use tokenstore::{Error, PostgresStore};
+///
+/// let url = "postgres://app@mydb.xxxx.eu-west-1.rds.amazonaws.com:5432/tokens\
+///            ?sslmode=verify-full&sslrootcert=/etc/ssl/rds-global-bundle.pem";
+/// match PostgresStore::connect(url) {
+///     Ok(store) => println!("connected to {}", store.target()),
+///     // Untrusted certificate, wrong host name, no TLS on the server, ...
+///     Err(e @ Error::Tls { .. }) => eprintln!("{e}"),
+///     // No such file, verify-full without a root file, an unknown sslmode.
+///     Err(e @ Error::InvalidUrl { .. }) => eprintln!("{e}"),
+///     Err(e) => eprintln!("cannot connect: {e}"),
+/// }
+/// ```
 pub struct PostgresStore {
     /// `None` only while being dropped (see `Drop`).
     pool: Option<Pool>,

@@ -2,21 +2,13 @@
 //! asks for, and the connection errors that TLS explains, as one line
 //! each.
 //!
-//! What each `sslmode` does here (libpq's meanings, except where noted):
-//!
-//! | sslmode | TLS | server certificate checked |
-//! |---|---|---|
-//! | disable | never | — |
-//! | allow | as prefer (libpq tries plaintext first) | as prefer |
-//! | prefer (default) | when the server offers it; a failed handshake is an error (libpq retries in plaintext) | the chain, when a root file is given or `~/.postgresql/root.crt` exists |
-//! | require | always | as prefer |
-//! | verify-ca | always | the chain (a root file is required) |
-//! | verify-full | always | the chain and the host name |
-//!
-//! A Unix-socket host never uses TLS, as in libpq. Channel binding
-//! (SCRAM-SHA-256-PLUS, `tls-server-end-point`) is used whenever the
-//! connection is TLS and the server offers it; `channel_binding=require`
-//! refuses a connection without it.
+//! What each `sslmode` does here, and where that differs from libpq, is
+//! docs/SPEC.md §6 ("TLS to PostgreSQL"). In short: verify-full checks the
+//! chain and the host name (rustls' webpki verifier); verify-ca, and
+//! require or prefer with a root file, the chain only ([`Check`]); without
+//! a root file nothing is checked. A Unix-socket host never uses TLS.
+//! Channel binding (SCRAM-SHA-256-PLUS) is tokio-postgres-rustls's: used
+//! whenever the connection is TLS and the server offers it.
 
 use std::sync::Arc;
 
