@@ -81,6 +81,7 @@ mod check;
 mod conninfo;
 mod errors;
 mod options;
+mod pool;
 mod refresh_lock;
 mod schema;
 mod tls;
@@ -98,11 +99,10 @@ use std::cell::RefCell;
 use std::sync::mpsc;
 use std::time::Duration;
 
+use pool::{Conn, Pool};
 use postgres::error::SqlState;
 use postgres::types::Type;
 use postgres::GenericClient;
-use r2d2_postgres::PostgresConnectionManager;
-use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::backend::{Backend, StoreInfo};
 use crate::batch::Batch;
@@ -121,10 +121,6 @@ const WRITE_LOCK: i64 = 0x746f_6b65_6e73_0002;
 /// The first key of the two-key advisory locks taken by
 /// [`TokenStore::refresh_lock`] (the second is a hash of the record id).
 const REFRESH_LOCK_CLASS: i32 = 0x746f_6b65;
-
-type Manager = PostgresConnectionManager<MakeRustlsConnect>;
-type Pool = r2d2_postgres::r2d2::Pool<Manager>;
-type Conn = r2d2_postgres::r2d2::PooledConnection<Manager>;
 
 /// A [`TokenStore`] in a PostgreSQL database, shared by any number of
 /// processes (feature `postgres`).
@@ -211,8 +207,9 @@ impl PostgresStore {
             &|name| std::env::var(name).ok(),
             std::env::var_os("HOME").map(Into::into),
         )?;
-        let target = describe(&config);
+        let target: std::sync::Arc<str> = describe(&config).into();
         let (ssl_mode, connector) = tls::connector(&tls, &config)?;
+        let tls = std::sync::Arc::new(tls);
         config.ssl_mode(ssl_mode);
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(options.connect_timeout);
@@ -237,16 +234,18 @@ impl PostgresStore {
                 .min_idle(Some(0))
                 .connection_timeout(options.pool_wait)
                 .error_handler(Box::new(r2d2_postgres::r2d2::NopErrorHandler))
-                .build_unchecked(PostgresConnectionManager::new(
+                .build_unchecked(pool::Manager::new(
                     config.clone(),
                     connector.clone(),
+                    tls.clone(),
+                    target.clone(),
                 ))
         };
         let store = PostgresStore {
             pool: Some(pool(options.pool_size)),
             lock_pool: Some(pool(options.pool_size)),
             sealing: Sealing::new(options.encryption.as_ref()),
-            target,
+            target: target.to_string(),
             options,
         };
         // The first connection is made directly, not through the pool,
