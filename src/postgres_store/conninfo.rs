@@ -120,9 +120,11 @@ pub(super) fn parse(
 ) -> Result<Conninfo> {
     let (rest, ours) = split(conn)?;
     let mut config = postgres::Config::from_str(&rest).map_err(|e| {
+        // The causes name an option or a byte offset, never a value.
         invalid(format!(
-            "{e} (expected postgres://user:password@host:port/dbname?sslmode=verify-full&sslrootcert=ca.pem, \
-             or key=value pairs)"
+            "{} (expected postgres://user:password@host:port/dbname?sslmode=verify-full&sslrootcert=ca.pem, \
+             or key=value pairs)",
+            super::errors::with_causes(&e)
         ))
     })?;
     let given = |key: &str| {

@@ -252,6 +252,14 @@ fn a_client_certificate_needs_both_files() {
 }
 
 #[test]
+fn rust_postgress_refusals_name_the_option() {
+    let why = reason(parse_with("postgres://app@db:notaport/t", &[], None));
+    assert!(why.contains("invalid value for option `port`"), "{why}");
+    let why = reason(parse_with("postgres://app@db/t?nosuchoption=1", &[], None));
+    assert!(why.contains("unknown option `nosuchoption`"), "{why}");
+}
+
+#[test]
 fn errors_never_repeat_the_password() {
     for conn in [
         "postgres://app:hunter2@db/t?sslmode=nope",
