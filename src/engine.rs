@@ -41,7 +41,7 @@ pub type Stage<'s> = dyn FnMut(&mut Batch<'_>) -> Result<()> + Send + 's;
 /// crate names or implements it).
 pub trait Engine: Send + Sync {
     /// Runs `read` over the state readers see (read caches allowed).
-    fn read<T: Send>(&self, read: impl FnOnce(&dyn StoreView) -> Result<T> + Send) -> Result<T>;
+    fn read<T: Send>(&self, read: impl Fn(&dyn StoreView) -> Result<T> + Send) -> Result<T>;
 
     /// Runs `plan` under this engine's write exclusion over the committed
     /// state as the storage holds it (never a read cache) and the id

@@ -213,6 +213,23 @@ pub enum Error {
         reason: String,
     },
 
+    /// A store string of the form `scheme://…` that this build cannot open:
+    /// a scheme tokenstore does not know (`sqlite://`, `postgress://`), or
+    /// one this build was compiled without (its cargo feature is named).
+    /// Nothing was created: such a string is never taken for a directory.
+    #[error("cannot open {location}: {}; this build opens {known}", scheme_problem(.scheme, *.feature))]
+    UnknownScheme {
+        /// The store string as given, without its password.
+        location: String,
+        /// The scheme, as written (without `://`).
+        scheme: String,
+        /// The cargo feature that would open it, when tokenstore knows the
+        /// scheme but this build lacks it.
+        feature: Option<&'static str>,
+        /// What this build opens, e.g. `a directory path, memory:, postgres://`.
+        known: String,
+    },
+
     /// The store's backend cannot do what was asked (changing a key in place
     /// on a server database, encrypting a memory store, a backend this build
     /// lacks). Nothing was changed.
@@ -378,7 +395,7 @@ pub enum ErrorKind {
     /// [`Error::RekeyRequired`], [`Error::InvalidKey`]).
     Key,
     /// A store string or URL that cannot be used, or names no store
-    /// ([`Error::InvalidUrl`], [`Error::StoreNotFound`]).
+    /// ([`Error::InvalidUrl`], [`Error::StoreNotFound`], [`Error::UnknownScheme`]).
     InvalidLocation,
     /// The storage failed: the file system, the engine, a database server
     /// that is down or refused, TLS to it failed, a panicked writer
@@ -415,7 +432,9 @@ impl Error {
             | Error::NotEncrypted { .. }
             | Error::RekeyRequired { .. }
             | Error::InvalidKey { .. } => K::Key,
-            Error::InvalidUrl { .. } | Error::StoreNotFound { .. } => K::InvalidLocation,
+            Error::InvalidUrl { .. }
+            | Error::StoreNotFound { .. }
+            | Error::UnknownScheme { .. } => K::InvalidLocation,
             Error::Io(_)
             | Error::Unavailable { .. }
             | Error::Database { .. }
@@ -444,5 +463,15 @@ impl Error {
         Error::InvalidToken {
             reason: reason.into(),
         }
+    }
+}
+
+/// The middle of [`Error::UnknownScheme`]'s message.
+fn scheme_problem(scheme: &str, feature: Option<&'static str>) -> String {
+    match feature {
+        Some(feature) => format!(
+            "this build of tokenstore was compiled without `{scheme}://` stores (cargo feature `{feature}`)"
+        ),
+        None => format!("tokenstore knows no `{scheme}://` stores"),
     }
 }

@@ -42,12 +42,16 @@ mod engine;
 mod error;
 mod key;
 mod memory;
+#[cfg(feature = "mysql")]
+mod mysql_store;
 #[cfg(feature = "oauth")]
 pub mod oauth;
 mod open;
 mod plan;
 #[cfg(feature = "postgres")]
 mod postgres_store;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+mod retry;
 mod rules;
 #[cfg(target_os = "linux")]
 mod shared;
@@ -62,6 +66,8 @@ pub use engine::Stage as BatchStage;
 pub use error::{Error, ErrorKind, Result};
 pub use key::Key;
 pub use memory::MemoryStore;
+#[cfg(feature = "mysql")]
+pub use mysql_store::{MysqlOptions, MysqlStore};
 pub use open::{open, open_with, AnyStore, OpenOptions, StoreKind};
 #[cfg(feature = "postgres")]
 pub use postgres_store::{PostgresOptions, PostgresStore};

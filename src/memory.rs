@@ -117,7 +117,7 @@ impl StoreView for Inner {
 }
 
 impl Engine for MemoryStore {
-    fn read<T: Send>(&self, read: impl FnOnce(&dyn StoreView) -> Result<T> + Send) -> Result<T> {
+    fn read<T: Send>(&self, read: impl Fn(&dyn StoreView) -> Result<T> + Send) -> Result<T> {
         read(&*self.inner.read())
     }
 

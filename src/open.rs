@@ -243,32 +243,149 @@ impl OpenOptions {
 pub enum StoreKind {
     /// A directory: the embedded sled store.
     Sled,
-    /// `postgres://…` or `postgresql://…`: the shared PostgreSQL backend.
+    /// `postgres://…` or `postgresql://…`: the shared PostgreSQL backend
+    /// (cargo feature `postgres`).
     Postgres,
+    /// `mysql://…` or `mariadb://…`: the shared MySQL / MariaDB backend
+    /// (cargo feature `mysql`).
+    Mysql,
     /// `memory:`: a store in this process's memory, gone when dropped.
     Memory,
 }
 
+/// Every `scheme://` tokenstore knows, with its backend.
+const SCHEMES: [(&str, StoreKind); 4] = [
+    ("postgres", StoreKind::Postgres),
+    ("postgresql", StoreKind::Postgres),
+    ("mysql", StoreKind::Mysql),
+    ("mariadb", StoreKind::Mysql),
+];
+
 impl StoreKind {
-    /// The backend `spec` names (see [`open`]).
+    /// The backend `spec` names (see [`open`]): `memory:`, a `scheme://`
+    /// URL tokenstore knows, or else a directory. A string that starts
+    /// like a URL (`letters://`) is never taken for a directory; a path
+    /// that merely holds a colon (`./backup:old`, `C:\\tokens`) is one.
     ///
     /// ```
-    /// use tokenstore::StoreKind;
+    /// use tokenstore::{ErrorKind, StoreKind};
     ///
-    /// assert_eq!(StoreKind::of("./tokens"), StoreKind::Sled);
-    /// assert_eq!(StoreKind::of("postgres://app@db.internal/tokens"), StoreKind::Postgres);
-    /// assert_eq!(StoreKind::of("memory:"), StoreKind::Memory);
+    /// assert_eq!(StoreKind::of("./tokens")?, StoreKind::Sled);
+    /// assert_eq!(StoreKind::of("./tokens:old")?, StoreKind::Sled);
+    /// assert_eq!(StoreKind::of("postgres://app@db.internal/tokens")?, StoreKind::Postgres);
+    /// assert_eq!(StoreKind::of("mysql://app@db.internal/tokens")?, StoreKind::Mysql);
+    /// assert_eq!(StoreKind::of("memory:")?, StoreKind::Memory);
+    ///
+    /// let unknown = StoreKind::of("sqlite://app:hunter2@/tokens.db").unwrap_err();
+    /// assert_eq!(unknown.kind(), ErrorKind::InvalidLocation);
+    /// assert!(unknown.to_string().contains("`sqlite://`"));
+    /// assert!(!unknown.to_string().contains("hunter2"));
+    /// # Ok::<(), tokenstore::Error>(())
     /// ```
-    pub fn of(spec: &str) -> StoreKind {
-        let lower = spec.trim_start().to_ascii_lowercase();
-        if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
-            StoreKind::Postgres
-        } else if lower == "memory:" {
-            StoreKind::Memory
-        } else {
-            StoreKind::Sled
+    ///
+    /// # Errors
+    /// [`Error::UnknownScheme`] for a `scheme://` tokenstore does not know,
+    /// naming what this build opens and showing `spec` without its password.
+    pub fn of(spec: &str) -> Result<StoreKind> {
+        let spec = spec.trim_start();
+        let Some(scheme) = url_scheme(spec) else {
+            return Ok(if spec.eq_ignore_ascii_case("memory:") {
+                StoreKind::Memory
+            } else {
+                StoreKind::Sled
+            });
+        };
+        SCHEMES
+            .iter()
+            .find(|(known, _)| known.eq_ignore_ascii_case(scheme))
+            .map(|&(_, kind)| kind)
+            .ok_or_else(|| unknown_scheme(spec, scheme, None))
+    }
+
+    /// The cargo feature this backend needs, if any.
+    pub fn feature(self) -> Option<&'static str> {
+        match self {
+            StoreKind::Postgres => Some("postgres"),
+            StoreKind::Mysql => Some("mysql"),
+            StoreKind::Sled | StoreKind::Memory => None,
         }
     }
+
+    /// Whether this build of tokenstore opens stores of this kind.
+    pub fn is_built(self) -> bool {
+        match self {
+            StoreKind::Postgres => cfg!(feature = "postgres"),
+            StoreKind::Mysql => cfg!(feature = "mysql"),
+            StoreKind::Sled | StoreKind::Memory => true,
+        }
+    }
+}
+
+/// The scheme of a string that starts like a URL: letters, digits, `+`,
+/// `-` or `.` after a first letter, then `://`. One letter is a Windows
+/// drive (`C://tokens`), not a scheme.
+fn url_scheme(spec: &str) -> Option<&str> {
+    let (scheme, _) = spec.split_once("://")?;
+    let mut chars = scheme.chars();
+    let first = chars.next()?;
+    (first.is_ascii_alphabetic()
+        && scheme.len() > 1
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+    .then_some(scheme)
+}
+
+/// [`Error::UnknownScheme`] for `spec`, listing what this build opens.
+fn unknown_scheme(spec: &str, scheme: &str, feature: Option<&'static str>) -> Error {
+    let mut known = vec!["a directory path".to_owned(), "memory:".to_owned()];
+    known.extend(
+        SCHEMES
+            .iter()
+            .filter(|(_, kind)| kind.is_built())
+            .map(|(name, _)| format!("{name}://")),
+    );
+    Error::UnknownScheme {
+        location: without_password(spec),
+        scheme: scheme.to_owned(),
+        feature,
+        known: known.join(", "),
+    }
+}
+
+/// `spec` with any password masked: the one in `user:password@` and any
+/// `password=` parameter (`***`). For messages; never parsed again.
+///
+/// Written out rather than parsed with a URL crate: a PostgreSQL URL may
+/// name several `host:port` pairs, which URL parsers refuse, and a string
+/// that fails to parse must still be shown without its password.
+pub(crate) fn without_password(spec: &str) -> String {
+    let Some((scheme, rest)) = spec.split_once("://") else {
+        return spec.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{user}:***@{host}"),
+            None => authority.to_owned(),
+        },
+        None => authority.to_owned(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((name, _)) if name.eq_ignore_ascii_case("password") => {
+                        format!("{name}=***")
+                    }
+                    _ => pair.to_owned(),
+                })
+                .collect();
+            format!("{path}?{}", query.join("&"))
+        }
+        None => tail.to_owned(),
+    };
+    format!("{scheme}://{authority}{tail}")
 }
 
 /// A store of any backend, opened from a string by [`open`]: dereferences to
@@ -364,7 +481,12 @@ pub fn open(spec: &str) -> Result<AnyStore> {
 /// - `postgres://user:password@host:port/database` (or `postgresql://`):
 ///   the shared PostgreSQL backend (cargo feature `postgres`), which any
 ///   number of processes on any number of machines may use at once;
+/// - `mysql://user:password@host:port/database` (or `mariadb://`): the
+///   shared MySQL/MariaDB backend (cargo feature `mysql`), with
+///   `?ssl-mode=…&ssl-ca=…` as the `mysql` client reads them;
 /// - `memory:`: an empty store in this process's memory;
+/// - any other `scheme://…`: refused ([`Error::UnknownScheme`]), never taken
+///   for a directory;
 /// - anything else: a directory holding the embedded sled store (created if
 ///   missing, unless [`OpenOptions::create`] is `false`), shared by every
 ///   local process of the same user that opens it: the first owns it and
@@ -379,12 +501,13 @@ pub fn open(spec: &str) -> Result<AnyStore> {
 /// process (after [`OpenOptions::wait_for_lock`], if set);
 /// [`Error::Unavailable`] when a shared store's owner does not answer in
 /// time; [`Error::Unsupported`] for sharing a store on a network file
-/// system, or
-/// for `postgres://` in a build without the `postgres` feature; the
+/// system; [`Error::UnknownScheme`] for a `scheme://` tokenstore does not
+/// know, or one this build was compiled without (`postgres://` without the
+/// `postgres` feature); the
 /// backend's errors opening it ([`Error::WrongKey`], [`Error::KeyRequired`],
 /// [`Error::UnsupportedVersion`], I/O, ...).
 pub fn open_with(spec: &str, options: OpenOptions) -> Result<AnyStore> {
-    match StoreKind::of(spec) {
+    match StoreKind::of(spec)? {
         StoreKind::Memory => {
             if options.key.is_some() {
                 return Err(Error::Unsupported {
@@ -396,7 +519,10 @@ pub fn open_with(spec: &str, options: OpenOptions) -> Result<AnyStore> {
             }
             Ok(AnyStore::new(Box::new(MemoryStore::new())))
         }
+        #[cfg(feature = "postgres")]
         StoreKind::Postgres => open_postgres(spec, options),
+        #[cfg(feature = "mysql")]
+        StoreKind::Mysql => open_mysql(spec, options),
         StoreKind::Sled => {
             if !options.create && !SledStore::exists(Path::new(spec)) {
                 return Err(Error::StoreNotFound {
@@ -404,6 +530,13 @@ pub fn open_with(spec: &str, options: OpenOptions) -> Result<AnyStore> {
                 });
             }
             open_embedded(spec, &options)
+        }
+        // A backend this build was compiled without.
+        #[allow(unreachable_patterns)]
+        kind => {
+            let spec = spec.trim_start();
+            let scheme = url_scheme(spec).unwrap_or_default();
+            Err(unknown_scheme(spec, scheme, kind.feature()))
         }
     }
 }
@@ -445,12 +578,122 @@ fn open_postgres(url: &str, options: OpenOptions) -> Result<AnyStore> {
     )))
 }
 
-#[cfg(not(feature = "postgres"))]
-fn open_postgres(_url: &str, _options: OpenOptions) -> Result<AnyStore> {
-    Err(Error::Unsupported {
-        operation: "postgres:// stores".into(),
-        backend: "this build of tokenstore",
-        instead: "build tokenstore with the `postgres` feature (cargo build --features postgres)"
-            .into(),
-    })
+#[cfg(feature = "mysql")]
+fn open_mysql(url: &str, options: OpenOptions) -> Result<AnyStore> {
+    let mut my = crate::mysql_store::MysqlOptions::default().create(options.create);
+    if let Some(key) = options.key {
+        my = my.encryption(key);
+    }
+    if let Some(size) = options.pool_size {
+        my = my.pool_size(size);
+    }
+    Ok(AnyStore::new(Box::new(
+        crate::mysql_store::MysqlStore::connect_with(url, my)?,
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_string_that_starts_like_a_url_has_a_scheme() {
+        assert_eq!(url_scheme("sqlite:///tokens.db"), Some("sqlite"));
+        assert_eq!(url_scheme("postgress://db/x"), Some("postgress"));
+        assert_eq!(url_scheme("git+ssh://host/x"), Some("git+ssh"));
+        for path in [
+            "./tokens",
+            "tokens:old",
+            "./a://b",
+            "/srv/x://y",
+            "C://tokens",
+            "C:\\tokens",
+            "1abc://x",
+            "my dir://x",
+            "",
+        ] {
+            assert_eq!(url_scheme(path), None, "{path}");
+        }
+    }
+
+    #[test]
+    fn unknown_schemes_are_refused_and_paths_with_colons_are_paths() {
+        for spec in [
+            "sqlite:///tokens.db",
+            "postgress://app@db/x",
+            "memory://",
+            "FILE:///x",
+        ] {
+            let error = StoreKind::of(spec).unwrap_err();
+            assert!(
+                matches!(error, Error::UnknownScheme { feature: None, .. }),
+                "{spec}"
+            );
+            assert_eq!(error.kind(), crate::ErrorKind::InvalidLocation);
+        }
+        assert_eq!(StoreKind::of("./backup:old").unwrap(), StoreKind::Sled);
+        assert_eq!(StoreKind::of("MEMORY:").unwrap(), StoreKind::Memory);
+        assert_eq!(StoreKind::of("  MySQL://h/db").unwrap(), StoreKind::Mysql);
+        let message = StoreKind::of("sqlite://me:hunter2@/t.db")
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("`sqlite://`"), "{message}");
+        assert!(message.contains("a directory path, memory:"), "{message}");
+        assert!(!message.contains("hunter2"), "{message}");
+    }
+
+    #[test]
+    fn a_backend_this_build_lacks_is_named_with_its_feature() {
+        let error = unknown_scheme("postgres://app:pw@db/x", "postgres", Some("postgres"));
+        let message = error.to_string();
+        assert!(
+            message.contains("compiled without `postgres://` stores (cargo feature `postgres`)"),
+            "{message}"
+        );
+        assert!(!message.contains("pw@"), "{message}");
+        // What a build lists is what it opens.
+        for (spec, kind) in [
+            ("postgres://app:pw@127.0.0.1:1/x", StoreKind::Postgres),
+            ("mysql://app:pw@127.0.0.1:1/x", StoreKind::Mysql),
+        ] {
+            let listed = message.contains(&format!("{}://", kind.feature().unwrap()));
+            assert_eq!(listed, kind.is_built(), "{message}");
+            match open(spec) {
+                Err(Error::UnknownScheme { feature, .. }) => {
+                    assert!(!kind.is_built());
+                    assert_eq!(feature, kind.feature());
+                }
+                _ => assert!(
+                    kind.is_built(),
+                    "{spec}: a backend this build lacks was opened"
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn passwords_are_masked_wherever_they_are() {
+        for (spec, shown) in [
+            (
+                "mysql://app:s3cret@db.internal/app",
+                "mysql://app:***@db.internal/app",
+            ),
+            (
+                "postgres://app@h1:5432,h2:5433/db",
+                "postgres://app@h1:5432,h2:5433/db",
+            ),
+            (
+                "postgres://a:p@w@h/db?sslmode=require",
+                "postgres://a:***@h/db?sslmode=require",
+            ),
+            (
+                "postgres://h/db?user=a&password=s3cret&x=1",
+                "postgres://h/db?user=a&password=***&x=1",
+            ),
+            ("sqlite:///tokens.db", "sqlite:///tokens.db"),
+            ("./tokens", "./tokens"),
+        ] {
+            assert_eq!(without_password(spec), shown);
+        }
+    }
 }

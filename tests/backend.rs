@@ -20,16 +20,20 @@ fn stores() -> Vec<(AnyStore, Option<tempfile::TempDir>)> {
 
 #[test]
 fn open_picks_the_backend_from_the_string() {
-    assert_eq!(StoreKind::of("memory:"), StoreKind::Memory);
+    assert_eq!(StoreKind::of("memory:").unwrap(), StoreKind::Memory);
     assert_eq!(
-        StoreKind::of("postgres://u:p@127.0.0.1/db"),
+        StoreKind::of("postgres://u:p@127.0.0.1/db").unwrap(),
         StoreKind::Postgres
     );
     assert_eq!(
-        StoreKind::of("POSTGRESQL://127.0.0.1/db"),
+        StoreKind::of("POSTGRESQL://127.0.0.1/db").unwrap(),
         StoreKind::Postgres
     );
-    assert_eq!(StoreKind::of("./postgres-backup"), StoreKind::Sled);
+    assert_eq!(
+        StoreKind::of("mysql://u@127.0.0.1/db").unwrap(),
+        StoreKind::Mysql
+    );
+    assert_eq!(StoreKind::of("./postgres-backup").unwrap(), StoreKind::Sled);
     let kinds: Vec<&str> = stores().iter().map(|(s, _)| s.kind()).collect();
     assert_eq!(kinds, ["memory", "sled"]);
 }
@@ -152,9 +156,22 @@ fn what_a_backend_cannot_do_is_unsupported() {
 
     #[cfg(not(feature = "postgres"))]
     {
-        let err = tokenstore::open("postgres://tokenstore@127.0.0.1:1/none").unwrap_err();
-        assert!(matches!(err, Error::Unsupported { .. }), "{err:?}");
-        assert!(err.to_string().contains("--features postgres"), "{err}");
+        let err = tokenstore::open("postgres://tokenstore:pw@127.0.0.1:1/none").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::UnknownScheme {
+                    feature: Some("postgres"),
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().contains("cargo feature `postgres`"),
+            "{err}"
+        );
+        assert!(!err.to_string().contains("pw@"), "{err}");
     }
 }
 

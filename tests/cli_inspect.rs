@@ -477,3 +477,47 @@ fn usage_missing_store_and_locked_store_exit_two() {
         .success()
         .stdout(predicate::str::contains("(3 record(s))"));
 }
+
+#[test]
+fn a_store_string_with_an_unknown_scheme_is_refused_and_creates_nothing() {
+    let f = Fixture::new();
+    let work = f.path("work");
+    std::fs::create_dir(&work).unwrap();
+    let csv = f.path("tokens.csv");
+    std::fs::write(&csv, format!("{HEADER}\n")).unwrap();
+    for spec in [
+        "sqlite:///tokens.db",
+        "postgress://app:hunter2@db.internal/app",
+        "redis://:hunter2@127.0.0.1:6379/0",
+    ] {
+        let scheme = spec.split("://").next().unwrap();
+        for args in [&["list"][..], &["stats"], &["import", "--from", "zoho-csv"]] {
+            let mut command = cargo_bin_cmd!("tokenstore");
+            command.env_remove("TOKENSTORE_DB").current_dir(&work);
+            command.arg("--db").arg(spec).args(args);
+            if args[0] == "import" {
+                command.arg(&csv);
+            }
+            let output = command.output().unwrap();
+            let stderr = text(&output.stderr);
+            assert_eq!(output.status.code(), Some(2), "{spec} {args:?}: {stderr}");
+            assert!(
+                stderr.contains(&format!("tokenstore knows no `{scheme}://` stores")),
+                "{spec} {args:?}: {stderr}"
+            );
+            assert!(
+                stderr.contains("a directory path, memory:, postgres://"),
+                "{stderr}"
+            );
+            assert!(
+                !stderr.contains("hunter2"),
+                "{spec}: the password was shown: {stderr}"
+            );
+        }
+    }
+    assert_eq!(
+        std::fs::read_dir(&work).unwrap().count(),
+        0,
+        "a store string with a scheme was taken for a directory"
+    );
+}

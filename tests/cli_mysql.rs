@@ -2,13 +2,16 @@
 //! Zoho SDK DBStore's table. Needs a server: `tests/mysql/run.sh` installs
 //! and starts one and runs these tests with `TOKENSTORE_TEST_MYSQL_URL` set.
 
+#[path = "support/mysql.rs"]
+mod mysql_db;
+
 use std::path::Path;
 
 use assert_cmd::cargo::cargo_bin_cmd;
 use assert_cmd::Command;
 use mysql::prelude::Queryable;
 use predicates::prelude::*;
-use tokenstore::{OAuthToken, SledStore, TokenStore};
+use tokenstore::{MysqlStore, OAuthToken, SledStore, TokenStore};
 
 fn url() -> String {
     std::env::var("TOKENSTORE_TEST_MYSQL_URL").expect(
@@ -223,4 +226,65 @@ fn dry_run_and_conflicts_write_nothing() {
     assert!(SledStore::open(&db).unwrap().is_empty());
     import(&["--on-conflict", "skip"]).success();
     assert_eq!(SledStore::open(&db).unwrap().len(), 1);
+}
+
+fn sorted(mut tokens: Vec<OAuthToken>) -> Vec<OAuthToken> {
+    tokens.sort_by(|a, b| a.id.cmp(&b.id));
+    tokens
+}
+
+#[test]
+fn copy_a_directory_to_mysql_and_back_keeps_records_ids_and_counter() {
+    let Some(db) = mysql_db::TestDb::new("cli copy") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source");
+    {
+        let store = SledStore::open(&source).unwrap();
+        for n in 0..4 {
+            let mut token = OAuthToken::new()
+                .with_user_name(format!("user{n}@example.com"))
+                .with_refresh_token(format!("1000.refresh-{n}"));
+            store.save_token(&mut token).unwrap();
+        }
+        assert!(store.delete_token("4").unwrap());
+    }
+    let original = sorted(SledStore::open(&source).unwrap().get_tokens().unwrap());
+    let source = source.to_str().unwrap().to_owned();
+    ts(Path::new(&source))
+        .args(["copy", "--from", &source, "--to", &db.url])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("copied 3 of 3 records"))
+        .stdout(predicate::str::contains("test-only-password").not());
+    let store = MysqlStore::connect(&db.url).unwrap();
+    assert_eq!(sorted(store.get_tokens().unwrap()), original);
+    assert_eq!(store.last_issued_id().unwrap(), 4, "the counter is carried");
+    assert!(store.check().unwrap().is_ok());
+    drop(store);
+    // A non-empty target is refused.
+    ts(Path::new(&source))
+        .args(["copy", "--from", &source, "--to", &db.url])
+        .assert()
+        .code(1);
+
+    let back = dir.path().join("back");
+    let back = back.to_str().unwrap().to_owned();
+    ts(Path::new(&back))
+        .args(["copy", "--from", &db.url, "--to", &back])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("copied 3 of 3 records"));
+    let store = SledStore::open(&back).unwrap();
+    assert_eq!(sorted(store.get_tokens().unwrap()), original);
+    let mut next = OAuthToken::new()
+        .with_user_name("new")
+        .with_access_token("1000.a");
+    store.save_token(&mut next).unwrap();
+    assert_eq!(
+        next.id.as_deref(),
+        Some("5"),
+        "id 4 is never handed out again"
+    );
 }

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 from celery import Celery
 
@@ -72,13 +73,14 @@ if "CELERY_QUEUE" in os.environ:
         with what this process says about the store."""
         import gunicorn_app
 
+        started = time.monotonic()
         try:
             gunicorn_app.crm()
             done = {"ok": True}
         except Exception as e:  # noqa: BLE001 - reported to the test
             cause = getattr(e, "cause", None) or e.__cause__
             done = {"ok": False, "error": f"{e!r}"[:300], "cause": f"{cause!r}"[:300]}
-        done.update(gunicorn_app.whoami(), n=n)
+        done.update(gunicorn_app.whoami(), n=n, at=started)
         path = os.path.join(RESULTS, f"{n}.json")
         with open(path + ".part", "w") as f:
             json.dump(done, f)

@@ -128,6 +128,23 @@ def expiries_due(zoho: FakeZoho, ended: float) -> int:
     return expiries
 
 
+def refreshes_needed(zoho: FakeZoho, times: List[float]) -> int:
+    """The fewest refreshes that serve calls at ``times`` (time.monotonic())
+    for every user: from a user's first refresh, a token is handed out for
+    LIFETIME - MARGIN seconds; the first call after that needs a new one.
+    Where calls stall (pool processes starting on a loaded machine), fewer
+    refreshes are due than the seconds driven would say."""
+    needed = 0
+    for i in range(len(USERS)):
+        issued = min(r.at for r in zoho.refreshes() if r.form.get("refresh_token") == f"1000.refresh.{i}")
+        needed += 1
+        for at in sorted(times):
+            if at > issued + (LIFETIME_S - MARGIN_S):
+                issued = at
+                needed += 1
+    return needed
+
+
 class Drive:
     """``threads`` threads sending ``GET /crm`` until stopped."""
 

@@ -38,7 +38,7 @@ import time
 
 import pytest
 from conftest import REPORT
-from real_servers import (HERE, LIFETIME_S, MARGIN_S, USERS, app_env, children, expiries_due, fake_zoho, missing, seed,
+from real_servers import (HERE, app_env, children, expiries_due, fake_zoho, missing, refreshes_needed, seed,
                           stop)
 
 WORKERS = 4
@@ -170,5 +170,9 @@ def run(master, zoho, folders, figures, open_in, log_path) -> None:
         assert len(owners) > 1, "the owner was recycled: another pool process took over"
     # One refresh per expiry across the pool: not one per worker.
     assert refreshes <= expiries + 1, figures
-    assert refreshes >= len(USERS) * (ended - t0) / (LIFETIME_S - MARGIN_S) / 2, figures
+    # And refreshes do happen: at least half of those the tasks' times need
+    # (the tasks' tokens were valid: the fake CRM refuses an expired one).
+    needed = refreshes_needed(zoho, [d["at"] for d in done])
+    figures["refreshes needed"] = needed
+    assert refreshes >= needed / 2, figures
     assert master.poll() is None, "the celery worker exited"

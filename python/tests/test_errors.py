@@ -48,6 +48,10 @@ def _store_not_found(tmp_path):
     tokenstore.open(tmp_path / "missing", create=False)
 
 
+def _unknown_scheme(tmp_path):
+    tokenstore.open("sqlite:///tokens.db")
+
+
 def _unreachable_server(tmp_path):
     tokenstore.open("postgres://nobody:pw@127.0.0.1:1/none")
 
@@ -88,6 +92,7 @@ CASES = [
     (_malformed_key, tokenstore.EncryptionKeyError),
     (_invalid_url, tokenstore.Error),
     (_store_not_found, tokenstore.Error),
+    (_unknown_scheme, tokenstore.Error),
     (_unreachable_server, tokenstore.StorageError),
     (_unsupported, tokenstore.UnsupportedError),
     (_not_found, tokenstore.NotFoundError),
@@ -108,3 +113,14 @@ def test_a_conflict_names_its_field_and_holder(tmp_path):
     with pytest.raises(tokenstore.ConflictError) as raised:
         _conflict(tmp_path)
     assert (raised.value.field, raised.value.holder_id) == ("refresh_token", "1")
+
+
+def test_a_store_string_with_an_unknown_scheme_creates_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for spec in ("sqlite:///tokens.db", "mysql-x://app:hunter2@db.internal/app"):
+        with pytest.raises(tokenstore.Error) as raised:
+            tokenstore.open(spec)
+        message = str(raised.value)
+        assert f"tokenstore knows no `{spec.split(':')[0]}://` stores" in message, message
+        assert "hunter2" not in message, message
+    assert list(tmp_path.iterdir()) == [], "a store string with a scheme was taken for a directory"

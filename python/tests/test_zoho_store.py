@@ -311,6 +311,16 @@ def test_every_field_reaches_the_sdks_token(store):
     assert (stored.user_name, stored.grant_token, stored.expiry_time) == (USER, "1000.grant.all", int(token.get_expires_in()))
 
 
+def test_a_store_string_with_an_unknown_scheme_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SDKException) as raised:
+        Store("sqlite:///tokens.db")
+    assert raised.value.code == TOKEN_STORE
+    assert type(raised.value.__cause__) is tokenstore.Error
+    assert "`sqlite://`" in str(raised.value.__cause__)
+    assert list(tmp_path.iterdir()) == [], "sqlite:///tokens.db was taken for a directory"
+
+
 def test_create_false_refuses_a_missing_store(tmp_path):
     with pytest.raises(SDKException) as raised:
         Store(tmp_path / "mistyped", create=False)

@@ -1,12 +1,9 @@
 //! [`PostgresStore::check`]: records that do not decode, and digest columns
 //! that disagree with their record.
 
-use std::collections::HashMap;
-
 use super::{col, map_pg, PostgresStore};
-use crate::check::{duplicate_values, CheckReport, Problem};
-use crate::error::{Error, Result};
-use crate::token::IndexedField;
+use crate::check::{CheckReport, DigestColumns};
+use crate::error::Result;
 
 impl PostgresStore {
     /// Reads every record and reports each one that cannot be decoded (or
@@ -47,56 +44,13 @@ impl PostgresStore {
                 .map_err(map_pg(what))?;
             tx.commit().map_err(map_pg(what))?;
 
-            let mut report = CheckReport::default();
-            let mut holders: HashMap<(IndexedField, blake3::Hash), Vec<String>> = HashMap::new();
+            let mut check = DigestColumns::new(&self.sealing);
             for row in &rows {
-                report.records += 1;
-                let id: String = col(row, 0)?;
                 let stored: [Option<&[u8]>; 4] =
                     [col(row, 2)?, col(row, 3)?, col(row, 4)?, col(row, 5)?];
-                report.index_entries += stored.iter().flatten().count();
-                let record = match self.sealing.decode(&id, col(row, 1)?) {
-                    Ok(record) => record,
-                    Err(e) => {
-                        let detail = match e {
-                            Error::Corruption { detail, .. } => detail,
-                            other => other.to_string(),
-                        };
-                        report
-                            .problems
-                            .push(Problem::UndecodableRecord { id, detail });
-                        continue;
-                    }
-                };
-                for field in IndexedField::ALL {
-                    let value = record.indexed(field);
-                    if let Some(value) = value {
-                        holders
-                            .entry((field, blake3::hash(value.as_bytes())))
-                            .or_default()
-                            .push(id.clone());
-                    }
-                    let expected = value.map(|v| self.sealing.digest(v));
-                    let column = stored[field as usize];
-                    if column == expected.as_ref().map(|d| d.as_slice()) {
-                        continue;
-                    }
-                    if expected.is_some() {
-                        report.problems.push(Problem::MissingIndexEntry {
-                            id: id.clone(),
-                            field,
-                        });
-                    }
-                    if column.is_some() {
-                        report.problems.push(Problem::WrongIndexEntry {
-                            field,
-                            id: id.clone(),
-                        });
-                    }
-                }
+                check.row(col(row, 0)?, col(row, 1)?, stored);
             }
-            report.problems.extend(duplicate_values(holders));
-            Ok(report)
+            Ok(check.finish())
         })
     }
 }

@@ -413,8 +413,8 @@ impl Drop for PostgresStore {
 }
 
 impl Engine for PostgresStore {
-    fn read<T: Send>(&self, read: impl FnOnce(&dyn StoreView) -> Result<T> + Send) -> Result<T> {
-        self.off_runtime(|| {
+    fn read<T: Send>(&self, read: impl Fn(&dyn StoreView) -> Result<T> + Send) -> Result<T> {
+        self.off_runtime(move || {
             let mut conn = self.conn("looking a record up")?;
             read(&View::new(&mut *conn, &self.sealing))
         })

@@ -146,15 +146,7 @@ impl PostgresStore {
                     false,
                 ));
             }
-            if attempt > 2 {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap_or_default();
-                let jitter =
-                    u64::from(now.subsec_nanos() % 97) + u64::from(std::process::id() % 89);
-                let ceiling = 50u64 << attempt.min(8);
-                std::thread::sleep(Duration::from_micros(jitter * ceiling / 186));
-            }
+            crate::retry::pause(attempt);
         }
     }
 

@@ -270,7 +270,7 @@ impl SledStore {
 }
 
 impl StorageEngine for SledStore {
-    fn read<T: Send>(&self, read: impl FnOnce(&dyn StoreView) -> Result<T> + Send) -> Result<T> {
+    fn read<T: Send>(&self, read: impl Fn(&dyn StoreView) -> Result<T> + Send) -> Result<T> {
         read(self)
     }
 

@@ -2,7 +2,10 @@
 //! `&dyn TokenStore` and run against every backend.
 
 mod cases;
-#[cfg(feature = "postgres")]
+#[cfg(all(feature = "mysql", feature = "server-tests"))]
+#[path = "../support/mysql.rs"]
+mod mysql_db;
+#[cfg(all(feature = "postgres", feature = "server-tests"))]
 #[path = "../support/postgres.rs"]
 mod postgres_db;
 #[path = "../support/shared.rs"]
@@ -23,8 +26,10 @@ pub struct Fixture {
     _dir: Option<tempfile::TempDir>,
     /// Declared after the store, so the store's connections close before
     /// the database is dropped.
-    #[cfg(feature = "postgres")]
+    #[cfg(all(feature = "postgres", feature = "server-tests"))]
     _db: Option<postgres_db::TestDb>,
+    #[cfg(all(feature = "mysql", feature = "server-tests"))]
+    _mysql: Option<mysql_db::TestDb>,
 }
 
 impl Deref for Fixture {
@@ -39,8 +44,10 @@ fn memory() -> Fixture {
         _procs: Vec::new(),
         store: Box::new(MemoryStore::new()),
         _dir: None,
-        #[cfg(feature = "postgres")]
+        #[cfg(all(feature = "postgres", feature = "server-tests"))]
         _db: None,
+        #[cfg(all(feature = "mysql", feature = "server-tests"))]
+        _mysql: None,
     }
 }
 
@@ -51,8 +58,10 @@ fn sled_with(options: Options) -> Fixture {
         _procs: Vec::new(),
         store: Box::new(store),
         _dir: Some(dir),
-        #[cfg(feature = "postgres")]
+        #[cfg(all(feature = "postgres", feature = "server-tests"))]
         _db: None,
+        #[cfg(all(feature = "mysql", feature = "server-tests"))]
+        _mysql: None,
     }
 }
 
@@ -76,7 +85,7 @@ fn sled_uncached() -> Fixture {
 
 /// A `PostgresStore` on a database of its own, or `None` (SKIPPED) without
 /// a test server.
-#[cfg(feature = "postgres")]
+#[cfg(all(feature = "postgres", feature = "server-tests"))]
 fn postgres_with(test: &str, options: tokenstore::PostgresOptions) -> Option<Fixture> {
     let db = postgres_db::TestDb::new(test)?;
     let store = tokenstore::PostgresStore::connect_with(&db.url, options).expect("connect");
@@ -85,15 +94,17 @@ fn postgres_with(test: &str, options: tokenstore::PostgresOptions) -> Option<Fix
         store: Box::new(store),
         _dir: None,
         _db: Some(db),
+        #[cfg(all(feature = "mysql", feature = "server-tests"))]
+        _mysql: None,
     })
 }
 
-#[cfg(feature = "postgres")]
+#[cfg(all(feature = "postgres", feature = "server-tests"))]
 fn postgres(test: &str) -> Option<Fixture> {
     postgres_with(test, tokenstore::PostgresOptions::default())
 }
 
-#[cfg(feature = "postgres")]
+#[cfg(all(feature = "postgres", feature = "server-tests"))]
 fn postgres_encrypted(test: &str) -> Option<Fixture> {
     let key = tokenstore::Key::generate().expect("a random key");
     postgres_with(test, tokenstore::PostgresOptions::default().encryption(key))
@@ -108,8 +119,10 @@ fn opened_sled() -> Fixture {
         _procs: Vec::new(),
         store: Box::new(store),
         _dir: Some(dir),
-        #[cfg(feature = "postgres")]
+        #[cfg(all(feature = "postgres", feature = "server-tests"))]
         _db: None,
+        #[cfg(all(feature = "mysql", feature = "server-tests"))]
+        _mysql: None,
     }
 }
 
@@ -141,8 +154,10 @@ fn shared_client() -> Fixture {
         store: Box::new(store),
         _procs: vec![owner],
         _dir: Some(dir),
-        #[cfg(feature = "postgres")]
+        #[cfg(all(feature = "postgres", feature = "server-tests"))]
         _db: None,
+        #[cfg(all(feature = "mysql", feature = "server-tests"))]
+        _mysql: None,
     }
 }
 
@@ -183,8 +198,10 @@ fn shared_after_takeover() -> Fixture {
         store: Box::new(store),
         _procs: vec![other, owner],
         _dir: Some(dir),
-        #[cfg(feature = "postgres")]
+        #[cfg(all(feature = "postgres", feature = "server-tests"))]
         _db: None,
+        #[cfg(all(feature = "mysql", feature = "server-tests"))]
+        _mysql: None,
     }
 }
 
@@ -199,7 +216,7 @@ fn child_process() {
 }
 
 /// PostgreSQL as `tokenstore::open("postgres://…")` hands it out.
-#[cfg(feature = "postgres")]
+#[cfg(all(feature = "postgres", feature = "server-tests"))]
 fn opened_postgres(test: &str) -> Option<Fixture> {
     let db = postgres_db::TestDb::new(test)?;
     let store = tokenstore::open(&db.url).expect("open");
@@ -209,11 +226,54 @@ fn opened_postgres(test: &str) -> Option<Fixture> {
         store: Box::new(store),
         _dir: None,
         _db: Some(db),
+        #[cfg(all(feature = "mysql", feature = "server-tests"))]
+        _mysql: None,
     })
 }
 
+/// A `MysqlStore` on a database of its own, or `None` (SKIPPED) without a
+/// test server.
+#[cfg(all(feature = "mysql", feature = "server-tests"))]
+fn mysql_with(test: &str, options: tokenstore::MysqlOptions) -> Option<Fixture> {
+    let db = mysql_db::TestDb::new(test)?;
+    let store = tokenstore::MysqlStore::connect_with(&db.url, options).expect("connect");
+    Some(mysql_fixture(Box::new(store), db))
+}
+
+#[cfg(all(feature = "mysql", feature = "server-tests"))]
+fn mysql_fixture(store: Box<dyn TokenStore + Send + Sync>, db: mysql_db::TestDb) -> Fixture {
+    Fixture {
+        _procs: Vec::new(),
+        store,
+        _dir: None,
+        #[cfg(all(feature = "postgres", feature = "server-tests"))]
+        _db: None,
+        _mysql: Some(db),
+    }
+}
+
+#[cfg(all(feature = "mysql", feature = "server-tests"))]
+fn mysql(test: &str) -> Option<Fixture> {
+    mysql_with(test, tokenstore::MysqlOptions::default())
+}
+
+#[cfg(all(feature = "mysql", feature = "server-tests"))]
+fn mysql_encrypted(test: &str) -> Option<Fixture> {
+    let key = tokenstore::Key::generate().expect("a random key");
+    mysql_with(test, tokenstore::MysqlOptions::default().encryption(key))
+}
+
+/// MySQL as `tokenstore::open("mysql://…")` hands it out.
+#[cfg(all(feature = "mysql", feature = "server-tests"))]
+fn opened_mysql(test: &str) -> Option<Fixture> {
+    let db = mysql_db::TestDb::new(test)?;
+    let store = tokenstore::open(&db.url).expect("open");
+    assert_eq!(store.kind(), "mysql");
+    Some(mysql_fixture(Box::new(store), db))
+}
+
 /// Instantiates every case of `cases` for one backend that may be skipped.
-#[cfg(feature = "postgres")]
+#[cfg(all(any(feature = "postgres", feature = "mysql"), feature = "server-tests"))]
 macro_rules! conformance_optional {
     ($backend:ident, $fixture:path, [$($case:ident),* $(,)?]) => {
         mod $backend {
@@ -251,12 +311,18 @@ macro_rules! all_backends {
         conformance!(sled_buffered, crate::sled_buffered, [$($case),*]);
         conformance!(sled_encrypted, crate::sled_encrypted, [$($case),*]);
         conformance!(sled_uncached, crate::sled_uncached, [$($case),*]);
-        #[cfg(feature = "postgres")]
+        #[cfg(all(feature = "postgres", feature = "server-tests"))]
         conformance_optional!(postgres, crate::postgres, [$($case),*]);
-        #[cfg(feature = "postgres")]
+        #[cfg(all(feature = "postgres", feature = "server-tests"))]
         conformance_optional!(postgres_encrypted, crate::postgres_encrypted, [$($case),*]);
-        #[cfg(feature = "postgres")]
+        #[cfg(all(feature = "postgres", feature = "server-tests"))]
         conformance_optional!(opened_postgres, crate::opened_postgres, [$($case),*]);
+        #[cfg(all(feature = "mysql", feature = "server-tests"))]
+        conformance_optional!(mysql, crate::mysql, [$($case),*]);
+        #[cfg(all(feature = "mysql", feature = "server-tests"))]
+        conformance_optional!(mysql_encrypted, crate::mysql_encrypted, [$($case),*]);
+        #[cfg(all(feature = "mysql", feature = "server-tests"))]
+        conformance_optional!(opened_mysql, crate::opened_mysql, [$($case),*]);
         conformance!(opened_sled, crate::opened_sled, [$($case),*]);
         conformance!(shared_client, crate::shared_client, [$($case),*]);
         conformance!(shared_after_takeover, crate::shared_after_takeover, [$($case),*]);

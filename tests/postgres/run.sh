@@ -10,15 +10,15 @@
 #   TOKENSTORE_TEST_PG_RESTART  a command that restarts the server
 #   TOKENSTORE_TEST_PG_DUMP     the pg_dump binary
 # and runs
-#   cargo test --features postgres --test conformance -- postgres
-#   cargo test --features postgres --test cli_postgres
-#   cargo test --features postgres --test postgres_store
-#   cargo test --features postgres --test postgres_processes
-#   cargo test --features postgres --test postgres_restart   (alone)
+#   cargo test --features postgres,server-tests --test conformance -- postgres
+#   cargo test --features postgres,server-tests --test cli_postgres
+#   cargo test --features postgres,server-tests --test postgres_store
+#   cargo test --features postgres,server-tests --test postgres_processes
+#   cargo test --features postgres,server-tests --test postgres_restart   (alone)
 # and then, on a second cluster that takes only TLS (tests/postgres/tls.sh),
-#   cargo test --features postgres --test postgres_tls
-#   cargo test --features postgres --test conformance -- postgres   (verify-full)
-#   cargo test --features postgres --test postgres_processes        (verify-full)
+#   cargo test --features postgres,server-tests --test postgres_tls
+#   cargo test --features postgres,server-tests --test conformance -- postgres   (verify-full)
+#   cargo test --features postgres,server-tests --test postgres_processes        (verify-full)
 # Extra arguments go to each cargo command (cargo's options, before `--`;
 # RUST_TEST_NOCAPTURE=1 shows the tests' FIGURES lines).
 # Where no server can be had it prints SKIPPED and exits 0; with CI=true it
@@ -89,12 +89,12 @@ export TOKENSTORE_TEST_PG_RESTART="${as_server[*]} $bindir/pg_ctl -D $data/db -m
 export TOKENSTORE_TEST_PG_DUMP="$bindir/pg_dump"
 echo "PostgreSQL $("$bindir/postgres" --version | awk '{print $3}') on 127.0.0.1:$port ($data)"
 
-cargo test --features postgres --test conformance "$@" -- postgres
-cargo test --features postgres --test cli_postgres "$@"
-cargo test --features postgres --test postgres_store "$@"
-cargo test --features postgres --test postgres_processes "$@"
+cargo test --features postgres,server-tests --test conformance "$@" -- postgres
+cargo test --features postgres,server-tests --test cli_postgres "$@"
+cargo test --features postgres,server-tests --test postgres_store "$@"
+cargo test --features postgres,server-tests --test postgres_processes "$@"
 # The restart test restarts the server under every connection: alone.
-cargo test --features postgres --test postgres_restart "$@"
+cargo test --features postgres,server-tests --test postgres_restart "$@"
 
 # TLS: a second cluster, certificates made here; this one stays up as the
 # server without TLS.

@@ -9,9 +9,9 @@
 # only `hostssl` lines for TCP in pg_hba.conf (scram-sha-256 for postgres,
 # cert for certuser; the Unix socket trusted, for the tests' direct clients),
 # and runs
-#   cargo test --features postgres --test postgres_tls
-#   cargo test --features postgres --test conformance -- postgres   } over
-#   cargo test --features postgres --test postgres_processes        } verify-full
+#   cargo test --features postgres,server-tests --test postgres_tls
+#   cargo test --features postgres,server-tests --test conformance -- postgres   } over
+#   cargo test --features postgres,server-tests --test postgres_processes        } verify-full
 # The plaintext server started by run.sh is the "server without TLS".
 
 tls=$data/tls
@@ -81,10 +81,10 @@ export TOKENSTORE_TEST_PG_TLS_PASSWORD="$tls_password"
 export TOKENSTORE_TEST_PG_ADMIN_URL="postgres://postgres@$socket_dir:$tls_port/postgres"
 echo "PostgreSQL with TLS only on 127.0.0.1:$tls_port (certificate for DNS:localhost; $tls)"
 
-cargo test --features postgres --test postgres_tls "$@"
+cargo test --features postgres,server-tests --test postgres_tls "$@"
 
 # The shared suites again, over verify-full with channel binding required.
 export TOKENSTORE_TEST_PG_URL="postgres://postgres:$tls_password@localhost:$tls_port/postgres?sslmode=verify-full&sslrootcert=$certs/ca.pem&channel_binding=require"
 unset TOKENSTORE_TEST_PG_RESTART
-cargo test --features postgres --test conformance "$@" -- postgres
-cargo test --features postgres --test postgres_processes "$@"
+cargo test --features postgres,server-tests --test conformance "$@" -- postgres
+cargo test --features postgres,server-tests --test postgres_processes "$@"

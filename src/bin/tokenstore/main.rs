@@ -325,7 +325,7 @@ fn run(cli: &Cli) -> CliResult {
                 Some(path) => Some(key_file(path)?),
                 None => key()?,
             };
-            if StoreKind::of(&args.from) == StoreKind::of(&args.to)
+            if StoreKind::of(&args.from)? == StoreKind::of(&args.to)?
                 && same_place(&args.from, &args.to)
             {
                 return Err(CliError::input(
@@ -675,7 +675,7 @@ fn check(store: &dyn Backend, out: Output) -> CliResult {
 
 /// `serve`: owns the store and serves it until SIGTERM or SIGINT.
 fn serve(spec: &str, key: Option<Key>, out: Output) -> CliResult {
-    if StoreKind::of(spec) != StoreKind::Sled {
+    if StoreKind::of(spec)? != StoreKind::Sled {
         return Err(CliError::input(
             "serve is for an embedded store (a directory); a database server serves itself",
         ));
