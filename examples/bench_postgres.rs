@@ -4,8 +4,14 @@
 //!
 //! ```text
 //! cargo run --release --features postgres --example bench_postgres -- \
-//!     --url postgres://postgres@127.0.0.1:5432/bench [--tokens 10000] [--lookups 2000] [--saves 400]
+//!     --url postgres://postgres@127.0.0.1:5432/bench [--tokens 10000] [--lookups 2000] [--saves 400] \
+//!     [--tls-url 'postgres://postgres:pw@localhost:5432/bench?sslmode=verify-full&sslrootcert=ca.pem']
 //! ```
+//!
+//! With `--tls-url` (the same server and database over TLS), PostgresStore's
+//! lookups over TLS are measured beside the same lookups in plaintext
+//! (`--url` with `sslmode=disable`), interleaved in rounds so that both see
+//! the same machine, on pooled connections opened before the clock starts.
 //!
 //! The database named by `--url` is emptied of the tables it uses
 //! (`tokenstore_*`, `oauthtoken`). The DBStore approach is Zoho's table
@@ -25,6 +31,7 @@ use tokenstore::{OAuthToken, PostgresStore, TokenStore};
 
 struct Args {
     url: String,
+    tls_url: Option<String>,
     tokens: u64,
     lookups: usize,
     saves: usize,
@@ -33,6 +40,7 @@ struct Args {
 fn parse_args() -> Args {
     let mut args = Args {
         url: String::new(),
+        tls_url: None,
         tokens: 10_000,
         lookups: 2_000,
         saves: 400,
@@ -42,6 +50,7 @@ fn parse_args() -> Args {
         let value = it.next().unwrap_or_default();
         match flag.as_str() {
             "--url" => args.url = value,
+            "--tls-url" => args.tls_url = Some(value),
             "--tokens" => args.tokens = value.parse().expect("--tokens N"),
             "--lookups" => args.lookups = value.parse().expect("--lookups N"),
             "--saves" => args.saves = value.parse().expect("--saves N"),
@@ -322,6 +331,9 @@ fn main() {
         new_users_per_second(&ours, 8, args.saves)
     );
     drop(ours);
+    if let Some(tls_url) = &args.tls_url {
+        tls_beside_plaintext(&args, tls_url);
+    }
     if std::env::var("BENCH_POSTGRES_ONLY_OURS").is_ok() {
         return;
     }
@@ -333,4 +345,78 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let sqlite = Sqlite::open(dir.path());
     measure("SQLite (indexed, WAL, local disk)", &sqlite, &args);
+}
+
+/// PostgresStore's lookups over TLS beside plaintext on the same server and
+/// records (loaded by `measure`): rounds of lookups alternating between
+/// the two stores, each rule's p50/p99 per connection and the TLS/plaintext
+/// ratio of the p50s.
+fn tls_beside_plaintext(args: &Args, tls_url: &str) {
+    const ROUNDS: usize = 20;
+    let separator = if args.url.contains('?') { '&' } else { '?' };
+    let plain = PostgresStore::connect(&format!("{}{separator}sslmode=disable", args.url)).unwrap();
+    let tls = PostgresStore::connect(tls_url).unwrap();
+    let stores = [&plain, &tls];
+    let rules = [
+        Lookup::ById,
+        Lookup::User,
+        Lookup::Access,
+        Lookup::Refresh,
+        Lookup::Grant,
+    ];
+    let per_round = (args.lookups / ROUNDS).max(1);
+    let mut rng = Rng(0x5DEE_CE66);
+    // Both pools' connections are open (and TLS's handshake done) first.
+    for store in stores {
+        for _ in 0..200 {
+            store
+                .find_token(&Lookup::User.query(rng.below(args.tokens)))
+                .unwrap();
+        }
+    }
+    let mut rows = [
+        "| plaintext (sslmode=disable) |".to_owned(),
+        "| TLS (as --tls-url asks) |".to_owned(),
+        "| TLS / plaintext, p50 (p99) |".to_owned(),
+    ];
+    for rule in rules {
+        let mut times = [Vec::new(), Vec::new()];
+        for round in 0..ROUNDS {
+            // Which goes first alternates, so neither always follows the other.
+            for turn in 0..2 {
+                let which = (round + turn) % 2;
+                let store = stores[which];
+                for _ in 0..per_round {
+                    let query = rule.query(rng.below(args.tokens));
+                    let t = Instant::now();
+                    let found = match query.id.as_deref() {
+                        Some(id) if query.user_name.is_none() => store.find_token_by_id(id),
+                        _ => store.find_token(&query),
+                    };
+                    times[which].push(t.elapsed());
+                    // The saves above rotated some access tokens: those
+                    // lookups miss, alike on both connections.
+                    found.unwrap();
+                }
+            }
+        }
+        let mut p = [(0.0, 0.0); 2];
+        for (which, times) in times.iter_mut().enumerate() {
+            times.sort();
+            p[which] = (percentile(times, 0.5), percentile(times, 0.99));
+            rows[which] += &format!(" {:.0} / {:.0} |", p[which].0, p[which].1);
+        }
+        rows[2] += &format!(" {:.2}x ({:.2}x) |", p[1].0 / p[0].0, p[1].1 / p[0].1);
+    }
+    println!(
+        "PostgresStore lookups, TLS beside plaintext on the same server ({} per rule each, \
+         in {ROUNDS} alternating rounds; µs p50 / p99)\n",
+        per_round * ROUNDS
+    );
+    println!("| connection | by id | by user_name | by access_token | by refresh_token | by grant_token |");
+    println!("|---|---|---|---|---|---|");
+    for row in rows {
+        println!("{row}");
+    }
+    println!();
 }

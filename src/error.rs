@@ -183,6 +183,20 @@ pub enum Error {
         detail: String,
     },
 
+    /// A TLS connection to a database server could not be made as the
+    /// connection string asks: the server's certificate is not signed by
+    /// a trusted CA or does not name the host, the server has no TLS where
+    /// it is required, it refused the client certificate, or it accepts
+    /// only TLS where none was asked for. Nothing was written; trying again
+    /// does not help until the server or the connection string changes.
+    #[error("TLS to the database server {target} failed: {reason}")]
+    Tls {
+        /// The server, as a URL without its password.
+        target: String,
+        /// What failed and what to change (one line, never a secret).
+        reason: String,
+    },
+
     /// The store named does not exist, and opening was asked not to create
     /// it ([`OpenOptions::create`](crate::OpenOptions::create)`(false)`).
     #[error("no token store at {location}; check the path or URL (nothing was created)")]
@@ -384,8 +398,9 @@ pub enum ErrorKind {
     /// ([`Error::InvalidUrl`], [`Error::StoreNotFound`], [`Error::UnknownScheme`]).
     InvalidLocation,
     /// The storage failed: the file system, the engine, a database server
-    /// that is down or refused, a panicked writer ([`Error::Io`],
-    /// [`Error::Unavailable`], [`Error::Database`], [`Error::Panicked`]).
+    /// that is down or refused, TLS to it failed, a panicked writer
+    /// ([`Error::Io`], [`Error::Unavailable`], [`Error::Database`],
+    /// [`Error::Tls`], [`Error::Panicked`]).
     Storage,
     /// The backend or build cannot do what was asked ([`Error::Unsupported`]).
     Unsupported,
@@ -423,6 +438,7 @@ impl Error {
             Error::Io(_)
             | Error::Unavailable { .. }
             | Error::Database { .. }
+            | Error::Tls { .. }
             | Error::Panicked { .. } => K::Storage,
             Error::Unsupported { .. } => K::Unsupported,
             Error::NotFound { .. } => K::NotFound,

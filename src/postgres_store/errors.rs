@@ -39,7 +39,7 @@ pub(super) fn pg_error(what: &'static str, e: postgres::Error, committing: bool)
     let Some(db) = e.as_db_error() else {
         // The connection broke, timed out or was closed: during a commit
         // the server may have committed before it went.
-        return unavailable(what, e.to_string(), committing);
+        return unavailable(what, with_causes(&e), committing);
     };
     let code = db.code();
     if *code == SqlState::QUERY_CANCELED {
@@ -62,4 +62,19 @@ pub(super) fn pg_error(what: &'static str, e: postgres::Error, committing: bool)
         code: code.code().to_owned(),
         detail: format!("{} while {what}", db.message()),
     }
+}
+
+/// `e` with its causes: the client's own message is only its kind ("error
+/// connecting to server"), the reason ("Connection refused") is a cause.
+pub(super) fn with_causes(e: &postgres::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(current) = cause {
+        let more = current.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        cause = current.source();
+    }
+    text
 }

@@ -63,14 +63,28 @@
 //! broke during the commit. Statements are bounded by the statement
 //! timeout. The next call reconnects.
 //!
-//! TLS is not supported yet: use it on loopback, a private network, or
-//! through a TLS tunnel.
+//!
+//! # TLS
+//!
+//! Connection strings are read as libpq reads them (`conninfo.rs`):
+//! `sslmode` (disable, allow, prefer — the default —, require, verify-ca,
+//! verify-full), `sslrootcert` (a PEM file, or `system` for the public
+//! CAs), `sslcert`/`sslkey`, `channel_binding`, and the `PG*` variables for
+//! what the string leaves out. TLS is rustls with the ring provider
+//! (`tls.rs`, which tabulates what each mode does here and where it differs
+//! from libpq). A certificate that is not trusted or does not name the host,
+//! a server without TLS where it is required, a refused client certificate,
+//! or a server that wants TLS where none was asked for is [`Error::Tls`],
+//! from the first connection, within the connect timeout.
 
 mod check;
+mod conninfo;
 mod errors;
 mod options;
+mod pool;
 mod refresh_lock;
 mod schema;
+mod tls;
 mod view;
 mod write;
 
@@ -82,14 +96,13 @@ use write::read_last_issued;
 use write::write_row;
 
 use std::cell::RefCell;
-use std::str::FromStr;
 use std::sync::mpsc;
 use std::time::Duration;
 
+use pool::{Conn, Pool};
 use postgres::error::SqlState;
 use postgres::types::Type;
-use postgres::{GenericClient, NoTls};
-use r2d2_postgres::PostgresConnectionManager;
+use postgres::GenericClient;
 
 use crate::backend::{Backend, StoreInfo};
 use crate::batch::Batch;
@@ -109,10 +122,6 @@ const WRITE_LOCK: i64 = 0x746f_6b65_6e73_0002;
 /// [`TokenStore::refresh_lock`] (the second is a hash of the record id).
 const REFRESH_LOCK_CLASS: i32 = 0x746f_6b65;
 
-type Manager = PostgresConnectionManager<NoTls>;
-type Pool = r2d2_postgres::r2d2::Pool<Manager>;
-type Conn = r2d2_postgres::r2d2::PooledConnection<Manager>;
-
 /// A [`TokenStore`] in a PostgreSQL database, shared by any number of
 /// processes (feature `postgres`).
 ///
@@ -125,6 +134,25 @@ type Conn = r2d2_postgres::r2d2::PooledConnection<Manager>;
 /// let found = store.find_token(&OAuthToken::new().with_user_name("ana"))?;
 /// assert_eq!(found, Some(token));
 /// # Ok::<(), tokenstore::Error>(())
+/// ```
+///
+/// Over TLS, the server's certificate checked against a CA bundle and its
+/// host name (libpq's parameters; the password from `PGPASSWORD`), with
+/// the causes a caller may meet:
+///
+/// ```no_run
+/// use tokenstore::{Error, PostgresStore};
+///
+/// let url = "postgres://app@mydb.xxxx.eu-west-1.rds.amazonaws.com:5432/tokens\
+///            ?sslmode=verify-full&sslrootcert=/etc/ssl/rds-global-bundle.pem";
+/// match PostgresStore::connect(url) {
+///     Ok(store) => println!("connected to {}", store.target()),
+///     // Untrusted certificate, wrong host name, no TLS on the server, ...
+///     Err(e @ Error::Tls { .. }) => eprintln!("{e}"),
+///     // No such file, verify-full without a root file, an unknown sslmode.
+///     Err(e @ Error::InvalidUrl { .. }) => eprintln!("{e}"),
+///     Err(e) => eprintln!("cannot connect: {e}"),
+/// }
 /// ```
 pub struct PostgresStore {
     /// `None` only while being dropped (see `Drop`).
@@ -152,11 +180,15 @@ impl PostgresStore {
     /// if the database has none.
     ///
     /// `url` is a libpq-style URL or key=value string, e.g.
-    /// `postgres://user:password@host:5432/dbname`.
+    /// `postgres://user:password@host:5432/dbname`, or with TLS checked
+    /// against a CA bundle:
+    /// `postgres://app@db.example.com/tokens?sslmode=verify-full&sslrootcert=/etc/ssl/db-ca.pem`
+    /// (see the module's TLS section and docs/SPEC.md §6).
     ///
     /// # Errors
-    /// [`Error::InvalidUrl`], [`Error::Unavailable`] when the server cannot
-    /// be reached, [`Error::UnsupportedVersion`] for a schema written by a
+    /// [`Error::InvalidUrl`] (also for a missing `sslrootcert` file),
+    /// [`Error::Unavailable`] when the server cannot be reached,
+    /// [`Error::Tls`] when TLS fails as asked, [`Error::UnsupportedVersion`] for a schema written by a
     /// newer version, [`Error::KeyRequired`] for an encrypted store,
     /// [`Error::Database`] when the server refuses (e.g. no privilege to
     /// create the tables).
@@ -170,10 +202,15 @@ impl PostgresStore {
     /// As for [`connect`](Self::connect), plus [`Error::WrongKey`] and
     /// [`Error::NotEncrypted`] for a key that does not fit the store.
     pub fn connect_with(url: &str, options: PostgresOptions) -> Result<PostgresStore> {
-        let mut config = postgres::Config::from_str(url).map_err(|e| Error::InvalidUrl {
-            reason: format!("{e} (expected postgres://user:password@host:port/dbname)"),
-        })?;
-        let target = describe(&config);
+        let conninfo::Conninfo { mut config, tls } = conninfo::parse(
+            url,
+            &|name| std::env::var(name).ok(),
+            std::env::var_os("HOME").map(Into::into),
+        )?;
+        let target: std::sync::Arc<str> = describe(&config).into();
+        let (ssl_mode, connector) = tls::connector(&tls, &config)?;
+        let tls = std::sync::Arc::new(tls);
+        config.ssl_mode(ssl_mode);
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(options.connect_timeout);
         }
@@ -197,20 +234,28 @@ impl PostgresStore {
                 .min_idle(Some(0))
                 .connection_timeout(options.pool_wait)
                 .error_handler(Box::new(r2d2_postgres::r2d2::NopErrorHandler))
-                .build_unchecked(PostgresConnectionManager::new(config.clone(), NoTls))
+                .build_unchecked(pool::Manager::new(
+                    config.clone(),
+                    connector.clone(),
+                    tls.clone(),
+                    target.clone(),
+                ))
         };
         let store = PostgresStore {
             pool: Some(pool(options.pool_size)),
             lock_pool: Some(pool(options.pool_size)),
             sealing: Sealing::new(options.encryption.as_ref()),
-            target,
+            target: target.to_string(),
             options,
         };
         // The first connection is made directly, not through the pool,
-        // which would retry a refused login or a missing database until
-        // the pool wait ends: those fail at once, with the server's reason.
+        // which would retry a refused login, a missing database or a
+        // certificate it does not trust until the pool wait ends, and then
+        // say only that it timed out: those fail at once, with the reason.
         store.off_runtime(|| {
-            let mut first = config.connect(NoTls).map_err(map_pg("connecting"))?;
+            let mut first = config.connect(connector.clone()).map_err(|e| {
+                tls::explain(&e, &tls, &store.target).unwrap_or_else(|| map_pg("connecting")(e))
+            })?;
             schema::ensure(
                 &mut first,
                 &store.sealing,

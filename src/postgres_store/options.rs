@@ -18,6 +18,21 @@ use super::*;
 ///     .statement_timeout(Duration::from_secs(10));
 /// assert_eq!(options.pool_size_value(), 4);
 /// ```
+///
+/// TLS is asked for in the connection string, as libpq's parameters
+/// (docs/SPEC.md §6), not here; the connect timeout bounds the handshake
+/// too:
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use tokenstore::{PostgresOptions, PostgresStore};
+///
+/// let store = PostgresStore::connect_with(
+///     "postgres://app@db.internal/tokens?sslmode=verify-full&sslrootcert=/etc/ssl/db-ca.pem",
+///     PostgresOptions::default().connect_timeout(Duration::from_secs(2)),
+/// )?;
+/// # Ok::<(), tokenstore::Error>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct PostgresOptions {
     pub(super) pool_size: u32,

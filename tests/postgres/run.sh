@@ -14,7 +14,11 @@
 #   cargo test --features postgres,server-tests --test cli_postgres
 #   cargo test --features postgres,server-tests --test postgres_store
 #   cargo test --features postgres,server-tests --test postgres_processes
-#   cargo test --features postgres,server-tests --test postgres_restart   (alone, last)
+#   cargo test --features postgres,server-tests --test postgres_restart   (alone)
+# and then, on a second cluster that takes only TLS (tests/postgres/tls.sh),
+#   cargo test --features postgres,server-tests --test postgres_tls
+#   cargo test --features postgres,server-tests --test conformance -- postgres   (verify-full)
+#   cargo test --features postgres,server-tests --test postgres_processes        (verify-full)
 # Extra arguments go to each cargo command (cargo's options, before `--`;
 # RUST_TEST_NOCAPTURE=1 shows the tests' FIGURES lines).
 # Where no server can be had it prints SKIPPED and exits 0; with CI=true it
@@ -89,5 +93,9 @@ cargo test --features postgres,server-tests --test conformance "$@" -- postgres
 cargo test --features postgres,server-tests --test cli_postgres "$@"
 cargo test --features postgres,server-tests --test postgres_store "$@"
 cargo test --features postgres,server-tests --test postgres_processes "$@"
-# The restart test restarts the server under every connection: alone, last.
+# The restart test restarts the server under every connection: alone.
 cargo test --features postgres,server-tests --test postgres_restart "$@"
+
+# TLS: a second cluster, certificates made here; this one stays up as the
+# server without TLS.
+. tests/postgres/tls.sh "$@"
