@@ -106,27 +106,32 @@ pub(super) fn my_error(what: &'static str, e: MyError, committing: bool) -> Erro
             "no pooled connection became free within MysqlOptions::pool_wait".into(),
             false,
         ),
-        MyError::DriverError(DriverError::TlsNotSupported) => unavailable(
-            what,
-            "the server does not offer TLS, which ssl-mode asks for (set up TLS on the server, \
-             or use ssl-mode=PREFERRED or DISABLED)"
-                .into(),
-            false,
-        ),
-        MyError::TlsError(tls) => unavailable(what, format!("TLS handshake failed: {tls}"), false),
-        _ => unavailable(what, tls_or_io(e.to_string()), committing),
+        _ => match tls_failure(&e) {
+            Some(reason) => unavailable(what, format!("TLS: {reason}"), false),
+            None => unavailable(what, e.to_string(), committing),
+        },
     }
 }
 
-/// The certificate error rustls reported through an I/O error, alone, or
-/// the error as it is.
-fn tls_or_io(text: String) -> String {
-    match text.find("invalid peer certificate") {
-        Some(at) => format!(
-            "TLS: the server's certificate was refused ({})",
-            text[at..].trim_end_matches(['\'', ' ', '}', '`'])
+/// Why TLS failed, when it did: the server offers none where `ssl-mode`
+/// asks for it, the handshake failed, or rustls refused the server's
+/// certificate (reported through an I/O error). `None` for any other error.
+pub(super) fn tls_failure(e: &MyError) -> Option<String> {
+    match e {
+        MyError::DriverError(DriverError::TlsNotSupported) => Some(
+            "the server does not offer TLS, which ssl-mode asks for (set up TLS on the server, \
+             or use ssl-mode=PREFERRED or DISABLED)"
+                .into(),
         ),
-        None => text,
+        MyError::TlsError(tls) => Some(format!("the handshake failed: {tls}")),
+        _ => {
+            let text = e.to_string();
+            let at = text.find("invalid peer certificate")?;
+            Some(format!(
+                "the server's certificate was refused ({})",
+                text[at..].trim_end_matches(['\'', ' ', '}', '`'])
+            ))
+        }
     }
 }
 

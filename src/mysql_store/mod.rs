@@ -209,6 +209,14 @@ impl MysqlStore {
             },
             other => other,
         };
+        // A TLS failure at connect is `Error::Tls`, as PostgreSQL's.
+        let connect_error = |e: mysql::Error| match errors::tls_failure(&e) {
+            Some(reason) => Error::Tls {
+                target: target.clone(),
+                reason,
+            },
+            None => located(my_error(what, e, false)),
+        };
         // The first connection is made directly, not through the pool, so
         // that its error is the server's own; under PREFERRED it also
         // decides whether the pool uses TLS.
@@ -217,11 +225,11 @@ impl MysqlStore {
             Err(mysql::Error::DriverError(mysql::DriverError::TlsNotSupported))
                 if url.ssl_mode == SslMode::Preferred =>
             {
-                let conn = Conn::new(url.opts(&options, SslMode::Disabled))
-                    .map_err(|e| located(my_error(what, e, false)))?;
+                let conn =
+                    Conn::new(url.opts(&options, SslMode::Disabled)).map_err(connect_error)?;
                 (SslMode::Disabled, conn)
             }
-            Err(e) => return Err(located(my_error(what, e, false))),
+            Err(e) => return Err(connect_error(e)),
         };
         let sealing = Sealing::new(options.encryption.as_ref());
         schema::ensure(&mut first, &sealing, &target, options.create)?;
