@@ -19,8 +19,8 @@
 
 #[path = "../benches/engines/mod.rs"]
 mod engines;
-
-use std::time::{Duration, Instant};
+#[path = "../benches/engines/server.rs"]
+mod server;
 
 use engines::{token, Engine, Lookup, Rng};
 use mysql::prelude::Queryable;
@@ -32,6 +32,16 @@ struct Args {
     tokens: u64,
     lookups: usize,
     saves: usize,
+}
+
+impl Args {
+    fn sizes(&self) -> server::Sizes {
+        server::Sizes {
+            tokens: self.tokens,
+            lookups: self.lookups,
+            saves: self.saves,
+        }
+    }
 }
 
 fn parse_args() -> Args {
@@ -235,86 +245,6 @@ impl Engine for DbStore {
     }
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    let at = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[at].as_secs_f64() * 1e6
-}
-
-/// Durable saves per second with `writers` threads, each rotating the
-/// access token of its own users.
-fn saves_per_second(engine: &dyn Engine, tokens: u64, writers: u64, saves: usize) -> f64 {
-    let started = Instant::now();
-    std::thread::scope(|scope| {
-        for w in 0..writers {
-            scope.spawn(move || {
-                let mut rng = Rng(0x9E37_79B9 + w);
-                for s in 0..saves / writers as usize {
-                    let n = (rng.below(tokens / writers) * writers) + w;
-                    let mut t = token(n);
-                    t.access_token = Some(format!("1000.rotated-{writers}-{w}-{s}"));
-                    engine.save(&t);
-                }
-            });
-        }
-    });
-    (saves / writers as usize * writers as usize) as f64 / started.elapsed().as_secs_f64()
-}
-
-/// New users (no id: the counter issues one) per second.
-fn new_users_per_second(engine: &dyn Engine, writers: u64, saves: usize) -> f64 {
-    let started = Instant::now();
-    std::thread::scope(|scope| {
-        for w in 0..writers {
-            scope.spawn(move || {
-                for s in 0..saves / writers as usize {
-                    let mut t = token(10_000_000 + writers * 100_000 + w * 10_000 + s as u64);
-                    t.id = None;
-                    engine.save(&t);
-                }
-            });
-        }
-    });
-    (saves / writers as usize * writers as usize) as f64 / started.elapsed().as_secs_f64()
-}
-
-fn measure(name: &str, engine: &dyn Engine, args: &Args) {
-    let started = Instant::now();
-    engine.load(0..args.tokens);
-    let load = started.elapsed();
-    let mut row = format!("| {name} | {:.1} s |", load.as_secs_f64());
-    let mut rng = Rng(0x2545_F491);
-    for lookup in [
-        Lookup::ById,
-        Lookup::User,
-        Lookup::Access,
-        Lookup::Refresh,
-        Lookup::Grant,
-    ] {
-        let mut times = Vec::with_capacity(args.lookups);
-        for _ in 0..args.lookups {
-            let n = rng.below(args.tokens);
-            let query = lookup.query(n);
-            let t = Instant::now();
-            let found = engine.find(&query);
-            times.push(t.elapsed());
-            assert!(found.is_some(), "{name}: {lookup:?} {n} missing");
-        }
-        times.sort();
-        row += &format!(
-            " {:.0} / {:.0} |",
-            percentile(&times, 0.5),
-            percentile(&times, 0.99)
-        );
-    }
-    for writers in [1, 8] {
-        row += &format!(
-            " {:.0} |",
-            saves_per_second(engine, args.tokens, writers, args.saves)
-        );
-    }
-    println!("{row}");
-}
-
 fn main() {
     let args = parse_args();
     let ours = Ours(MysqlStore::connect(&args.url).unwrap());
@@ -349,17 +279,21 @@ fn main() {
     );
     println!("| engine | load | by id | by user_name | by access_token | by refresh_token | by grant_token | saves/s, 1 writer | saves/s, 8 writers |");
     println!("|---|---|---|---|---|---|---|---|---|");
-    measure("MysqlStore (loopback)", &ours, &args);
+    server::measure("MysqlStore (loopback)", &ours, &args.sizes());
     println!(
         "\nMysqlStore, new users (the counter issues each id): {:.0} saves/s with 1 writer, \
          {:.0} with 8\n",
-        new_users_per_second(&ours, 1, args.saves),
-        new_users_per_second(&ours, 8, args.saves)
+        server::new_users_per_second(&ours, 1, args.saves),
+        server::new_users_per_second(&ours, 8, args.saves)
     );
     drop(ours);
     let dbstore = DbStore {
         opts,
         idle: std::sync::Mutex::new(Vec::new()),
     };
-    measure("Zoho DBStore approach, same server", &dbstore, &args);
+    server::measure(
+        "Zoho DBStore approach, same server",
+        &dbstore,
+        &args.sizes(),
+    );
 }
