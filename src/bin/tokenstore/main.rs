@@ -8,6 +8,7 @@
 mod export;
 mod failure;
 mod import;
+mod logs;
 #[cfg(feature = "oauth")]
 mod oauth;
 mod purge;
@@ -75,6 +76,13 @@ struct Cli {
     /// it to serve or close the store instead of failing (0: fail at once).
     #[arg(long, global = true, value_name = "SECS", default_value_t = 10.0)]
     lock_timeout: f64,
+
+    /// Print what the store does on stderr: -v refreshes, logins, revokes,
+    /// lock waits, take-overs; -vv also opening, closing, warm-up and every
+    /// refresh that worked; -vvv everything. RUST_LOG (e.g.
+    /// RUST_LOG=tokenstore::oauth=debug) chooses by target. Never a secret.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
 
     #[command(subcommand)]
     command: Command,
@@ -270,6 +278,7 @@ struct FindArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    logs::init(cli.verbose);
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
