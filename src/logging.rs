@@ -72,6 +72,7 @@ use std::time::Duration;
 use log::LevelFilter;
 
 /// Refreshes, logins, revokes, the refresh lock's wait.
+#[cfg_attr(not(feature = "oauth"), allow(dead_code))]
 pub(crate) const OAUTH: &str = "tokenstore::oauth";
 /// Opening and closing, the directory lock's wait, the warm-up.
 pub(crate) const STORE: &str = "tokenstore::store";
@@ -119,6 +120,7 @@ fn within(target: &str, root: &str) -> bool {
 
 /// A record id as records show it: plain when it is letters, digits, `.`,
 /// `_` and `-`, else quoted and escaped (an id is any string a caller gave).
+#[cfg_attr(not(feature = "oauth"), allow(dead_code))]
 pub(crate) struct Id<'a>(pub &'a str);
 
 impl fmt::Display for Id<'_> {
@@ -137,6 +139,7 @@ impl fmt::Display for Id<'_> {
 }
 
 /// A user name as records show it: masked, `a***@example.com`.
+#[cfg_attr(not(feature = "oauth"), allow(dead_code))]
 pub(crate) struct User<'a>(pub &'a str);
 
 impl fmt::Display for User<'_> {

@@ -60,7 +60,10 @@ impl Logs {
                     record.level <= ceiling(&record.target),
                     "a record past its target's ceiling: {line}"
                 );
-                assert!(!record.message.contains(USER), "a user name in full: {line}");
+                assert!(
+                    !record.message.contains(USER),
+                    "a user name in full: {line}"
+                );
                 self.records.push(record);
             }
             self.lines.push(line.to_owned());

@@ -14,6 +14,7 @@
 #   cargo test --features postgres,server-tests --test cli_postgres
 #   cargo test --features postgres,server-tests --test postgres_store
 #   cargo test --features postgres,server-tests --test postgres_processes
+#   cargo test --features postgres,server-tests --test postgres_logs
 #   cargo test --features postgres,server-tests --test postgres_restart   (alone, last)
 # Extra arguments go to each cargo command (cargo's options, before `--`;
 # RUST_TEST_NOCAPTURE=1 shows the tests' FIGURES lines).
@@ -89,5 +90,6 @@ cargo test --features postgres,server-tests --test conformance "$@" -- postgres
 cargo test --features postgres,server-tests --test cli_postgres "$@"
 cargo test --features postgres,server-tests --test postgres_store "$@"
 cargo test --features postgres,server-tests --test postgres_processes "$@"
+cargo test --features postgres,server-tests --test postgres_logs "$@"
 # The restart test restarts the server under every connection: alone, last.
 cargo test --features postgres,server-tests --test postgres_restart "$@"

@@ -27,9 +27,26 @@ impl Log for Capped {
     }
 }
 
-/// Installs the logger for `-v` given `verbose` times; with neither `-v`
-/// nor `RUST_LOG`, none (the command stays quiet).
-pub fn init(verbose: u8) {
+/// The `-v` flag, given up to three times.
+#[derive(clap::Args)]
+pub struct Verbosity {
+    /// Print what the store does on stderr: -v refreshes, logins, revokes,
+    /// lock waits, take-overs; -vv also opening, closing, warm-up and every
+    /// refresh that worked; -vvv everything. RUST_LOG (e.g.
+    /// RUST_LOG=tokenstore::oauth=debug) chooses by target. Never a secret.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+impl Verbosity {
+    /// Installs the logger; with neither `-v` nor `RUST_LOG`, none (the
+    /// command stays quiet).
+    pub fn init(&self) {
+        init(self.verbose);
+    }
+}
+
+fn init(verbose: u8) {
     let from_env = std::env::var_os("RUST_LOG").is_some_and(|v| !v.is_empty());
     if verbose == 0 && !from_env {
         return;

@@ -77,12 +77,8 @@ struct Cli {
     #[arg(long, global = true, value_name = "SECS", default_value_t = 10.0)]
     lock_timeout: f64,
 
-    /// Print what the store does on stderr: -v refreshes, logins, revokes,
-    /// lock waits, take-overs; -vv also opening, closing, warm-up and every
-    /// refresh that worked; -vvv everything. RUST_LOG (e.g.
-    /// RUST_LOG=tokenstore::oauth=debug) chooses by target. Never a secret.
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    verbose: u8,
+    #[command(flatten)]
+    logs: logs::Verbosity,
 
     #[command(subcommand)]
     command: Command,
@@ -278,7 +274,7 @@ struct FindArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logs::init(cli.verbose);
+    cli.logs.init();
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
