@@ -139,3 +139,23 @@ def test_the_sdk_flow_with_every_level_on_logs_each_event_and_no_secret(tmp_path
     }
     REPORT.append(figures)
     print(figures)
+
+
+def test_a_store_dropped_while_its_threads_log_does_not_hang(tmp_path):
+    # Dropped without close(): its warm-up thread, started at the open, logs
+    # (and so waits for the GIL) while the store's drop joins it. In a child,
+    # so that a hang fails the test instead of stalling the suite.
+    import subprocess
+    import sys
+
+    script = f"""
+import logging, tokenstore
+logging.basicConfig(level=logging.DEBUG)
+for _ in range(20):
+    store = tokenstore.open({str(tmp_path / "tokens")!r})
+    del store
+print("done")
+"""
+    child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert child.returncode == 0 and child.stdout == "done\n", child.stderr[-2000:]
+    assert "warm-up of the store" in child.stderr
