@@ -21,6 +21,7 @@
 //! | `tokenstore::store` | opening and closing a store, the directory lock's wait, the warm-up |
 //! | `tokenstore::shared` | the shared embedded store: waiting for an owner, owner changes |
 //! | `tokenstore::postgres` | PostgreSQL: writes run again after a serialization failure or deadlock |
+//! | `tokenstore::mysql` | MySQL and MariaDB: writes run again after a deadlock, a lock wait time-out or a lost connection; reads run again on a lost connection |
 //!
 //! # What a record shows
 //!
@@ -47,7 +48,8 @@
 //! records, secrets included), ureq's TRACE records are hex dumps of the
 //! bytes sent and received (request bodies: refresh tokens, client secrets),
 //! tokio-postgres's DEBUG records print every statement's parameters (the
-//! stored records). [`ceiling`] is the most verbose level at which a
+//! stored records), and the mysql client's records are not read line by
+//! line. [`ceiling`] is the most verbose level at which a
 //! target's records are safe; the `tokenstore` command and the Python
 //! package drop everything above it, whatever `RUST_LOG` or Python's
 //! logging configuration asks for. An application installing its own logger
@@ -82,6 +84,9 @@ pub(crate) const SHARED: &str = "tokenstore::shared";
 /// PostgreSQL: writes run again.
 #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 pub(crate) const POSTGRES: &str = "tokenstore::postgres";
+/// MySQL and MariaDB: writes run again, reads run again on a lost connection.
+#[cfg_attr(not(feature = "mysql"), allow(dead_code))]
+pub(crate) const MYSQL: &str = "tokenstore::mysql";
 
 /// A wait for a lock longer than this is logged (INFO), so that an operator
 /// sees who is holding things up; shorter waits are routine.
