@@ -41,6 +41,7 @@ mod codec;
 mod engine;
 mod error;
 mod key;
+pub mod logging;
 mod memory;
 #[cfg(feature = "mysql")]
 mod mysql_store;

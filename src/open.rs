@@ -10,11 +10,12 @@
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::key::Key;
+use crate::logging::{Secs, STORE};
 use crate::memory::MemoryStore;
 #[cfg(target_os = "linux")]
 use crate::shared::SharedStore;
@@ -391,7 +392,21 @@ pub(crate) fn without_password(spec: &str) -> String {
 /// A store of any backend, opened from a string by [`open`]: dereferences to
 /// [`dyn Backend`](Backend) and is itself a [`TokenStore`].
 pub struct AnyStore {
+    /// Before `inner`: fields drop in order, so the record comes first.
+    closing: ClosingNote,
     inner: Box<dyn Backend>,
+}
+
+/// Logs the close of the store it describes (DEBUG) when dropped; `None`
+/// once the backend was handed over.
+struct ClosingNote(Option<(&'static str, String)>);
+
+impl Drop for ClosingNote {
+    fn drop(&mut self) {
+        if let Some((kind, location)) = &self.0 {
+            log::debug!(target: STORE, "closing the {kind} store {location}");
+        }
+    }
 }
 
 impl AnyStore {
@@ -404,12 +419,17 @@ impl AnyStore {
     /// assert_eq!(store.kind(), "memory");
     /// ```
     pub fn new(inner: Box<dyn Backend>) -> Self {
-        AnyStore { inner }
+        AnyStore {
+            closing: ClosingNote(Some((inner.kind(), inner.location()))),
+            inner,
+        }
     }
 
     /// The backend, to keep or to downcast-free pass on.
     pub fn into_inner(self) -> Box<dyn Backend> {
-        self.inner
+        let AnyStore { mut closing, inner } = self;
+        closing.0 = None;
+        inner
     }
 }
 
@@ -507,6 +527,27 @@ pub fn open(spec: &str) -> Result<AnyStore> {
 /// backend's errors opening it ([`Error::WrongKey`], [`Error::KeyRequired`],
 /// [`Error::UnsupportedVersion`], I/O, ...).
 pub fn open_with(spec: &str, options: OpenOptions) -> Result<AnyStore> {
+    let started = Instant::now();
+    let opened = open_kind(spec, options);
+    match &opened {
+        Ok(store) => log::debug!(
+            target: STORE,
+            "opened the {} store {} in {}",
+            store.kind(),
+            store.location(),
+            Secs(started.elapsed())
+        ),
+        Err(e) => log::debug!(
+            target: STORE,
+            "opening the store {} failed after {}: {e}",
+            without_password(spec),
+            Secs(started.elapsed())
+        ),
+    }
+    opened
+}
+
+fn open_kind(spec: &str, options: OpenOptions) -> Result<AnyStore> {
     match StoreKind::of(spec)? {
         StoreKind::Memory => {
             if options.key.is_some() {

@@ -178,6 +178,11 @@ fn login_token_refresh_revoke() {
     assert!(output.status.success(), "{stderr}");
     assert!(stdout.contains("revoked"), "{stdout}");
     assert_eq!(f.server.revokes(), 1);
+    assert_eq!(
+        f.server.secrets_in_urls(),
+        0,
+        "the token travels in the body"
+    );
     assert!(f.records().is_empty());
     assert_no_secret(&format!("{stdout}{stderr}"), &secrets);
 }

@@ -7,6 +7,8 @@
 //! dataclass, `tokenstore.open`, the Zoho SDK adapter) lives in
 //! `tokenstore/*.py`.
 
+mod logging;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -634,6 +636,13 @@ impl Drop for NativeStore {
                 std::mem::forget(store);
             }
         }
+        // As in `close`: closing joins the store's threads, one of which may
+        // be waiting for the GIL to log a record (src/logging.rs).
+        let clients = std::mem::take(&mut self.clients.get_mut().by_url);
+        let store = self.store.get_mut().take();
+        if store.is_some() || !clients.is_empty() {
+            Python::attach(|py| py.detach(move || drop((clients, store))));
+        }
     }
 }
 
@@ -644,6 +653,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // The wheel's version (maturin takes it from this crate's Cargo.toml):
     // `tokenstore.__version__`.
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    logging::install(m)?;
     m.add_class::<NativeStore>()?;
     // The engine's one list of a token's fields: (name, holds a secret), in
     // declaration order. `tokenstore.Token` is checked against it.

@@ -24,6 +24,18 @@ pub(super) enum Failure {
     Other,
 }
 
+impl Failure {
+    /// How a log record names it.
+    pub(super) fn describe(self) -> &'static str {
+        match self {
+            Failure::Deadlock => "a deadlock",
+            Failure::LockWait => "a lock wait time-out",
+            Failure::Lost => "a lost connection",
+            Failure::Other => "an error",
+        }
+    }
+}
+
 pub(super) fn failure(e: &MyError) -> Failure {
     match e {
         MyError::MySqlError(e) if e.code == DEADLOCK => Failure::Deadlock,

@@ -388,6 +388,11 @@ impl Engine for MysqlStore {
             if !lost || attempts > self.options.pool_size_value() {
                 return done;
             }
+            log::info!(
+                target: crate::logging::MYSQL,
+                "looking a record up: attempt {attempts} found its connection lost; running it \
+                 again on another"
+            );
             discard(&mut conn);
         }
     }

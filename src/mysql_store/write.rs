@@ -76,7 +76,14 @@ impl MysqlStore {
                 Some(Failure::LockWait) => LOST_ATTEMPTS,
                 _ => 0,
             };
+            let cause = attempt.failed.get().unwrap_or(Failure::Other).describe();
             if !again || attempts >= limit {
+                if again && limit > 0 {
+                    log::warn!(
+                        target: crate::logging::MYSQL,
+                        "{what}: gave up after {attempts} attempts, the last ended in {cause}"
+                    );
+                }
                 if limit == DEADLOCK_ATTEMPTS && again {
                     return Err(unavailable(
                         what,
@@ -97,6 +104,10 @@ impl MysqlStore {
                     None => e,
                 });
             }
+            log::info!(
+                target: crate::logging::MYSQL,
+                "{what}: attempt {attempts} ended in {cause}; running it again"
+            );
             drop(conn);
             if !(lost && attempts <= pooled) {
                 crate::retry::pause(attempts);

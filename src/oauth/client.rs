@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use super::config::check_accounts_url;
+use super::events;
 use super::exchange::{REVOKE_PATH, TOKEN_PATH};
 use super::refresher::{Flights, Joined};
 use super::response::{parse_revoke, parse_token, Exchange, Grant};
@@ -143,18 +144,24 @@ impl OAuthClient {
         if let Some(redirect) = &login.redirect_url {
             form.push(("redirect_uri", redirect.as_str()));
         }
+        let clock = Instant::now();
         let started = now_ms();
-        let (status, body) = self.post(&accounts, TOKEN_PATH, None, &form)?;
-        let grant = parse_token(status, &body, &accounts, Exchange::GrantCode)?;
-        let mut record = OAuthToken {
-            user_name: Some(login.user_name.clone()),
-            client_id: Some(login.client_id.clone()),
-            client_secret: Some(login.client_secret.clone()),
-            redirect_url: login.redirect_url.clone(),
-            ..granted(grant, started)
-        };
-        self.store.save_token(&mut record)?;
-        Ok(record)
+        let outcome = self
+            .post(&accounts, TOKEN_PATH, &form)
+            .and_then(|(status, body)| parse_token(status, &body, &accounts, Exchange::GrantCode))
+            .and_then(|grant| {
+                let mut record = OAuthToken {
+                    user_name: Some(login.user_name.clone()),
+                    client_id: Some(login.client_id.clone()),
+                    client_secret: Some(login.client_secret.clone()),
+                    redirect_url: login.redirect_url.clone(),
+                    ..granted(grant, started)
+                };
+                self.store.save_token(&mut record)?;
+                Ok(record)
+            });
+        events::logged_in(&login.user_name, &accounts, clock.elapsed(), &outcome);
+        outcome
     }
 
     /// A valid access token for the record `query` finds (docs/SPEC.md §2 rules,
@@ -211,18 +218,25 @@ impl OAuthClient {
     /// [`Error::RateLimited`], [`Error::Network`], ...), on which the record
     /// is kept.
     pub fn revoke(&self, id: &str) -> Result<bool> {
-        let _lock = self.store.refresh_lock(id)?;
-        let record = self.stored(id)?;
-        let mut asked = false;
-        if let Some(refresh) = present(&record.refresh_token) {
-            let accounts = self.config.accounts_url_for(Some(&record));
-            let (status, body) =
-                self.post(&accounts, REVOKE_PATH, Some(("token", refresh)), &[])?;
-            parse_revoke(status, &body, &accounts)?;
-            asked = true;
-        }
-        self.store.delete_token(id)?;
-        Ok(asked)
+        let clock = Instant::now();
+        let mut accounts = None;
+        let outcome = (|| {
+            let _lock = events::refresh_lock(&*self.store, id)?;
+            let record = self.stored(id)?;
+            let mut asked = false;
+            if let Some(refresh) = present(&record.refresh_token) {
+                let server = accounts.insert(self.config.accounts_url_for(Some(&record)));
+                // In the body, as the Zoho SDKs send it: a URL's query
+                // string is what proxies, servers and HTTP clients log.
+                let (status, body) = self.post(server, REVOKE_PATH, &[("token", refresh)])?;
+                parse_revoke(status, &body, server)?;
+                asked = true;
+            }
+            self.store.delete_token(id)?;
+            Ok(asked)
+        })();
+        events::revoked(id, accounts.as_deref(), clock.elapsed(), &outcome);
+        outcome
     }
 
     /// The record `query` designates, or `NotFound`.
@@ -295,19 +309,26 @@ impl OAuthClient {
         margin_ms: i64,
         force: bool,
     ) -> Result<(AccessToken, bool)> {
-        let _lock = self.store.refresh_lock(id)?;
-        let record = self.stored(id)?;
-        if !force && !needs_refresh(&record, margin_ms) {
-            return Ok((AccessToken::from_record(&record)?, false));
-        }
-        let started = now_ms();
-        let grant = self.request_refresh(&record)?;
-        let mut update = OAuthToken {
-            id: Some(id.to_owned()),
-            ..granted(grant, started)
-        };
-        self.store.save_token(&mut update)?;
-        Ok((AccessToken::from_record(&update)?, true))
+        let clock = Instant::now();
+        let mut accounts = None;
+        let outcome = (|| {
+            let _lock = events::refresh_lock(&*self.store, id)?;
+            let record = self.stored(id)?;
+            if !force && !needs_refresh(&record, margin_ms) {
+                return Ok((AccessToken::from_record(&record)?, false));
+            }
+            let server = accounts.insert(self.config.accounts_url_for(Some(&record)));
+            let started = now_ms();
+            let grant = self.request_refresh(&record, server)?;
+            let mut update = OAuthToken {
+                id: Some(id.to_owned()),
+                ..granted(grant, started)
+            };
+            self.store.save_token(&mut update)?;
+            Ok((AccessToken::from_record(&update)?, true))
+        })();
+        events::refreshed(id, accounts.as_deref(), clock.elapsed(), &outcome);
+        outcome
     }
 }
 

@@ -15,7 +15,7 @@ pub(super) const REVOKE_PATH: &str = "/oauth/v2/token/revoke";
 
 impl OAuthClient {
     /// Exchanges the record's refresh token (`grant_type=refresh_token`).
-    pub(super) fn request_refresh(&self, record: &OAuthToken) -> Result<Grant> {
+    pub(super) fn request_refresh(&self, record: &OAuthToken, accounts: &str) -> Result<Grant> {
         let id = record.id.clone().unwrap_or_default();
         let need = |value: &Option<String>, missing: &'static str| {
             present(value)
@@ -28,36 +28,32 @@ impl OAuthClient {
         let refresh = need(&record.refresh_token, "refresh_token")?;
         let client_id = need(&record.client_id, "client_id")?;
         let client_secret = need(&record.client_secret, "client_secret")?;
-        let accounts = self.config.accounts_url_for(Some(record));
         let form = [
             ("grant_type", "refresh_token"),
             ("client_id", client_id.as_str()),
             ("client_secret", client_secret.as_str()),
             ("refresh_token", refresh.as_str()),
         ];
-        let (status, body) = self.post(&accounts, TOKEN_PATH, None, &form)?;
-        parse_token(status, &body, &accounts, Exchange::RefreshToken)
+        let (status, body) = self.post(accounts, TOKEN_PATH, &form)?;
+        parse_token(status, &body, accounts, Exchange::RefreshToken)
     }
 
-    /// POSTs `form` (secrets travel in the body, never in the URL, except the
-    /// revoke endpoint's `token` parameter, which Zoho defines in the query
-    /// string and which is never shown). Returns the status and the body.
+    /// POSTs `form`: secrets travel in the body, never in the URL, which
+    /// HTTP clients (ureq's TRACE records), proxies and servers log. Returns
+    /// the status and the body.
     pub(super) fn post(
         &self,
         accounts: &str,
         path: &str,
-        query: Option<(&str, &str)>,
         form: &[(&str, &str)],
     ) -> Result<(u16, Vec<u8>)> {
         let network = |reason: String| Error::Network {
             accounts: accounts.to_owned(),
             reason,
         };
-        let mut request = self.agent.post(format!("{accounts}{path}"));
-        if let Some((name, value)) = query {
-            request = request.query(name, value);
-        }
-        let mut response = request
+        let mut response = self
+            .agent
+            .post(format!("{accounts}{path}"))
             .send_form(form.iter().copied())
             .map_err(|e| self.describe(e, accounts))?;
         let status = response.status().as_u16();

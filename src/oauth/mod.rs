@@ -34,6 +34,7 @@ mod access_token;
 mod client;
 mod config;
 mod datacenter;
+mod events;
 mod exchange;
 mod login;
 mod refresh_ahead;

@@ -137,7 +137,16 @@ impl PostgresStore {
                     ok => ok,
                 };
             }
+            let cause = match &outcome {
+                Err(Error::Database { code, .. }) if code == "40001" => "a serialization failure",
+                Err(Error::Database { code, .. }) if code == "40P01" => "a deadlock",
+                _ => "a unique value a concurrent write took",
+            };
             if attempt >= ATTEMPTS {
+                log::warn!(
+                    target: crate::logging::POSTGRES,
+                    "{what}: gave up after {attempt} attempts, the last ended in {cause}"
+                );
                 return Err(unavailable(
                     what,
                     format!(
@@ -146,6 +155,10 @@ impl PostgresStore {
                     false,
                 ));
             }
+            log::info!(
+                target: crate::logging::POSTGRES,
+                "{what}: attempt {attempt} ended in {cause}; running it again"
+            );
             crate::retry::pause(attempt);
         }
     }

@@ -29,6 +29,7 @@ use crate::check::CheckReport;
 use crate::engine::Stage;
 use crate::error::{Error, Result};
 use crate::key::Key;
+use crate::logging::{Secs, LOCK_WAIT_NOTICE, SHARED};
 use crate::sled_store::{SledOptions, SledStore};
 use crate::store::{RefreshLock, TokenStore};
 use crate::token::OAuthToken;
@@ -252,7 +253,34 @@ impl SharedStore {
         if !Arc::ptr_eq(&self.current.load(), stale) {
             return Ok(());
         }
-        self.current.store(self.elect_again(stale.forks)?);
+        let started = Instant::now();
+        let gone = match &stale.role {
+            Part::Client(client) => client.owner_pid(),
+            Part::Owner(_) => std::process::id(),
+        };
+        let elected = self.elect_again(stale.forks);
+        let took = Secs(started.elapsed());
+        let path = self.path.display();
+        match elected.as_ref().map(|current| &current.role) {
+            Ok(Part::Owner(_)) => log::info!(
+                target: SHARED,
+                "the owner (pid {gone}) of the shared store {path} went away; this process \
+                 (pid {}) took over in {took}",
+                std::process::id()
+            ),
+            Ok(Part::Client(client)) => log::info!(
+                target: SHARED,
+                "the owner (pid {gone}) of the shared store {path} went away; pid {} took \
+                 over, followed after {took}",
+                client.owner_pid()
+            ),
+            Err(e) => log::warn!(
+                target: SHARED,
+                "the owner (pid {gone}) of the shared store {path} went away; no new owner \
+                 after {took}: {e}"
+            ),
+        }
+        self.current.store(elected?);
         Ok(())
     }
 
@@ -337,10 +365,33 @@ fn elect(
     // A fork's child of a process that ran the engine cannot run it (see
     // `os::engine_inherited`): it only follows an owner.
     let may_own = !os::engine_inherited();
+    // Until the last attempt began: the time spent waiting for a holder of
+    // the lock to serve (an attempt itself takes a while: it opens sled).
+    let mut waited = Duration::ZERO;
+    let note_wait = |waited: Duration, level: log::Level, what: &str| {
+        if waited > LOCK_WAIT_NOTICE {
+            log::log!(
+                target: SHARED,
+                level,
+                "waited {} for the shared store {} (its lock's holder was not serving it yet); {what}",
+                Secs(waited),
+                path.display()
+            );
+        }
+    };
     loop {
         if may_own {
             match SledStore::open_with(path, options.clone().without_lock_grace()) {
-                Ok(store) => return serve(path, store, options.encryption_key().cloned(), refresh),
+                Ok(store) => {
+                    note_wait(waited, log::Level::Info, "this process owns it");
+                    log::debug!(
+                        target: SHARED,
+                        "this process (pid {}) owns the shared store {} and serves it",
+                        std::process::id(),
+                        path.display()
+                    );
+                    return serve(path, store, options.encryption_key().cloned(), refresh);
+                }
                 Err(Error::Locked { .. }) => {}
                 Err(e) => return Err(e),
             }
@@ -351,7 +402,17 @@ fn elect(
             options.encryption_key().cloned(),
             timeout,
         ) {
-            Ok(client) => return Ok(Part::Client(client)),
+            Ok(client) => {
+                note_wait(waited, log::Level::Info, "its owner answered");
+                log::debug!(
+                    target: SHARED,
+                    "this process (pid {}) is a client of the shared store {}, owned by pid {}",
+                    std::process::id(),
+                    path.display(),
+                    client.owner_pid()
+                );
+                return Ok(Part::Client(client));
+            }
             Err(ConnectError::Refused(e)) => return Err(e),
             Err(ConnectError::Unresponsive { pid }) => {
                 return Err(Error::Unavailable {
@@ -367,6 +428,7 @@ fn elect(
             Err(ConnectError::NoOwner) => {}
         }
         if started.elapsed() >= wait {
+            note_wait(started.elapsed(), log::Level::Warn, "gave up");
             if !may_own {
                 return Err(Error::Unavailable {
                     what: format!("using the shared token store at {}", path.display()),
@@ -385,6 +447,7 @@ fn elect(
         }
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(25));
+        waited = started.elapsed();
     }
 }
 

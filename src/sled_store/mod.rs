@@ -51,6 +51,7 @@ use crate::codec::{self, Sealing};
 use crate::engine::{Engine as StorageEngine, Plan, Replay};
 use crate::error::{Error, Result};
 use crate::key::Key;
+use crate::logging::{Secs, LOCK_WAIT_NOTICE, STORE};
 use crate::plan::{StoreView, Stored, WriteSet};
 use crate::token::{IndexedField, OAuthToken};
 use cache::{Cached, RecordCache};
@@ -375,6 +376,7 @@ impl SledStore {
         let Some(engine) = self.engine.take() else {
             return Ok(());
         };
+        let started = Instant::now();
         // Its thread holds handles on the database.
         self.stop_warming();
         // A clean close loses nothing, also in buffered mode.
@@ -389,7 +391,21 @@ impl SledStore {
         // modes too; the 0700 directory already keeps others out.
         let secured = secure_permissions(&self.path);
         drop(self.lock.take());
-        flushed.and(secured)
+        let closed = flushed.and(secured);
+        match &closed {
+            Ok(()) => log::debug!(
+                target: STORE,
+                "closed the sled store {} in {}",
+                self.path.display(),
+                Secs(started.elapsed())
+            ),
+            Err(e) => log::warn!(
+                target: STORE,
+                "closing the sled store {} failed (what was acknowledged durably is on disk): {e}",
+                self.path.display()
+            ),
+        }
+        closed
     }
 }
 

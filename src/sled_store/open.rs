@@ -190,10 +190,30 @@ pub(super) fn lock_directory(path: &Path, wait: Duration, grace: bool) -> Result
     let mut pause = Duration::from_millis(2);
     loop {
         match file.try_lock() {
-            Ok(()) => return Ok(file),
+            Ok(()) => {
+                let waited = started.elapsed();
+                if waited > LOCK_WAIT_NOTICE {
+                    log::info!(
+                        target: STORE,
+                        "waited {} for the lock of the store {} (another process had it open)",
+                        Secs(waited),
+                        path.display()
+                    );
+                }
+                return Ok(file);
+            }
             Err(TryLockError::WouldBlock) => {
                 let waited = started.elapsed();
                 if waited >= wait {
+                    if waited > LOCK_WAIT_NOTICE {
+                        log::warn!(
+                            target: STORE,
+                            "gave up after waiting {} for the lock of the store {} (another \
+                             process has it open)",
+                            Secs(waited),
+                            path.display()
+                        );
+                    }
                     return Err(Error::Locked {
                         path: path.to_path_buf(),
                     });

@@ -62,9 +62,13 @@ impl SledStore {
         let sealing = Arc::clone(&self.sealing);
         let stop = Arc::clone(&self.warming.stop);
         let writer = Arc::clone(&self.writer);
+        let path = self.path.clone();
         let spawned = std::thread::Builder::new()
             .name("tokenstore-warm".into())
             .spawn(move || {
+                log::debug!(target: STORE, "warm-up of the store {} started", path.display());
+                let started = Instant::now();
+                let warmed = (|| {
                 let read = warm_records(&records, &cache, &sealing, &writer, &stop)?;
                 // The index filter, sized for four keys per record read (or
                 // per 1 KiB on disk, when the cache filled before the end),
@@ -100,6 +104,27 @@ impl SledStore {
                 }
                 filter.complete();
                 Ok(read)
+                })();
+                let took = Secs(started.elapsed());
+                match &warmed {
+                    Ok(read) if stop.load(Ordering::Relaxed) => log::debug!(
+                        target: STORE,
+                        "warm-up of the store {} stopped by the close: {read} records cached in {took}",
+                        path.display()
+                    ),
+                    Ok(read) => log::debug!(
+                        target: STORE,
+                        "warm-up of the store {} done: {read} records cached in {took}",
+                        path.display()
+                    ),
+                    Err(e) => log::warn!(
+                        target: STORE,
+                        "warm-up of the store {} failed after {took} (the store works, warming \
+                         as it is used): {e}",
+                        path.display()
+                    ),
+                }
+                warmed
             });
         // Without a thread the store works as well, warming as it is used.
         if let Ok(thread) = spawned {

@@ -14,6 +14,7 @@
 #   cargo test --features postgres,server-tests --test cli_postgres
 #   cargo test --features postgres,server-tests --test postgres_store
 #   cargo test --features postgres,server-tests --test postgres_processes
+#   cargo test --features postgres,server-tests --test postgres_logs
 #   cargo test --features postgres,server-tests --test postgres_restart   (alone)
 # and then, on a second cluster that takes only TLS (tests/postgres/tls.sh),
 #   cargo test --features postgres,server-tests --test postgres_tls
@@ -93,6 +94,7 @@ cargo test --features postgres,server-tests --test conformance "$@" -- postgres
 cargo test --features postgres,server-tests --test cli_postgres "$@"
 cargo test --features postgres,server-tests --test postgres_store "$@"
 cargo test --features postgres,server-tests --test postgres_processes "$@"
+cargo test --features postgres,server-tests --test postgres_logs "$@"
 # The restart test restarts the server under every connection: alone.
 cargo test --features postgres,server-tests --test postgres_restart "$@"
 

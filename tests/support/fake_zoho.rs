@@ -2,7 +2,7 @@
 //! the demo (`cargo run --example fake_zoho`). It speaks the token endpoint
 //! (`POST /oauth/v2/token`, grant types `authorization_code` and
 //! `refresh_token`) and the revoke endpoint (`POST
-//! /oauth/v2/token/revoke?token=…`), counts every request, and can be told
+//! /oauth/v2/token/revoke`, `token` in the form or the query), counts every request, and can be told
 //! to misbehave. It stops when dropped.
 //!
 //! Every refresh token it issued (or any other one) is accepted until it is
@@ -61,6 +61,8 @@ struct State {
     logins: AtomicUsize,
     refreshes: AtomicUsize,
     revokes: AtomicUsize,
+    /// Requests that carried a secret in the URL's query string.
+    secrets_in_urls: AtomicUsize,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
     /// Refresh tokens revoked or rotated away.
@@ -100,6 +102,7 @@ impl FakeZoho {
             logins: AtomicUsize::new(0),
             refreshes: AtomicUsize::new(0),
             revokes: AtomicUsize::new(0),
+            secrets_in_urls: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
             max_in_flight: AtomicUsize::new(0),
             dead: Mutex::new(HashSet::new()),
@@ -182,6 +185,12 @@ impl FakeZoho {
         self.state.revokes.load(Ordering::SeqCst)
     }
 
+    /// Requests whose URL carried a token, code or secret in its query
+    /// string (which servers, proxies and HTTP clients log).
+    pub fn secrets_in_urls(&self) -> usize {
+        self.state.secrets_in_urls.load(Ordering::SeqCst)
+    }
+
     /// The most requests it was answering at the same time.
     pub fn max_in_flight(&self) -> usize {
         self.state.max_in_flight.load(Ordering::SeqCst)
@@ -217,6 +226,15 @@ fn answer(state: &State, mut request: tiny_http::Request) {
             .find(|(k, v)| k == name && !v.is_empty())
             .map(|(_, v)| v.clone())
     };
+    let secret_in_url = form_urlencoded::parse(query.as_bytes()).any(|(k, _)| {
+        matches!(
+            &*k,
+            "token" | "refresh_token" | "code" | "client_secret" | "access_token"
+        )
+    });
+    if secret_in_url {
+        state.secrets_in_urls.fetch_add(1, Ordering::SeqCst);
+    }
     let grant_type = field("grant_type").unwrap_or_default();
     let kind = match (request.method(), path) {
         (tiny_http::Method::Post, "/oauth/v2/token/revoke") => "revoke",
@@ -248,9 +266,12 @@ fn answer(state: &State, mut request: tiny_http::Request) {
         return;
     }
     if kind == "revoke" {
-        let token = form_urlencoded::parse(query.as_bytes())
-            .find(|(k, _)| k == "token")
-            .map(|(_, v)| v.into_owned());
+        // The Zoho SDKs send the token in the form, Zoho's docs in the query.
+        let token = field("token").or_else(|| {
+            form_urlencoded::parse(query.as_bytes())
+                .find(|(k, _)| k == "token")
+                .map(|(_, v)| v.into_owned())
+        });
         return match (behaviour, token) {
             (Behaviour::Normal | Behaviour::Legacy, Some(token)) => {
                 state.dead.lock().unwrap().insert(token);

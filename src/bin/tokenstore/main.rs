@@ -8,6 +8,7 @@
 mod export;
 mod failure;
 mod import;
+mod logs;
 #[cfg(feature = "oauth")]
 mod oauth;
 mod purge;
@@ -75,6 +76,9 @@ struct Cli {
     /// it to serve or close the store instead of failing (0: fail at once).
     #[arg(long, global = true, value_name = "SECS", default_value_t = 10.0)]
     lock_timeout: f64,
+
+    #[command(flatten)]
+    logs: logs::Verbosity,
 
     #[command(subcommand)]
     command: Command,
@@ -270,6 +274,7 @@ struct FindArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    cli.logs.init();
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
