@@ -39,7 +39,7 @@ pub fn run(store: &dyn Backend, args: &ExportArgs) -> CliResult {
     }
     let written = match &args.output {
         Some(path) => {
-            let file = crate::create_private(path, true)
+            let file = crate::keys::create_private(path, true)
                 .map_err(|e| CliError::input(format!("cannot write {}: {e}", path.display())))?;
             let mut writer = BufWriter::new(file);
             write(&mut writer, &tokens, args)

@@ -8,6 +8,7 @@
 mod export;
 mod failure;
 mod import;
+mod keys;
 mod logs;
 #[cfg(feature = "oauth")]
 mod oauth;
@@ -15,9 +16,10 @@ mod purge;
 mod render;
 
 use failure::{hint, CliError, CliResult};
+use keys::{change_key, current_key, key_file, keygen};
 
 use std::io::BufRead;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -452,54 +454,6 @@ fn same_place(a: &str, b: &str) -> bool {
     }
 }
 
-/// The key from --key-file, else from TOKENSTORE_KEY, else none.
-fn current_key(path: Option<&Path>) -> CliResult<Option<Key>> {
-    if let Some(path) = path {
-        return key_file(path).map(Some);
-    }
-    match std::env::var("TOKENSTORE_KEY") {
-        Ok(text) if !text.trim().is_empty() => Key::from_base64(&text)
-            .map(Some)
-            .map_err(|e| CliError::input(format!("TOKENSTORE_KEY: {e}"))),
-        _ => Ok(None),
-    }
-}
-
-/// The key in the file at `path`; a file that cannot be read is bad input
-/// (exit 2), not a failing store.
-fn key_file(path: &Path) -> CliResult<Key> {
-    Key::from_file(path).map_err(|e| match e {
-        tokenstore::Error::Io(_) => CliError::input(e.to_string()),
-        e => CliError::from(e),
-    })
-}
-
-fn keygen(output: Option<&Path>) -> CliResult {
-    let key = Key::generate()?;
-    let Some(path) = output else {
-        // Printing the key is what was asked for.
-        println!("{}", key.to_base64());
-        return Ok(());
-    };
-    let text = zeroize::Zeroizing::new(format!("{}\n", key.to_base64()));
-    create_private(path, false)
-        .and_then(|mut file| {
-            std::io::Write::write_all(&mut file, text.as_bytes())?;
-            file.sync_all()
-        })
-        .map_err(|e| {
-            CliError::input(format!(
-                "cannot create the key file {}: {e}",
-                path.display()
-            ))
-        })?;
-    eprintln!(
-        "wrote a new key to {} (keep it: without it the store cannot be read)",
-        path.display()
-    );
-    Ok(())
-}
-
 /// A progress bar of `len` steps on stderr, drawn only when it is a terminal.
 fn progress_bar(len: usize, template: &str) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(len as u64);
@@ -507,39 +461,6 @@ fn progress_bar(len: usize, template: &str) -> indicatif::ProgressBar {
         bar.set_style(style.progress_chars("=> "));
     }
     bar
-}
-
-/// Creates `path` readable and writable by its owner only (0600 on Unix,
-/// whatever the umask), replacing an existing file only with `replace`.
-fn create_private(path: &Path, replace: bool) -> std::io::Result<std::fs::File> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true);
-    if replace {
-        options.create(true).truncate(true);
-    } else {
-        options.create_new(true);
-    }
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path)
-}
-
-/// Encrypts, re-encrypts or decrypts the store, with a progress bar.
-fn change_key(mut store: AnyStore, key: Option<Key>, done: &str, out: Output) -> CliResult {
-    let bar = progress_bar(
-        store.count()?,
-        "rewriting [{bar:40}] {pos}/{len} records ({eta} left)",
-    );
-    let result = store.set_encryption(key, &mut |n, _| bar.set_position(n as u64));
-    bar.finish_and_clear();
-    result?;
-    let records = store.count()?;
-    let encrypted = store.info()?.encrypted;
-    out.print(
-        json!({ "records": records, "encrypted": encrypted }),
-        || format!("{done} {records} records in {}", store.location()),
-    );
-    Ok(())
 }
 
 /// Records in id order: numeric ids by value, then the others.
