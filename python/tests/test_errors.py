@@ -56,6 +56,11 @@ def _unreachable_server(tmp_path):
     tokenstore.open("postgres://nobody:pw@127.0.0.1:1/none")
 
 
+def _unreachable_mysql(tmp_path):
+    # The package opens mysql:// (not an unknown scheme): nobody listens there.
+    tokenstore.open("mysql://nobody:pw@127.0.0.1:1/none")
+
+
 def _unsupported(tmp_path):
     tokenstore.open("memory:", key=os.urandom(32))
 
@@ -94,6 +99,7 @@ CASES = [
     (_store_not_found, tokenstore.Error),
     (_unknown_scheme, tokenstore.Error),
     (_unreachable_server, tokenstore.StorageError),
+    (_unreachable_mysql, tokenstore.StorageError),
     (_unsupported, tokenstore.UnsupportedError),
     (_not_found, tokenstore.NotFoundError),
     (_not_refreshable, tokenstore.NotRefreshableError),
