@@ -101,7 +101,6 @@ impl PostgresOptions {
         self
     }
 
-    /// The pool size.
     /// Whether a database without the store's tables gets them (the
     /// default) or is refused with [`Error::StoreNotFound`].
     #[must_use]
