@@ -1,8 +1,84 @@
-//! The pause between attempts of a transaction that a database server
-//! aborted (a serialization failure, a deadlock, a lock wait): shared by the
-//! server backends so that they back off alike.
+//! Running an attempt again, alike in the server backends: the pause
+//! between attempts of a transaction that a database server aborted (a
+//! serialization failure, a deadlock, a lock wait), and the attempts that
+//! found their pooled connection lost.
+//!
+//! Pools do not test a connection when they hand it out (that was a second
+//! round trip on every lookup), so a connection may be one the server
+//! closed while it sat idle: a restart closes them all, an idle time-out or
+//! an administrator some. An attempt that finds its connection lost, before
+//! anything could have been committed, discards it and runs again on
+//! another: at once, as often as the pool may hold such connections, and
+//! then once more on a new one (a read) or a few more times with the pause
+//! (a write, which the server may be restarting under).
 
 use std::time::Duration;
+
+use crate::error::Error;
+
+/// Attempts of a write that lost its connection before the commit, beyond
+/// one per pooled connection; also the attempts of a MySQL write whose
+/// lock wait timed out.
+pub(crate) const LOST_ATTEMPTS: u32 = 3;
+
+/// How an attempt on a pooled connection failed.
+#[derive(Debug)]
+pub(crate) struct Failed {
+    pub(crate) error: Error,
+    /// The connection was found lost (and discarded) before anything could
+    /// have been committed: the attempt may run again on another.
+    pub(crate) lost: bool,
+}
+
+impl From<Error> for Failed {
+    /// A failure that running again would not mend.
+    fn from(error: Error) -> Failed {
+        Failed { error, lost: false }
+    }
+}
+
+/// How many attempts a write may make that lose their connection before
+/// the commit.
+pub(crate) fn lost_attempts(pool_size: u32) -> u32 {
+    pool_size + LOST_ATTEMPTS
+}
+
+/// Sleeps, as [`pause`], before attempt `attempt + 1` of a write that lost
+/// its connection, unless the attempts so far may all have met a pooled
+/// connection the server had closed: those run again at once.
+pub(crate) fn pause_after_loss(attempt: u32, pool_size: u32) {
+    if attempt > pool_size {
+        pause(attempt);
+    }
+}
+
+/// Runs `attempt` (which takes a pooled connection each time) until it
+/// succeeds, fails otherwise than on a lost connection, or has lost its
+/// connection once per pooled connection and once more on a new one. For
+/// work that changes nothing, run again at once.
+pub(crate) fn reading<T>(
+    pool_size: u32,
+    log_target: &str,
+    what: &str,
+    mut attempt: impl FnMut() -> Result<T, Failed>,
+) -> Result<T, Error> {
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match attempt() {
+            Ok(out) => return Ok(out),
+            Err(Failed { error, lost }) => {
+                if !lost || attempts > pool_size {
+                    return Err(error);
+                }
+            }
+        }
+        log::info!(
+            target: log_target,
+            "{what}: attempt {attempts} found its connection lost; running it again on another"
+        );
+    }
+}
 
 /// Sleeps before attempt `attempt + 1`: nothing for the first two retries
 /// (most conflicts clear at once), then a jittered pause whose ceiling
@@ -18,4 +94,53 @@ pub(crate) fn pause(attempt: u32) {
     let jitter = u64::from(now.subsec_nanos() % 97) + u64::from(std::process::id() % 89);
     let ceiling = 50u64 << attempt.min(8);
     std::thread::sleep(Duration::from_micros(jitter * ceiling / 186));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    fn lost() -> Failed {
+        Failed {
+            error: Error::Unavailable {
+                what: "test".into(),
+                detail: "connection closed".into(),
+                maybe_committed: false,
+            },
+            lost: true,
+        }
+    }
+
+    #[test]
+    fn a_read_runs_again_once_per_pooled_connection_and_once_more() {
+        let tries = Cell::new(0);
+        let out = reading(3, "test", "test", || {
+            tries.set(tries.get() + 1);
+            Err::<(), _>(lost())
+        });
+        assert!(out.is_err());
+        assert_eq!(tries.get(), 4);
+        tries.set(0);
+        let out = reading(3, "test", "test", || {
+            tries.set(tries.get() + 1);
+            if tries.get() < 4 {
+                Err(lost())
+            } else {
+                Ok(7)
+            }
+        });
+        assert_eq!(out.unwrap(), 7);
+    }
+
+    #[test]
+    fn other_failures_never_run_again() {
+        let tries = Cell::new(0);
+        let out = reading(2, "test", "test", || {
+            tries.set(tries.get() + 1);
+            Err::<(), _>(Failed::from(Error::invalid("no")))
+        });
+        assert!(out.is_err());
+        assert_eq!(tries.get(), 1);
+    }
 }

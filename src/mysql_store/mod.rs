@@ -35,7 +35,8 @@
 //! A deadlock (1213; only rows locked by someone else can cause one), a
 //! lock wait time-out (1205; the server rolls back only the statement, the
 //! store rolls back the transaction) and a connection lost before the
-//! commit are retried, bounded (200, 3 and 3 attempts, with a growing
+//! commit are retried, bounded (200 attempts, 3, and one per pooled
+//! connection and 3 more, as `crate::retry` bounds them; with a growing
 //! jittered pause), then [`Error::Unavailable`]; a batch whose stage ran
 //! is never run again. A connection that breaks during the COMMIT is
 //! `Unavailable { maybe_committed: true }`.
@@ -121,6 +122,7 @@ use crate::engine::{self, Engine, Plan, Replay, Stage};
 use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::plan::{StoreView, Stored, WriteSet};
+use crate::retry::Failed;
 use crate::store::RefreshLock;
 use crate::token::{IndexedField, OAuthToken};
 
@@ -373,28 +375,28 @@ pub(super) fn discard(conn: &mut PooledConn) {
 impl Engine for MysqlStore {
     fn read<T: Send>(&self, read: impl Fn(&dyn StoreView) -> Result<T> + Send) -> Result<T> {
         // Connections are not pinged when taken from the pool (that was a
-        // second round trip on every lookup). A read that finds its
+        // second round trip on every lookup): a read that finds its
         // connection lost (the server restarted, or closed it while idle)
-        // runs again on another, the lost one discarded: at most once per
-        // pooled connection, and once more on a new one. Reads change
-        // nothing.
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            let mut conn = self.conn("looking a record up")?;
-            let view = View::new(&mut conn, &self.sealing);
-            let done = read(&view);
-            let lost = view.failed.get() == Some(Failure::Lost);
-            if !lost || attempts > self.options.pool_size_value() {
-                return done;
-            }
-            log::info!(
-                target: crate::logging::MYSQL,
-                "looking a record up: attempt {attempts} found its connection lost; running it \
-                 again on another"
-            );
-            discard(&mut conn);
-        }
+        // runs again on another, the lost one discarded (`crate::retry`).
+        // Reads change nothing.
+        let what = "looking a record up";
+        crate::retry::reading(
+            self.options.pool_size_value(),
+            crate::logging::MYSQL,
+            what,
+            || {
+                let mut conn = self.conn(what)?;
+                let view = View::new(&mut conn, &self.sealing);
+                let done = read(&view);
+                let lost = view.failed.get() == Some(Failure::Lost);
+                done.map_err(|error| {
+                    if lost {
+                        discard(&mut conn);
+                    }
+                    Failed { error, lost }
+                })
+            },
+        )
     }
 
     fn write<T: Send>(&self, replay: Replay, plan: &mut Plan<'_, T>) -> Result<T> {

@@ -12,9 +12,6 @@ use super::*;
 /// deadlock (none happens between the store's own writers, which take one
 /// lock first; rows locked by others can).
 const DEADLOCK_ATTEMPTS: u32 = 200;
-/// Attempts of a write whose lock wait timed out or whose connection broke
-/// before the commit.
-const LOST_ATTEMPTS: u32 = 3;
 
 /// The meta row, read under its lock: what a write starts from.
 pub(super) struct Locked {
@@ -63,8 +60,7 @@ impl MysqlStore {
             let again = replay == Replay::Allowed || !attempt.ran;
             // A lost connection may be one the server closed while it sat
             // in the pool (connections are not pinged when taken): it is
-            // discarded, and the attempt runs again at once, as often as
-            // the pool may hold such connections, then as other failures.
+            // discarded, and the attempt runs again as `crate::retry` says.
             let pooled = self.options.pool_size_value();
             let lost = attempt.failed.get() == Some(Failure::Lost);
             if lost {
@@ -72,8 +68,8 @@ impl MysqlStore {
             }
             let limit = match attempt.failed.get() {
                 Some(Failure::Deadlock) => DEADLOCK_ATTEMPTS,
-                Some(Failure::Lost) => pooled + LOST_ATTEMPTS,
-                Some(Failure::LockWait) => LOST_ATTEMPTS,
+                Some(Failure::Lost) => crate::retry::lost_attempts(pooled),
+                Some(Failure::LockWait) => crate::retry::LOST_ATTEMPTS,
                 _ => 0,
             };
             let cause = attempt.failed.get().unwrap_or(Failure::Other).describe();
@@ -109,7 +105,9 @@ impl MysqlStore {
                 "{what}: attempt {attempts} ended in {cause}; running it again"
             );
             drop(conn);
-            if !(lost && attempts <= pooled) {
+            if lost {
+                crate::retry::pause_after_loss(attempts, pooled);
+            } else {
                 crate::retry::pause(attempts);
             }
         }
