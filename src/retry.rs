@@ -80,6 +80,41 @@ pub(crate) fn reading<T>(
     }
 }
 
+/// Runs `attempt` (a write that takes a pooled connection each time) until
+/// it succeeds, fails otherwise than on a connection lost before the
+/// commit, or has lost its connection [`lost_attempts`] times; again at
+/// once while every attempt may have met a connection the server closed
+/// while it was pooled, then after [`pause_after_loss`].
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+pub(crate) fn writing<T>(
+    pool_size: u32,
+    log_target: &str,
+    what: &str,
+    mut attempt: impl FnMut() -> Result<T, Failed>,
+) -> Result<T, Error> {
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match attempt() {
+            Ok(out) => return Ok(out),
+            Err(Failed { error, lost: false }) => return Err(error),
+            Err(Failed { error, lost: true }) if attempts >= lost_attempts(pool_size) => {
+                log::warn!(
+                    target: log_target,
+                    "{what}: gave up after {attempts} attempts, the last ended in a lost connection"
+                );
+                return Err(error);
+            }
+            Err(Failed { lost: true, .. }) => {}
+        }
+        log::info!(
+            target: log_target,
+            "{what}: attempt {attempts} ended in a lost connection; running it again"
+        );
+        pause_after_loss(attempts, pool_size);
+    }
+}
+
 /// Sleeps before attempt `attempt + 1`: nothing for the first two retries
 /// (most conflicts clear at once), then a jittered pause whose ceiling
 /// doubles up to ~12.8 ms, so that processes that collided do not collide
@@ -134,6 +169,17 @@ mod tests {
     }
 
     #[test]
+    fn a_write_runs_again_up_to_its_bound() {
+        let tries = Cell::new(0);
+        let out = writing(2, "test", "test", || {
+            tries.set(tries.get() + 1);
+            Err::<(), _>(lost())
+        });
+        assert!(out.is_err());
+        assert_eq!(tries.get(), lost_attempts(2));
+    }
+
+    #[test]
     fn other_failures_never_run_again() {
         let tries = Cell::new(0);
         let out = reading(2, "test", "test", || {
@@ -141,6 +187,13 @@ mod tests {
             Err::<(), _>(Failed::from(Error::invalid("no")))
         });
         assert!(out.is_err());
+        assert_eq!(tries.get(), 1);
+        tries.set(0);
+        let out = writing(2, "test", "test", || {
+            tries.set(tries.get() + 1);
+            Err::<(), _>(Failed::from(Error::invalid("no")))
+        });
+        assert!(matches!(out, Err(Error::InvalidToken { .. })));
         assert_eq!(tries.get(), 1);
     }
 }

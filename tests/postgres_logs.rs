@@ -1,8 +1,9 @@
 //! The PostgreSQL backend's log records: eight threads saving one user's
 //! token at once make the server refuse serializable transactions, and
 //! every write run again is an INFO record of `tokenstore::postgres` with
-//! its attempt number; no record up to its target's ceiling holds a
-//! secret. Needs a server: run tests/postgres/run.sh (without
+//! its attempt number, as is a lookup or a save run again after meeting a
+//! connection the server closed; no record up to its target's ceiling
+//! holds a secret. Needs a server: run tests/postgres/run.sh (without
 //! `TOKENSTORE_TEST_PG_URL` it prints SKIPPED).
 
 #[path = "support/postgres.rs"]
@@ -77,6 +78,34 @@ fn every_retry_is_an_info_record_and_no_record_holds_a_secret() {
         });
         secrets.extend((0..8).flat_map(|t| (0..10).map(move |i| secret(t, rounds * 100 + i))));
     }
+    // A lookup and a save that meet connections the server closed while
+    // they sat in the pool: each attempt run again is an INFO record.
+    let mut admin = db.client();
+    terminate_the_store_sessions(&mut admin);
+    let ana = OAuthToken::new().with_user_name("ana@example.com");
+    assert!(store.find_token(&ana).unwrap().is_some());
+    terminate_the_store_sessions(&mut admin);
+    let mut token = ana.with_access_token(secret(9, 9));
+    store.save_token(&mut token).expect("a save");
+    secrets.push(secret(9, 9));
+    let logged = |prefix: &str| {
+        CAPTURE
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(level, target, message)| {
+                *level == Level::Info
+                    && target == "tokenstore::postgres"
+                    && message.starts_with(prefix)
+            })
+    };
+    assert!(logged(
+        "looking a record up: attempt 1 found its connection lost; running it again on another"
+    ));
+    assert!(logged(
+        "saving a token: attempt 1 ended in a lost connection; running it again"
+    ));
     drop(store);
     let records = CAPTURE.0.lock().unwrap();
     let forms: Vec<String> = secrets
@@ -109,4 +138,29 @@ fn every_retry_is_an_info_record_and_no_record_holds_a_secret() {
         secrets.len(),
         forms.len()
     );
+}
+
+/// Ends every session of the store on the server and waits until they are
+/// gone.
+fn terminate_the_store_sessions(admin: &mut postgres::Client) {
+    let others = "FROM pg_stat_activity \
+                  WHERE datname = current_database() AND pid <> pg_backend_pid()";
+    admin
+        .execute(&format!("SELECT pg_terminate_backend(pid) {others}"), &[])
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let left: i64 = admin
+            .query_one(&format!("SELECT count(*) {others}"), &[])
+            .unwrap()
+            .get(0);
+        if left == 0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the terminated sessions linger"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }

@@ -278,6 +278,131 @@ fn an_unreachable_server_is_a_prompt_clear_error_without_the_password() {
     assert!(!err.contains("pg-secret-password"), "{err}");
 }
 
+// ---- connections the server closed ----
+
+/// How many sessions the store holds on its database (both pools), as the
+/// server counts them.
+fn store_sessions(admin: &mut postgres::Client) -> i64 {
+    admin
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+}
+
+/// Ends every session of the store on the server, as a restart or an idle
+/// session time-out would while the connections sit in the pools, and
+/// waits until they are gone.
+fn terminate_the_store_sessions(admin: &mut postgres::Client) {
+    let ended = admin
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .unwrap();
+    assert!(!ended.is_empty(), "the store holds no connection");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store_sessions(admin) > 0 {
+        assert!(Instant::now() < deadline, "the terminated sessions linger");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The pool does not test connections when it hands them out: work that
+/// meets one the server closed runs again on another, and the caller sees
+/// nothing. Every pooled connection is closed before each step, so a step
+/// meets as many closed connections as the pool holds.
+#[test]
+fn reads_and_writes_run_again_on_connections_the_server_closed() {
+    let Some(db) = TestDb::new("terminated") else {
+        return;
+    };
+    let store =
+        PostgresStore::connect_with(&db.url, PostgresOptions::default().pool_size(2)).unwrap();
+    let mut token = tokens::zoho("ana-terminated@example.com", "terminated");
+    store.save_token(&mut token).unwrap();
+    let id = token.id.clone().unwrap();
+    let mut admin = db.client();
+    // Both pooled connections made, then idle in the pool.
+    let fill_the_pool = |admin: &mut postgres::Client| {
+        for _ in 0..50 {
+            if store_sessions(admin) >= 2 {
+                return;
+            }
+            std::thread::scope(|s| {
+                for _ in 0..2 {
+                    s.spawn(|| {
+                        for _ in 0..20 {
+                            store.find_token_by_id(&id).unwrap();
+                        }
+                    });
+                }
+            });
+        }
+        panic!("the pool never held two connections");
+    };
+
+    fill_the_pool(&mut admin);
+    terminate_the_store_sessions(&mut admin);
+    assert_eq!(store.find_token_by_id(&id).unwrap().as_ref(), Some(&token));
+    fill_the_pool(&mut admin);
+    terminate_the_store_sessions(&mut admin);
+    let by_user = OAuthToken::new().with_user_name("ana-terminated@example.com");
+    assert_eq!(store.find_token(&by_user).unwrap().as_ref(), Some(&token));
+
+    // A save (its plan may run again).
+    fill_the_pool(&mut admin);
+    terminate_the_store_sessions(&mut admin);
+    token.access_token = Some("1000.access-after-terminate".into());
+    store.save_token(&mut token).unwrap();
+    assert_eq!(store.find_token_by_id(&id).unwrap().as_ref(), Some(&token));
+
+    // A batch: its stage runs once, on the connection that took the lock.
+    fill_the_pool(&mut admin);
+    terminate_the_store_sessions(&mut admin);
+    let stages = AtomicUsize::new(0);
+    store
+        .batch(|batch| {
+            stages.fetch_add(1, Ordering::SeqCst);
+            batch.save_token(&mut tokens::zoho("bob-terminated@example.com", "bob"))
+        })
+        .unwrap();
+    assert_eq!(stages.load(Ordering::SeqCst), 1);
+
+    // Every record, the count, the check.
+    fill_the_pool(&mut admin);
+    terminate_the_store_sessions(&mut admin);
+    assert_eq!(store.get_tokens().unwrap().len(), 2);
+    fill_the_pool(&mut admin);
+    terminate_the_store_sessions(&mut admin);
+    assert_eq!(store.len().unwrap(), 2);
+    fill_the_pool(&mut admin);
+    terminate_the_store_sessions(&mut admin);
+    assert!(store.check().unwrap().is_ok());
+
+    // The refresh lock's pool: its connection closed while idle too.
+    drop(store.refresh_lock(&id).unwrap());
+    terminate_the_store_sessions(&mut admin);
+    let lock = store.refresh_lock(&id).unwrap();
+    store.save_token(&mut token).unwrap();
+    drop(lock);
+
+    // A delete, and the records as they stand after all of it; then all.
+    fill_the_pool(&mut admin);
+    terminate_the_store_sessions(&mut admin);
+    assert!(store.delete_token(&id).unwrap());
+    assert_eq!(store.find_token_by_id(&id).unwrap(), None);
+    assert_eq!(store.len().unwrap(), 1);
+    fill_the_pool(&mut admin);
+    terminate_the_store_sessions(&mut admin);
+    store.delete_tokens().unwrap();
+    assert_eq!(store.len().unwrap(), 0);
+}
+
 #[test]
 fn keys_and_schema_versions_are_checked_on_connect() {
     let Some(db) = TestDb::new("keys_and_versions") else {

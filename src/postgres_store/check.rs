@@ -1,7 +1,7 @@
 //! [`PostgresStore::check`]: records that do not decode, and digest columns
 //! that disagree with their record.
 
-use super::{col, map_pg, PostgresStore};
+use super::{col, noting, PostgresStore};
 use crate::check::{CheckReport, DigestColumns};
 use crate::error::Result;
 
@@ -12,7 +12,8 @@ impl PostgresStore {
     /// by that value: [`Problem::MissingIndexEntry`]; the column leads to a
     /// record without that value: [`Problem::WrongIndexEntry`]), and unique
     /// values held twice. `index_entries` counts the non-null digest
-    /// columns. Reads one consistent snapshot; writers do not wait.
+    /// columns. Reads one consistent snapshot; writers do not wait. Run
+    /// again on another connection when it finds its connection lost.
     ///
     /// ```no_run
     /// use tokenstore::PostgresStore;
@@ -26,23 +27,21 @@ impl PostgresStore {
     /// # Errors
     /// Only server errors; damage is reported in the [`CheckReport`].
     pub fn check(&self) -> Result<CheckReport> {
-        self.off_runtime(|| {
-            let what = "checking every record";
-            let mut conn = self.conn(what)?;
+        self.reading("checking every record", |conn, what, lost| {
             let mut tx = conn
                 .build_transaction()
                 .isolation_level(postgres::IsolationLevel::RepeatableRead)
                 .read_only(true)
                 .start()
-                .map_err(map_pg(what))?;
+                .map_err(noting(what, lost))?;
             let rows = tx
                 .query(
                     "SELECT id, record, user_name_digest, access_token_digest, \
                      refresh_token_digest, grant_token_digest FROM tokenstore_records",
                     &[],
                 )
-                .map_err(map_pg(what))?;
-            tx.commit().map_err(map_pg(what))?;
+                .map_err(noting(what, lost))?;
+            tx.commit().map_err(noting(what, lost))?;
 
             let mut check = DigestColumns::new(&self.sealing);
             for row in &rows {

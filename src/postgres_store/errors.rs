@@ -35,6 +35,45 @@ pub(crate) fn map_pg(what: &'static str) -> impl Fn(postgres::Error) -> Error {
     move |e| pg_error(what, e, false)
 }
 
+/// As [`map_pg`], noting in `lost` when the error means that the connection
+/// is gone (for the callers that run an attempt again on another).
+pub(super) fn noting<'c>(
+    what: &'static str,
+    lost: &'c Cell<bool>,
+) -> impl Fn(postgres::Error) -> Error + 'c {
+    move |e| {
+        if connection_gone(&e) {
+            lost.set(true);
+        }
+        pg_error(what, e, false)
+    }
+}
+
+/// Whether `e` means that the connection is gone: the client found it
+/// closed or could not read or write it, or the server said it is ending
+/// the session (a shutdown or restart, `pg_terminate_backend`, an idle
+/// session time-out), which it does just before it closes it, so the client
+/// may not have seen the close yet.
+pub(super) fn connection_gone(e: &postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    match e.as_db_error() {
+        Some(db) => going_away(db.code()),
+        None => std::error::Error::source(e).is_some_and(|cause| cause.is::<std::io::Error>()),
+    }
+}
+
+/// Codes of a server ending the session: the connection exceptions (class
+/// 08) and the shutdowns and terminations of class 57.
+fn going_away(code: &SqlState) -> bool {
+    code.code().starts_with("08")
+        || *code == SqlState::ADMIN_SHUTDOWN
+        || *code == SqlState::CRASH_SHUTDOWN
+        || *code == SqlState::CANNOT_CONNECT_NOW
+        || *code == SqlState::IDLE_SESSION_TIMEOUT
+}
+
 pub(super) fn pg_error(what: &'static str, e: postgres::Error, committing: bool) -> Error {
     let Some(db) = e.as_db_error() else {
         // The connection broke, timed out or was closed: during a commit
@@ -51,11 +90,7 @@ pub(super) fn pg_error(what: &'static str, e: postgres::Error, committing: bool)
             false,
         );
     }
-    let going_away = code.code().starts_with("08")
-        || *code == SqlState::ADMIN_SHUTDOWN
-        || *code == SqlState::CRASH_SHUTDOWN
-        || *code == SqlState::CANNOT_CONNECT_NOW;
-    if going_away {
+    if going_away(code) {
         return unavailable(what, db.message().to_owned(), committing);
     }
     Error::Database {

@@ -40,10 +40,20 @@
 //! The [`TokenStore`] trait is synchronous, like the Zoho SDKs that call
 //! it, so the store uses the synchronous `postgres` crate (the
 //! `tokio-postgres` project's blocking front, well kept, no C library) and
-//! `r2d2_postgres`, its pool: connections are reused, tested before each
-//! use, and a broken one is dropped and replaced, so after a server restart
-//! the next call reconnects. Driving `tokio-postgres` from a private
-//! runtime would be the same thing written by hand.
+//! `r2d2_postgres`, its pool: connections are reused and a broken one is
+//! dropped and replaced. Driving `tokio-postgres` from a private runtime
+//! would be the same thing written by hand.
+//!
+//! The pool does not test a connection when it hands it out (r2d2's
+//! default, an empty query, made every lookup two round trips). A
+//! connection may then be one the server closed while it sat in the pool
+//! (a restart closes them all; `pg_terminate_backend` or an idle session
+//! time-out some): work that finds its connection lost before anything
+//! could have been committed discards it and runs again on another, at
+//! once as often as the pool may hold such connections (`crate::retry`,
+//! shared with MySQL). Reads always may; a save or a delete whenever the
+//! COMMIT was not sent; a batch only when its stage has not run yet; a
+//! refresh lock before it is held.
 //!
 //! # Async callers
 //!
@@ -60,8 +70,9 @@
 //! A server that is down, restarting or unreachable is
 //! [`Error::Unavailable`], after at most the connect timeout (or the pool
 //! wait); nothing was written unless `maybe_committed` says the connection
-//! broke during the commit. Statements are bounded by the statement
-//! timeout. The next call reconnects.
+//! broke during the commit (never run again: it may have landed).
+//! Statements are bounded by the statement timeout. The next call
+//! reconnects; connections lost while pooled are not seen (above).
 //!
 //!
 //! # TLS
@@ -89,13 +100,13 @@ mod view;
 mod write;
 
 pub(crate) use errors::{col, map_pg};
-use errors::{commit, unavailable};
+use errors::{commit, noting, unavailable};
 pub use options::PostgresOptions;
 use view::{select_by_digest, View};
 use write::read_last_issued;
 use write::write_row;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -112,6 +123,7 @@ use crate::engine::{self, Engine, Plan, Replay, Stage};
 use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::plan::{StoreView, WriteSet};
+use crate::retry::Failed;
 use crate::store::RefreshLock;
 use crate::token::{IndexedField, OAuthToken};
 
@@ -232,6 +244,8 @@ impl PostgresStore {
             Pool::builder()
                 .max_size(size)
                 .min_idle(Some(0))
+                // Lost connections are found by the work that meets them.
+                .test_on_check_out(false)
                 .connection_timeout(options.pool_wait)
                 .error_handler(Box::new(r2d2_postgres::r2d2::NopErrorHandler))
                 .build_unchecked(pool::Manager::new(
@@ -281,12 +295,10 @@ impl PostgresStore {
     /// # Errors
     /// [`Error::Unavailable`] and other server errors.
     pub fn len(&self) -> Result<usize> {
-        self.off_runtime(|| {
-            let what = "counting records";
-            let count: i64 = self
-                .conn(what)?
+        self.reading("counting records", |conn, what, lost| {
+            let count: i64 = conn
                 .query_one("SELECT count(*) FROM tokenstore_records", &[])
-                .map_err(map_pg(what))?
+                .map_err(noting(what, lost))?
                 .get(0);
             Ok(usize::try_from(count).unwrap_or(usize::MAX))
         })
@@ -306,16 +318,14 @@ impl PostgresStore {
     /// # Errors
     /// As for [`len`](Self::len).
     pub fn size_on_disk(&self) -> Result<u64> {
-        self.off_runtime(|| {
-            let what = "measuring the tables";
-            let size: i64 = self
-                .conn(what)?
+        self.reading("measuring the tables", |conn, what, lost| {
+            let size: i64 = conn
                 .query_one(
                     "SELECT pg_total_relation_size('tokenstore_records') \
                      + pg_total_relation_size('tokenstore_meta')",
                     &[],
                 )
-                .map_err(map_pg(what))?
+                .map_err(noting(what, lost))?
                 .get(0);
             Ok(u64::try_from(size).unwrap_or(0))
         })
@@ -326,11 +336,7 @@ impl PostgresStore {
     /// # Errors
     /// As for [`len`](Self::len).
     pub fn last_issued_id(&self) -> Result<u64> {
-        self.off_runtime(|| {
-            let what = "reading the id counter";
-            let mut conn = self.conn(what)?;
-            read_last_issued(&mut *conn, what)
-        })
+        self.reading("reading the id counter", read_last_issued)
     }
 
     /// Runs `stage` with a [`Batch`] and applies what it staged in one
@@ -366,13 +372,38 @@ impl PostgresStore {
         engine::batch(self, stage)
     }
 
-    /// A pooled connection, tested before it is handed out.
+    /// A pooled connection, not tested: work that finds it lost runs again
+    /// on another (`reading`, the write loops).
     fn conn(&self, what: &str) -> Result<Conn> {
         self.pool
             .as_ref()
             .expect("the pool lives as long as the store")
             .get()
             .map_err(|e| unavailable(what, e.to_string(), false))
+    }
+
+    /// Runs `query`, which changes nothing, on a pooled connection, off any
+    /// runtime, and again on another while it finds its connection lost
+    /// (`crate::retry::reading`). `query` notes a lost connection in the
+    /// cell it is given (with [`noting`]); a connection that the client has
+    /// seen closed counts too.
+    fn reading<T: Send>(
+        &self,
+        what: &'static str,
+        query: impl Fn(&mut postgres::Client, &'static str, &Cell<bool>) -> Result<T> + Send,
+    ) -> Result<T> {
+        self.off_runtime(move || {
+            crate::retry::reading(
+                self.options.pool_size,
+                crate::logging::POSTGRES,
+                what,
+                || {
+                    let mut conn = self.conn(what)?;
+                    let lost = Cell::new(false);
+                    query(&mut conn, what, &lost).map_err(|e| failed(&mut conn, e, lost.get()))
+                },
+            )
+        })
     }
 
     /// Runs `work` here, or, when this thread drives a tokio runtime (where
@@ -399,6 +430,29 @@ fn in_runtime() -> bool {
     tokio::runtime::Handle::try_current().is_ok()
 }
 
+/// How an attempt on `conn` failed with `error`. When the connection is
+/// gone (an error said so, `noted`, or the client has seen it close since:
+/// at the latest when it rolled back the attempt's transaction) it is
+/// discarded, and the attempt may run again, unless `error` says that a
+/// COMMIT may have landed.
+fn failed(conn: &mut Conn, error: Error, noted: bool) -> Failed {
+    let gone = noted || conn.is_closed();
+    if gone {
+        pool::discard(conn);
+    }
+    let maybe_committed = matches!(
+        error,
+        Error::Unavailable {
+            maybe_committed: true,
+            ..
+        }
+    );
+    Failed {
+        error,
+        lost: gone && !maybe_committed,
+    }
+}
+
 impl Drop for PostgresStore {
     fn drop(&mut self) {
         // Dropping a connection drops its private runtime, which tokio
@@ -414,9 +468,8 @@ impl Drop for PostgresStore {
 
 impl Engine for PostgresStore {
     fn read<T: Send>(&self, read: impl Fn(&dyn StoreView) -> Result<T> + Send) -> Result<T> {
-        self.off_runtime(move || {
-            let mut conn = self.conn("looking a record up")?;
-            read(&View::new(&mut *conn, &self.sealing))
+        self.reading("looking a record up", move |conn, _, lost| {
+            read(&View::new(conn, &self.sealing, lost))
         })
     }
 
@@ -428,12 +481,10 @@ impl Engine for PostgresStore {
     }
 
     fn records(&self) -> Result<Vec<OAuthToken>> {
-        self.off_runtime(|| {
-            let what = "reading every record";
-            let rows = self
-                .conn(what)?
+        self.reading("reading every record", |conn, what, lost| {
+            let rows = conn
                 .query("SELECT id, record FROM tokenstore_records", &[])
-                .map_err(map_pg(what))?;
+                .map_err(noting(what, lost))?;
             rows.iter()
                 .map(|row| self.sealing.decode(col(row, 0)?, col(row, 1)?))
                 .collect()
@@ -441,16 +492,30 @@ impl Engine for PostgresStore {
     }
 
     fn clear(&self) -> Result<usize> {
+        let what = "deleting every token";
         self.off_runtime(|| {
-            let what = "deleting every token";
-            let mut conn = self.conn(what)?;
-            let mut tx = conn.transaction().map_err(map_pg(what))?;
-            schema::lock_writes(&mut tx, what)?;
-            let deleted = tx
-                .execute("DELETE FROM tokenstore_records", &[])
-                .map_err(map_pg(what))?;
-            commit(tx, what)?;
-            Ok(usize::try_from(deleted).unwrap_or(usize::MAX))
+            // Nothing is deleted unless the COMMIT lands: run again on a
+            // connection lost before it.
+            crate::retry::writing(
+                self.options.pool_size,
+                crate::logging::POSTGRES,
+                what,
+                || {
+                    let mut conn = self.conn(what)?;
+                    let lost = Cell::new(false);
+                    let deleted = (|| {
+                        let mut tx = conn.transaction().map_err(noting(what, &lost))?;
+                        schema::lock_writes(&mut tx, what)?;
+                        let deleted = tx
+                            .execute("DELETE FROM tokenstore_records", &[])
+                            .map_err(map_pg(what))?;
+                        commit(tx, what)?;
+                        Ok(deleted)
+                    })();
+                    let deleted = deleted.map_err(|e| failed(&mut conn, e, lost.get()))?;
+                    Ok(usize::try_from(deleted).unwrap_or(usize::MAX))
+                },
+            )
         })
     }
 
@@ -532,37 +597,48 @@ impl Backend for PostgresStore {
         }
         let what = "changing the encryption key";
         let new = Sealing::new(key.as_ref());
-        {
-            let mut conn = self.conn(what)?;
-            let mut tx = conn.transaction().map_err(map_pg(what))?;
-            self.begin_write(&mut tx, what)?;
-            tx.batch_execute("SET CONSTRAINTS ALL DEFERRED")
-                .map_err(map_pg(what))?;
-            let rows = tx
-                .query("SELECT id, record FROM tokenstore_records", &[])
-                .map_err(map_pg(what))?;
-            let total = rows.len();
-            for (done, row) in rows.iter().enumerate() {
-                let record = self.sealing.decode(col(row, 0)?, col(row, 1)?)?;
-                write_row(&mut tx, &new, &record, &new.encode(&record)?, what)?;
-                progress(done + 1, total);
-            }
-            // The new key's seal count starts with the records it sealed.
-            let sealed = i64::try_from(total).unwrap_or(i64::MAX);
-            tx.query_typed(
-                "SELECT setval('tokenstore_seals', greatest($1, 1), $1 > 0)",
-                &[(&sealed, Type::INT8)],
-            )
-            .map_err(map_pg(what))?;
-            let format = i16::from(new.format_version());
-            let key_check = new.key_check().map(|check| check.to_vec());
-            tx.query_typed(
-                "UPDATE tokenstore_meta SET format = $1, key_check = $2",
-                &[(&format, Type::INT2), (&key_check, Type::BYTEA)],
-            )
-            .map_err(map_pg(what))?;
-            commit(tx, what)?;
-        }
+        // Nothing changes unless the COMMIT lands: run again (progress
+        // from the start) on a connection lost before it.
+        crate::retry::writing(
+            self.options.pool_size,
+            crate::logging::POSTGRES,
+            what,
+            || {
+                let mut conn = self.conn(what)?;
+                let lost = Cell::new(false);
+                let resealed = (|| {
+                    let mut tx = conn.transaction().map_err(noting(what, &lost))?;
+                    self.begin_write(&mut tx, what)?;
+                    tx.batch_execute("SET CONSTRAINTS ALL DEFERRED")
+                        .map_err(map_pg(what))?;
+                    let rows = tx
+                        .query("SELECT id, record FROM tokenstore_records", &[])
+                        .map_err(map_pg(what))?;
+                    let total = rows.len();
+                    for (done, row) in rows.iter().enumerate() {
+                        let record = self.sealing.decode(col(row, 0)?, col(row, 1)?)?;
+                        write_row(&mut tx, &new, &record, &new.encode(&record)?, what)?;
+                        progress(done + 1, total);
+                    }
+                    // The new key's seal count starts with the records it sealed.
+                    let sealed = i64::try_from(total).unwrap_or(i64::MAX);
+                    tx.query_typed(
+                        "SELECT setval('tokenstore_seals', greatest($1, 1), $1 > 0)",
+                        &[(&sealed, Type::INT8)],
+                    )
+                    .map_err(map_pg(what))?;
+                    let format = i16::from(new.format_version());
+                    let key_check = new.key_check().map(|check| check.to_vec());
+                    tx.query_typed(
+                        "UPDATE tokenstore_meta SET format = $1, key_check = $2",
+                        &[(&format, Type::INT2), (&key_check, Type::BYTEA)],
+                    )
+                    .map_err(map_pg(what))?;
+                    commit(tx, what)
+                })();
+                resealed.map_err(|e| failed(&mut conn, e, lost.get()))
+            },
+        )?;
         self.sealing = new;
         self.options.encryption = key;
         Ok(())

@@ -13,37 +13,38 @@ impl PostgresStore {
     /// it is bounded by the statement timeout ([`Error::Unavailable`] past
     /// it).
     ///
-    /// If the lock's connection breaks while it is held, the server
-    /// releases the lock early; the refresher's re-read before it asks the
-    /// accounts server keeps that harmless in practice.
+    /// The pool does not test its connections either: one found lost
+    /// before the lock is held is discarded and the lock taken on another
+    /// (`crate::retry::reading`: nothing was done on it). If the lock's
+    /// connection breaks while it is held, the server releases the lock
+    /// early; the refresher's re-read before it asks the accounts server
+    /// keeps that harmless in practice.
     pub(super) fn take_refresh_lock(&self, id: &str) -> Result<RefreshLock<'_>> {
         let key = refresh_lock_key(id);
         let lock_pool = self
             .lock_pool
             .clone()
             .expect("the pool lives as long as the store");
+        let pool_size = self.options.pool_size;
         let (acquired_tx, acquired) = mpsc::channel::<Result<()>>();
         let (release, release_rx) = mpsc::channel::<()>();
         let holder = std::thread::Builder::new()
             .name("tokenstore-refresh-lock".into())
             .spawn(move || {
                 let what = "taking the refresh lock";
-                let locked = (|| {
-                    let mut conn = lock_pool
-                        .get()
-                        .map_err(|e| unavailable(what, e.to_string(), false))?;
-                    let mut tx = conn.transaction().map_err(map_pg(what))?;
-                    tx.query_typed(
-                        "SELECT pg_advisory_xact_lock($1, $2)",
-                        &[(&REFRESH_LOCK_CLASS, Type::INT4), (&key, Type::INT4)],
-                    )
-                    .map_err(map_pg(what))?;
-                    let _ = acquired_tx.send(Ok(()));
-                    // Until the guard drops `release`.
-                    let _ = release_rx.recv();
-                    let _ = tx.rollback();
-                    Ok(())
-                })();
+                let locked =
+                    crate::retry::reading(pool_size, crate::logging::POSTGRES, what, || {
+                        let mut conn = lock_pool
+                            .get()
+                            .map_err(|e| unavailable(what, e.to_string(), false))?;
+                        let lost = Cell::new(false);
+                        hold(&mut conn, key, &lost, || {
+                            let _ = acquired_tx.send(Ok(()));
+                            // Until the guard drops `release`.
+                            let _ = release_rx.recv();
+                        })
+                        .map_err(|e| failed(&mut conn, e, lost.get()))
+                    });
                 if let Err(e) = locked {
                     let _ = acquired_tx.send(Err(e));
                 }
@@ -63,6 +64,25 @@ impl PostgresStore {
             )),
         }
     }
+}
+
+/// Takes the refresh lock `key` in a transaction on `conn`, runs `held`,
+/// and ends the transaction; a connection that does not end it cleanly
+/// (it broke meanwhile) never goes back to the pool, which could hand out
+/// a session still holding the lock.
+fn hold(conn: &mut Conn, key: i32, lost: &Cell<bool>, held: impl FnOnce()) -> Result<()> {
+    let what = "taking the refresh lock";
+    let mut tx = conn.transaction().map_err(noting(what, lost))?;
+    tx.query_typed(
+        "SELECT pg_advisory_xact_lock($1, $2)",
+        &[(&REFRESH_LOCK_CLASS, Type::INT4), (&key, Type::INT4)],
+    )
+    .map_err(noting(what, lost))?;
+    held();
+    if tx.rollback().is_err() {
+        pool::discard(conn);
+    }
+    Ok(())
 }
 
 /// The thread holding a refresh lock's transaction, told to end it (and

@@ -3,17 +3,21 @@
 
 use super::*;
 
-/// The store as seen through one connection or transaction.
+/// The store as seen through one connection or transaction, noting in
+/// `lost` when a query finds the connection gone (so that a read, or a
+/// write's attempt, can run again on another).
 pub(crate) struct View<'a, C> {
     conn: RefCell<&'a mut C>,
     sealing: &'a Sealing,
+    lost: &'a Cell<bool>,
 }
 
 impl<'a, C: GenericClient> View<'a, C> {
-    pub(super) fn new(conn: &'a mut C, sealing: &'a Sealing) -> Self {
+    pub(super) fn new(conn: &'a mut C, sealing: &'a Sealing, lost: &'a Cell<bool>) -> Self {
         View {
             conn: RefCell::new(conn),
             sealing,
+            lost,
         }
     }
 }
@@ -45,7 +49,7 @@ impl<C: GenericClient> StoreView for View<'_, C> {
                 "SELECT record FROM tokenstore_records WHERE id = $1",
                 &[(&id, Type::TEXT)],
             )
-            .map_err(map_pg(what))?;
+            .map_err(noting(what, self.lost))?;
         match row {
             Some(row) => self.sealing.decode(id, col(&row, 0)?).map(Some),
             None => Ok(None),
@@ -61,7 +65,7 @@ impl<C: GenericClient> StoreView for View<'_, C> {
                 "SELECT 1 FROM tokenstore_records WHERE id = $1",
                 &[(&id, Type::TEXT)],
             )
-            .map_err(map_pg(what))?;
+            .map_err(noting(what, self.lost))?;
         Ok(row.is_some())
     }
 
@@ -73,7 +77,7 @@ impl<C: GenericClient> StoreView for View<'_, C> {
             .conn
             .borrow_mut()
             .query_typed_opt(select_by_digest(field), &[(&digest, Type::BYTEA)])
-            .map_err(map_pg(what))?;
+            .map_err(noting(what, self.lost))?;
         let Some(row) = row else { return Ok(None) };
         let id: &str = col(&row, 0)?;
         let record = self.sealing.decode(id, col(&row, 1)?)?;

@@ -5,10 +5,14 @@
 
 use super::*;
 
-pub(super) fn read_last_issued(conn: &mut impl GenericClient, what: &'static str) -> Result<u64> {
+pub(super) fn read_last_issued(
+    conn: &mut postgres::Client,
+    what: &'static str,
+    lost: &Cell<bool>,
+) -> Result<u64> {
     let row = conn
         .query_one("SELECT last_issued_id FROM tokenstore_meta", &[])
-        .map_err(map_pg(what))?;
+        .map_err(noting(what, lost))?;
     let last: i64 = col(&row, 0)?;
     u64::try_from(last).map_err(|_| Error::corruption(None, "the stored id counter is negative"))
 }
@@ -64,31 +68,53 @@ impl PostgresStore {
     /// and its writes in a SERIALIZABLE transaction, run again (with a
     /// growing, jittered pause) while the server reports a serialization
     /// failure, a deadlock, or a unique value taken by a concurrent write:
-    /// the plan then sees the other write.
+    /// the plan then sees the other write. On a connection found lost
+    /// before the COMMIT was sent, all of it runs again on another
+    /// (`crate::retry::writing`); one lost during the COMMIT is
+    /// `Unavailable { maybe_committed: true }`, never run again.
     pub(super) fn write_shared<T>(&self, plan: &mut Plan<'_, T>) -> Result<T> {
         let what = "saving a token";
-        let mut conn = self.conn(what)?;
-        conn.query_typed(
-            "SELECT pg_advisory_lock_shared($1)",
-            &[(&WRITE_LOCK, Type::INT8)],
+        crate::retry::writing(
+            self.options.pool_size,
+            crate::logging::POSTGRES,
+            what,
+            || {
+                let mut conn = self.conn(what)?;
+                let lost = Cell::new(false);
+                let locked = conn
+                    .query_typed(
+                        "SELECT pg_advisory_lock_shared($1)",
+                        &[(&WRITE_LOCK, Type::INT8)],
+                    )
+                    .map_err(noting(what, &lost));
+                if let Err(e) = locked {
+                    return Err(failed(&mut conn, e, lost.get()));
+                }
+                let written = self.write_serializable(&mut conn, plan, &lost, what);
+                let unlocked = conn.query_typed(
+                    "SELECT pg_advisory_unlock_shared($1)",
+                    &[(&WRITE_LOCK, Type::INT8)],
+                );
+                if unlocked.is_err() {
+                    // Never hand a connection holding the lock back to the pool.
+                    if !conn.is_closed() {
+                        let _ = conn.batch_execute("SELECT pg_terminate_backend(pg_backend_pid())");
+                    }
+                    pool::discard(&mut conn);
+                }
+                written.map_err(|e| failed(&mut conn, e, lost.get()))
+            },
         )
-        .map_err(map_pg(what))?;
-        let written = self.write_serializable(&mut conn, plan, what);
-        let unlocked = conn.query_typed(
-            "SELECT pg_advisory_unlock_shared($1)",
-            &[(&WRITE_LOCK, Type::INT8)],
-        );
-        if unlocked.is_err() && !conn.is_closed() {
-            // Never hand a connection holding the lock back to the pool.
-            let _ = conn.batch_execute("SELECT pg_terminate_backend(pg_backend_pid())");
-        }
-        written
     }
 
+    /// The SERIALIZABLE part of [`write_shared`](Self::write_shared), on
+    /// `conn`, which holds the shared write lock; `lost` notes a query that
+    /// found the connection gone.
     pub(super) fn write_serializable<T>(
         &self,
         conn: &mut postgres::Client,
         plan: &mut Plan<'_, T>,
+        lost: &Cell<bool>,
         what: &'static str,
     ) -> Result<T> {
         const ATTEMPTS: u32 = 200;
@@ -101,9 +127,9 @@ impl PostgresStore {
                     .build_transaction()
                     .isolation_level(postgres::IsolationLevel::Serializable)
                     .start()
-                    .map_err(map_pg(what))?;
+                    .map_err(noting(what, lost))?;
                 let last_issued = self.counter_and_key(&mut tx, what)?;
-                let (out, writes) = plan(&View::new(&mut tx, &self.sealing), last_issued)?;
+                let (out, writes) = plan(&View::new(&mut tx, &self.sealing, lost), last_issued)?;
                 // Kept for the conflict's holder if the server refuses it.
                 planned = writes;
                 if let Some(writes) = &planned {
@@ -164,13 +190,45 @@ impl PostgresStore {
     }
 
     /// A write whose plan runs a caller's closure once (a batch): the write
-    /// lock exclusively, READ COMMITTED, never retried.
+    /// lock exclusively, READ COMMITTED, never run again once the plan has
+    /// run; on a connection found lost before that (at `BEGIN`, or taking
+    /// the lock), it runs on another (`crate::retry::writing`).
     pub(super) fn write_exclusive<T>(&self, plan: &mut Plan<'_, T>) -> Result<T> {
         let what = "applying a batch";
-        let mut conn = self.conn(what)?;
-        let mut tx = conn.transaction().map_err(map_pg(what))?;
+        crate::retry::writing(
+            self.options.pool_size,
+            crate::logging::POSTGRES,
+            what,
+            || {
+                let mut conn = self.conn(what)?;
+                let lost = Cell::new(false);
+                let mut ran = false;
+                let written = self.write_once(&mut conn, plan, &lost, &mut ran, what);
+                written.map_err(|e| {
+                    let failed = failed(&mut conn, e, lost.get());
+                    Failed {
+                        lost: failed.lost && !ran,
+                        ..failed
+                    }
+                })
+            },
+        )
+    }
+
+    /// One attempt of [`write_exclusive`](Self::write_exclusive); `ran`
+    /// tells whether the plan was run.
+    fn write_once<T>(
+        &self,
+        conn: &mut postgres::Client,
+        plan: &mut Plan<'_, T>,
+        lost: &Cell<bool>,
+        ran: &mut bool,
+        what: &'static str,
+    ) -> Result<T> {
+        let mut tx = conn.transaction().map_err(noting(what, lost))?;
         let last_issued = self.begin_write(&mut tx, what)?;
-        let (out, writes) = plan(&View::new(&mut tx, &self.sealing), last_issued)?;
+        *ran = true;
+        let (out, writes) = plan(&View::new(&mut tx, &self.sealing, lost), last_issued)?;
         let Some(writes) = writes else {
             return Ok(out);
         };
@@ -183,7 +241,7 @@ impl PostgresStore {
             Err(e) => match unique_violation(&e) {
                 Some(field) => {
                     let candidates = writes.changes.values().filter_map(|c| c.next.as_ref());
-                    Err(self.conflict_holder(&mut conn, e, field, candidates))
+                    Err(self.conflict_holder(conn, e, field, candidates))
                 }
                 None => Err(e),
             },
