@@ -20,7 +20,7 @@
 //! | `tokenstore::oauth` | refreshes, logins, revokes, the refresh lock's wait |
 //! | `tokenstore::store` | opening and closing a store, the directory lock's wait, the warm-up |
 //! | `tokenstore::shared` | the shared embedded store: waiting for an owner, owner changes |
-//! | `tokenstore::postgres` | PostgreSQL: writes run again after a serialization failure or deadlock |
+//! | `tokenstore::postgres` | PostgreSQL: writes run again after a serialization failure, a deadlock or a lost connection; reads run again on a lost connection |
 //! | `tokenstore::mysql` | MySQL and MariaDB: writes run again after a deadlock, a lock wait time-out or a lost connection; reads run again on a lost connection |
 //!
 //! # What a record shows
@@ -81,7 +81,7 @@ pub(crate) const STORE: &str = "tokenstore::store";
 /// The shared embedded store: waiting for an owner, owner changes.
 #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub(crate) const SHARED: &str = "tokenstore::shared";
-/// PostgreSQL: writes run again.
+/// PostgreSQL: writes run again, reads run again on a lost connection.
 #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 pub(crate) const POSTGRES: &str = "tokenstore::postgres";
 /// MySQL and MariaDB: writes run again, reads run again on a lost connection.
