@@ -406,6 +406,28 @@ impl PostgresStore {
         })
     }
 
+    /// Runs `write` on a pooled connection, and again on another while it
+    /// finds its connection lost before anything could have been committed
+    /// (`crate::retry::writing`). `write` notes a lost connection in the
+    /// cell it is given (with [`noting`]); a connection that the client has
+    /// seen closed counts too, unless the error says the COMMIT was sent.
+    fn writing<T>(
+        &self,
+        what: &'static str,
+        mut write: impl FnMut(&mut Conn, &Cell<bool>) -> Result<T>,
+    ) -> Result<T> {
+        crate::retry::writing(
+            self.options.pool_size,
+            crate::logging::POSTGRES,
+            what,
+            || {
+                let mut conn = self.conn(what)?;
+                let lost = Cell::new(false);
+                write(&mut conn, &lost).map_err(|e| failed(&mut conn, e, lost.get()))
+            },
+        )
+    }
+
     /// Runs `work` here, or, when this thread drives a tokio runtime (where
     /// the blocking client would panic), on a thread of its own.
     fn off_runtime<T: Send>(&self, work: impl FnOnce() -> Result<T> + Send) -> Result<T> {
@@ -496,26 +518,15 @@ impl Engine for PostgresStore {
         self.off_runtime(|| {
             // Nothing is deleted unless the COMMIT lands: run again on a
             // connection lost before it.
-            crate::retry::writing(
-                self.options.pool_size,
-                crate::logging::POSTGRES,
-                what,
-                || {
-                    let mut conn = self.conn(what)?;
-                    let lost = Cell::new(false);
-                    let deleted = (|| {
-                        let mut tx = conn.transaction().map_err(noting(what, &lost))?;
-                        schema::lock_writes(&mut tx, what)?;
-                        let deleted = tx
-                            .execute("DELETE FROM tokenstore_records", &[])
-                            .map_err(map_pg(what))?;
-                        commit(tx, what)?;
-                        Ok(deleted)
-                    })();
-                    let deleted = deleted.map_err(|e| failed(&mut conn, e, lost.get()))?;
-                    Ok(usize::try_from(deleted).unwrap_or(usize::MAX))
-                },
-            )
+            self.writing(what, |conn, lost| {
+                let mut tx = conn.transaction().map_err(noting(what, lost))?;
+                schema::lock_writes(&mut tx, what)?;
+                let deleted = tx
+                    .execute("DELETE FROM tokenstore_records", &[])
+                    .map_err(map_pg(what))?;
+                commit(tx, what)?;
+                Ok(usize::try_from(deleted).unwrap_or(usize::MAX))
+            })
         })
     }
 
@@ -599,46 +610,36 @@ impl Backend for PostgresStore {
         let new = Sealing::new(key.as_ref());
         // Nothing changes unless the COMMIT lands: run again (progress
         // from the start) on a connection lost before it.
-        crate::retry::writing(
-            self.options.pool_size,
-            crate::logging::POSTGRES,
-            what,
-            || {
-                let mut conn = self.conn(what)?;
-                let lost = Cell::new(false);
-                let resealed = (|| {
-                    let mut tx = conn.transaction().map_err(noting(what, &lost))?;
-                    self.begin_write(&mut tx, what)?;
-                    tx.batch_execute("SET CONSTRAINTS ALL DEFERRED")
-                        .map_err(map_pg(what))?;
-                    let rows = tx
-                        .query("SELECT id, record FROM tokenstore_records", &[])
-                        .map_err(map_pg(what))?;
-                    let total = rows.len();
-                    for (done, row) in rows.iter().enumerate() {
-                        let record = self.sealing.decode(col(row, 0)?, col(row, 1)?)?;
-                        write_row(&mut tx, &new, &record, &new.encode(&record)?, what)?;
-                        progress(done + 1, total);
-                    }
-                    // The new key's seal count starts with the records it sealed.
-                    let sealed = i64::try_from(total).unwrap_or(i64::MAX);
-                    tx.query_typed(
-                        "SELECT setval('tokenstore_seals', greatest($1, 1), $1 > 0)",
-                        &[(&sealed, Type::INT8)],
-                    )
-                    .map_err(map_pg(what))?;
-                    let format = i16::from(new.format_version());
-                    let key_check = new.key_check().map(|check| check.to_vec());
-                    tx.query_typed(
-                        "UPDATE tokenstore_meta SET format = $1, key_check = $2",
-                        &[(&format, Type::INT2), (&key_check, Type::BYTEA)],
-                    )
-                    .map_err(map_pg(what))?;
-                    commit(tx, what)
-                })();
-                resealed.map_err(|e| failed(&mut conn, e, lost.get()))
-            },
-        )?;
+        self.writing(what, |conn, lost| {
+            let mut tx = conn.transaction().map_err(noting(what, lost))?;
+            self.begin_write(&mut tx, what)?;
+            tx.batch_execute("SET CONSTRAINTS ALL DEFERRED")
+                .map_err(map_pg(what))?;
+            let rows = tx
+                .query("SELECT id, record FROM tokenstore_records", &[])
+                .map_err(map_pg(what))?;
+            let total = rows.len();
+            for (done, row) in rows.iter().enumerate() {
+                let record = self.sealing.decode(col(row, 0)?, col(row, 1)?)?;
+                write_row(&mut tx, &new, &record, &new.encode(&record)?, what)?;
+                progress(done + 1, total);
+            }
+            // The new key's seal count starts with the records it sealed.
+            let sealed = i64::try_from(total).unwrap_or(i64::MAX);
+            tx.query_typed(
+                "SELECT setval('tokenstore_seals', greatest($1, 1), $1 > 0)",
+                &[(&sealed, Type::INT8)],
+            )
+            .map_err(map_pg(what))?;
+            let format = i16::from(new.format_version());
+            let key_check = new.key_check().map(|check| check.to_vec());
+            tx.query_typed(
+                "UPDATE tokenstore_meta SET format = $1, key_check = $2",
+                &[(&format, Type::INT2), (&key_check, Type::BYTEA)],
+            )
+            .map_err(map_pg(what))?;
+            commit(tx, what)
+        })?;
         self.sealing = new;
         self.options.encryption = key;
         Ok(())

@@ -74,37 +74,26 @@ impl PostgresStore {
     /// `Unavailable { maybe_committed: true }`, never run again.
     pub(super) fn write_shared<T>(&self, plan: &mut Plan<'_, T>) -> Result<T> {
         let what = "saving a token";
-        crate::retry::writing(
-            self.options.pool_size,
-            crate::logging::POSTGRES,
-            what,
-            || {
-                let mut conn = self.conn(what)?;
-                let lost = Cell::new(false);
-                let locked = conn
-                    .query_typed(
-                        "SELECT pg_advisory_lock_shared($1)",
-                        &[(&WRITE_LOCK, Type::INT8)],
-                    )
-                    .map_err(noting(what, &lost));
-                if let Err(e) = locked {
-                    return Err(failed(&mut conn, e, lost.get()));
+        self.writing(what, |conn, lost| {
+            conn.query_typed(
+                "SELECT pg_advisory_lock_shared($1)",
+                &[(&WRITE_LOCK, Type::INT8)],
+            )
+            .map_err(noting(what, lost))?;
+            let written = self.write_serializable(conn, plan, lost, what);
+            let unlocked = conn.query_typed(
+                "SELECT pg_advisory_unlock_shared($1)",
+                &[(&WRITE_LOCK, Type::INT8)],
+            );
+            if unlocked.is_err() {
+                // Never hand a connection holding the lock back to the pool.
+                if !conn.is_closed() {
+                    let _ = conn.batch_execute("SELECT pg_terminate_backend(pg_backend_pid())");
                 }
-                let written = self.write_serializable(&mut conn, plan, &lost, what);
-                let unlocked = conn.query_typed(
-                    "SELECT pg_advisory_unlock_shared($1)",
-                    &[(&WRITE_LOCK, Type::INT8)],
-                );
-                if unlocked.is_err() {
-                    // Never hand a connection holding the lock back to the pool.
-                    if !conn.is_closed() {
-                        let _ = conn.batch_execute("SELECT pg_terminate_backend(pg_backend_pid())");
-                    }
-                    pool::discard(&mut conn);
-                }
-                written.map_err(|e| failed(&mut conn, e, lost.get()))
-            },
-        )
+                pool::discard(conn);
+            }
+            written
+        })
     }
 
     /// The SERIALIZABLE part of [`write_shared`](Self::write_shared), on
