@@ -397,11 +397,7 @@ impl PostgresStore {
                 self.options.pool_size,
                 crate::logging::POSTGRES,
                 what,
-                || {
-                    let mut conn = self.conn(what)?;
-                    let lost = Cell::new(false);
-                    query(&mut conn, what, &lost).map_err(|e| failed(&mut conn, e, lost.get()))
-                },
+                || self.attempt(what, |conn, lost| query(conn, what, lost)),
             )
         })
     }
@@ -420,12 +416,21 @@ impl PostgresStore {
             self.options.pool_size,
             crate::logging::POSTGRES,
             what,
-            || {
-                let mut conn = self.conn(what)?;
-                let lost = Cell::new(false);
-                write(&mut conn, &lost).map_err(|e| failed(&mut conn, e, lost.get()))
-            },
+            || self.attempt(what, &mut write),
         )
+    }
+
+    /// One attempt of `work` on a pooled connection. `work` notes a lost
+    /// connection in the cell it is given (with [`noting`]); the failure
+    /// says whether the attempt may run again on another (see [`failed`]).
+    fn attempt<T>(
+        &self,
+        what: &'static str,
+        work: impl FnOnce(&mut Conn, &Cell<bool>) -> Result<T>,
+    ) -> std::result::Result<T, Failed> {
+        let mut conn = self.conn(what)?;
+        let lost = Cell::new(false);
+        work(&mut conn, &lost).map_err(|e| failed(&mut conn, e, lost.get()))
     }
 
     /// Runs `work` here, or, when this thread drives a tokio runtime (where

@@ -189,16 +189,14 @@ impl PostgresStore {
             crate::logging::POSTGRES,
             what,
             || {
-                let mut conn = self.conn(what)?;
-                let lost = Cell::new(false);
                 let mut ran = false;
-                let written = self.write_once(&mut conn, plan, &lost, &mut ran, what);
-                written.map_err(|e| {
-                    let failed = failed(&mut conn, e, lost.get());
-                    Failed {
-                        lost: failed.lost && !ran,
-                        ..failed
-                    }
+                let written = self.attempt(what, |conn, lost| {
+                    self.write_once(conn, plan, lost, &mut ran, what)
+                });
+                // A stage that ran never runs again.
+                written.map_err(|failed| Failed {
+                    lost: failed.lost && !ran,
+                    ..failed
                 })
             },
         )
