@@ -372,14 +372,12 @@ impl PostgresStore {
         engine::batch(self, stage)
     }
 
-    /// A pooled connection, not tested: work that finds it lost runs again
-    /// on another (`reading`, the write loops).
-    fn conn(&self, what: &str) -> Result<Conn> {
+    /// The store's pool: its connections are not tested when taken, work
+    /// that finds one lost runs again on another (`reading`, `writing`).
+    fn pool(&self) -> &Pool {
         self.pool
             .as_ref()
             .expect("the pool lives as long as the store")
-            .get()
-            .map_err(|e| unavailable(what, e.to_string(), false))
     }
 
     /// Runs `query`, which changes nothing, on a pooled connection, off any
@@ -428,9 +426,7 @@ impl PostgresStore {
         what: &'static str,
         work: impl FnOnce(&mut Conn, &Cell<bool>) -> Result<T>,
     ) -> std::result::Result<T, Failed> {
-        let mut conn = self.conn(what)?;
-        let lost = Cell::new(false);
-        work(&mut conn, &lost).map_err(|e| failed(&mut conn, e, lost.get()))
+        attempt_on(self.pool(), what, work)
     }
 
     /// Runs `work` here, or, when this thread drives a tokio runtime (where
@@ -455,6 +451,24 @@ impl PostgresStore {
 
 fn in_runtime() -> bool {
     tokio::runtime::Handle::try_current().is_ok()
+}
+
+/// A connection from `pool`, not tested.
+fn take(pool: &Pool, what: &str) -> Result<Conn> {
+    pool.get()
+        .map_err(|e| unavailable(what, e.to_string(), false))
+}
+
+/// One attempt of `work` on a connection from `pool` (the store's, or the
+/// refresh locks'): see [`PostgresStore::attempt`].
+fn attempt_on<T>(
+    pool: &Pool,
+    what: &'static str,
+    work: impl FnOnce(&mut Conn, &Cell<bool>) -> Result<T>,
+) -> std::result::Result<T, Failed> {
+    let mut conn = take(pool, what)?;
+    let lost = Cell::new(false);
+    work(&mut conn, &lost).map_err(|e| failed(&mut conn, e, lost.get()))
 }
 
 /// How an attempt on `conn` failed with `error`. When the connection is

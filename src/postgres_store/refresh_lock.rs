@@ -34,16 +34,13 @@ impl PostgresStore {
                 let what = "taking the refresh lock";
                 let locked =
                     crate::retry::reading(pool_size, crate::logging::POSTGRES, what, || {
-                        let mut conn = lock_pool
-                            .get()
-                            .map_err(|e| unavailable(what, e.to_string(), false))?;
-                        let lost = Cell::new(false);
-                        hold(&mut conn, key, &lost, || {
-                            let _ = acquired_tx.send(Ok(()));
-                            // Until the guard drops `release`.
-                            let _ = release_rx.recv();
+                        attempt_on(&lock_pool, what, |conn, lost| {
+                            hold(conn, key, lost, what, || {
+                                let _ = acquired_tx.send(Ok(()));
+                                // Until the guard drops `release`.
+                                let _ = release_rx.recv();
+                            })
                         })
-                        .map_err(|e| failed(&mut conn, e, lost.get()))
                     });
                 if let Err(e) = locked {
                     let _ = acquired_tx.send(Err(e));
@@ -70,8 +67,13 @@ impl PostgresStore {
 /// and ends the transaction; a connection that does not end it cleanly
 /// (it broke meanwhile) never goes back to the pool, which could hand out
 /// a session still holding the lock.
-fn hold(conn: &mut Conn, key: i32, lost: &Cell<bool>, held: impl FnOnce()) -> Result<()> {
-    let what = "taking the refresh lock";
+fn hold(
+    conn: &mut Conn,
+    key: i32,
+    lost: &Cell<bool>,
+    what: &'static str,
+    held: impl FnOnce(),
+) -> Result<()> {
     let mut tx = conn.transaction().map_err(noting(what, lost))?;
     tx.query_typed(
         "SELECT pg_advisory_xact_lock($1, $2)",
