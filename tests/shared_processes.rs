@@ -710,10 +710,10 @@ fn intruder() {
     say("done");
 }
 
-/// Connects to the socket, says hello (version 1, no key), and reports
+/// Connects to the socket, says hello (this build's version, no key), and reports
 /// whether the owner closed the connection within 3 s (`raw closed ...`)
 /// or kept it open (`raw open ...`), and whether its first frame was a
-/// version-1 greeting.
+/// greeting of this build's version.
 fn raw_hello() {
     let socket = shared::socket_of(Path::new(&child_dir()));
     let mut stream = match UnixStream::connect(&socket) {
@@ -723,10 +723,10 @@ fn raw_hello() {
             return;
         }
     };
-    let _ = stream.write_all(&shared::hello(1));
+    let _ = stream.write_all(&shared::hello(shared::PROTOCOL));
     let seen = shared::read_until_closed(&mut stream, Duration::from_secs(3));
-    let greeted =
-        shared::first_frame(&seen.bytes).is_some_and(|f| f.starts_with(&shared::header(1)));
+    let greeted = shared::first_frame(&seen.bytes)
+        .is_some_and(|f| f.starts_with(&shared::header(shared::PROTOCOL)));
     say(&format!(
         "raw {} greeted={greeted} bytes={}",
         if seen.closed { "closed" } else { "open" },
@@ -1010,6 +1010,11 @@ fn foreign_versions_and_garbage_disconnect_only_their_sender() {
     let idle = connect(&path);
     let mut still_serves = |what: &str| {
         assert!(owner.running(), "the owner survived {what}");
+        // The same token again: saved (through the owner's save loop),
+        // the contents unchanged.
+        store
+            .save_token(&mut token("ana@example.com", "1000.ana"))
+            .unwrap_or_else(|e| panic!("a client saves after {what}: {e}"));
         assert_eq!(contents(&store), before, "unchanged after {what}");
         assert_eq!(
             access_of(&store, "ana@example.com").as_deref(),
@@ -1027,7 +1032,10 @@ fn foreign_versions_and_garbage_disconnect_only_their_sender() {
     let seen = send_raw(&path, &shared::hello(99), false);
     assert!(seen.closed, "version 99 is disconnected: {seen:?}");
     let greeting = shared::first_frame(&seen.bytes).expect("the owner's first frame");
-    assert!(greeting.starts_with(&shared::header(1)), "{greeting:?}");
+    assert!(
+        greeting.starts_with(&shared::header(shared::PROTOCOL)),
+        "{greeting:?}"
+    );
     still_serves("a version-99 hello");
 
     let mut garbage = vec![0u8; 4096];
@@ -1038,7 +1046,7 @@ fn foreign_versions_and_garbage_disconnect_only_their_sender() {
     let mut http = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n".to_vec();
     http.resize(64, b' ');
     let after_hello = |second: &[u8]| {
-        let mut bytes = shared::hello(1);
+        let mut bytes = shared::hello(shared::PROTOCOL);
         bytes.extend_from_slice(second);
         bytes
     };
@@ -1081,8 +1089,38 @@ fn foreign_versions_and_garbage_disconnect_only_their_sender() {
         );
         still_serves(what);
     }
+    // A connection that asked to carry only saves (`Request::SavesOnly`,
+    // bincode variant 18) is the save loop's: answered `Done` (variant 8),
+    // then closed by the loop for anything but a save.
+    let saves_only_then = |third: &[u8]| after_hello(&[&shared::frame(&[18])[..], third].concat());
+    let loop_cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "a request other than a save on a save connection (a count)",
+            saves_only_then(&shared::frame(&[6])),
+        ),
+        (
+            "an undecodable frame on a save connection",
+            saves_only_then(&shared::frame(&[0xEE; 16])),
+        ),
+        (
+            "an oversized length prefix on a save connection",
+            saves_only_then(&[0xFF; 4]),
+        ),
+    ];
+    for (what, bytes) in loop_cases {
+        let seen = send_raw(&path, &bytes, false);
+        assert!(
+            seen.closed,
+            "{what}: the owner closes the connection ({seen:?})"
+        );
+        assert!(
+            seen.bytes.ends_with(&shared::frame(&[8])),
+            "{what}: the connection went to the save loop first ({seen:?})"
+        );
+        still_serves(what);
+    }
     // A hello and nothing more is served: the idle connection, too.
-    let seen = send_raw(&path, &shared::hello(1), false);
+    let seen = send_raw(&path, &shared::hello(shared::PROTOCOL), false);
     assert!(!seen.closed, "a valid hello is served: {seen:?}");
     drop(idle);
     still_serves("all of it");
@@ -1147,7 +1185,7 @@ fn a_client_of_another_version_is_told_both_versions() {
     let mut other = Proc::spawn("client", &path, &[(shared::TIMEOUT_VAR, "3000".into())]);
     let said = other.expect("openerr", Duration::from_secs(20));
     assert!(
-        said.contains("version 99") && said.contains("version 1"),
+        said.contains("version 99") && said.contains(&format!("version {}", shared::PROTOCOL)),
         "the error names both versions: {said}"
     );
     assert!(fake.served() >= 1);
@@ -1162,10 +1200,10 @@ fn a_client_of_another_version_is_told_both_versions() {
     );
     assert!(fake.served() >= 1);
 
-    // A version-1 greeting that does not decode: no owner, so the client
+    // A greeting of this version that does not decode: no owner, so the client
     // gives up after its owner_timeout, with an error (not a hang, not a
     // panic).
-    let mut greeting = shared::header(1);
+    let mut greeting = shared::header(shared::PROTOCOL);
     greeting.extend_from_slice(&[0xAB; 40]);
     let fake = FakeOwner::start(&path, shared::frame(&greeting));
     let started = Instant::now();

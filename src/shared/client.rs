@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use super::os::{self, SocketAddress};
-use super::wire::{self, BatchOp, FrameError, Greeting, Hello, Request, Response, WireToken};
+use super::wire::{
+    self, BatchOp, FrameError, Greeting, Hello, Request, RequestRef, Response, WireToken,
+    WireTokenRef,
+};
 use crate::batch::{Batch, Staged};
 use crate::check::CheckReport;
 use crate::engine::Stage;
@@ -70,6 +73,9 @@ pub struct Client {
     timeout: Duration,
     owner_pid: u32,
     idle: Mutex<Vec<Conn>>,
+    /// Idle connections that carry only saves (served by the owner's save
+    /// loop).
+    savers: Mutex<Vec<Conn>>,
 }
 
 impl Client {
@@ -89,6 +95,7 @@ impl Client {
             timeout,
             owner_pid,
             idle: Mutex::new(vec![conn]),
+            savers: Mutex::new(Vec::new()),
         })
     }
 
@@ -125,6 +132,41 @@ impl Client {
         let mut conn = self.take()?;
         let response = conn.call(request, self.timeout)?;
         self.give_back(conn);
+        self.failed(response)
+    }
+
+    /// A save, on a connection that carries only saves: the owner reads
+    /// those of every client with one thread, so that saves arriving
+    /// together are read in one wake-up (`server_saves.rs`). The first save
+    /// asks for one; it is kept for the next.
+    pub fn save(&self, token: &OAuthToken) -> std::result::Result<Response, CallError> {
+        let saver = self.savers.lock().pop();
+        let mut conn = match saver {
+            Some(conn) => conn,
+            None => {
+                let mut conn = self.take()?;
+                // Nothing is written by this request: losing its answer
+                // leaves the save unsent.
+                let unsent = |e| match e {
+                    CallError::Lost { .. } => CallError::Lost { sent: false },
+                    CallError::TimedOut { .. } => CallError::TimedOut { sent: false },
+                    failed => failed,
+                };
+                match self.failed(
+                    conn.call(&Request::SavesOnly, self.timeout)
+                        .map_err(unsent)?,
+                )? {
+                    Response::Done => conn,
+                    _ => return Err(CallError::Lost { sent: false }),
+                }
+            }
+        };
+        let response = conn.call(&RequestRef::Save(WireTokenRef::from(token)), self.timeout)?;
+        let mut savers = self.savers.lock();
+        if savers.len() < IDLE_CONNECTIONS {
+            savers.push(conn);
+        }
+        drop(savers);
         self.failed(response)
     }
 

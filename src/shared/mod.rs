@@ -517,7 +517,7 @@ impl TokenStore for SharedStore {
                 // The owner's own check, so that a token too large for the
                 // socket is refused as the owner refuses it.
                 crate::codec::check_encodable(token).map_err(CallError::Failed)?;
-                match client.call(&RequestRef::Save(WireTokenRef::from(&*token)))? {
+                match client.save(token)? {
                     Response::Token(Some(saved)) => Ok(OAuthToken::from(saved)),
                     _ => Err(CallError::Lost { sent: true }),
                 }

@@ -1,8 +1,10 @@
 //! The owner's side: the store served on its socket to the other local
 //! processes (docs/SPEC.md §8). One thread accepts; each connection has a
 //! thread of its own that reads a request, runs it on the owner's
-//! [`SledStore`] (so clients' saves join the owner's write combining and
-//! group commit) and writes the answer.
+//! [`SledStore`] and writes the answer, until the client hands it to the
+//! save loop (`server_saves.rs`): the connections clients save on are read
+//! by one thread, and their saves join the owner's write combining and
+//! group commit.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -30,6 +32,10 @@ use crate::key::Key;
 use crate::sled_store::SledStore;
 use crate::store::TokenStore;
 use crate::token::OAuthToken;
+
+#[path = "server_saves.rs"]
+mod saves;
+use saves::SaveLoop;
 
 /// How long a client may take to say hello, and to send the next message
 /// of a batch while the owner holds every writer off for it.
@@ -91,6 +97,12 @@ struct State {
     threads: Mutex<Vec<JoinHandle<()>>>,
     next: AtomicU64,
     uid: u32,
+    /// The loop that serves the connections clients save on, once one
+    /// asked for it.
+    saves: Mutex<Option<SaveLoop>>,
+    /// Set once the close shut the reading side of every connection: the
+    /// save loop reads what is left, answers it, and returns.
+    reads_shut: AtomicBool,
 }
 
 /// A store being served.
@@ -132,6 +144,8 @@ impl Server {
             threads: Mutex::new(Vec::new()),
             next: AtomicU64::new(0),
             uid: os::my_uid(),
+            saves: Mutex::new(None),
+            reads_shut: AtomicBool::new(false),
         });
         let listener_fd = listener.as_raw_fd();
         // A forked child must not keep the socket listening after this
@@ -193,10 +207,16 @@ impl Server {
         for (stream, _) in self.state.connections.lock().values() {
             let _ = stream.shutdown(Shutdown::Read);
         }
+        self.state.reads_shut.store(true, Ordering::SeqCst);
+        if let Some(saves) = &*self.state.saves.lock() {
+            saves.wake();
+        }
         let threads = std::mem::take(&mut *self.state.threads.lock());
         for thread in threads {
             let _ = thread.join();
         }
+        // Connections handed to the loop after it returned are closed.
+        self.state.saves.lock().take();
     }
 }
 
@@ -262,10 +282,14 @@ fn spawn_connection(state: &Arc<State>, mut stream: UnixStream) {
                 reader: wire::FrameReader::default(),
                 out: Vec::new(),
                 refresh: None,
+                handed: false,
             };
             connection.serve();
+            let handed = connection.handed;
             drop(connection);
-            thread_state.connections.lock().remove(&n);
+            if !handed {
+                thread_state.connections.lock().remove(&n);
+            }
         });
     match spawned {
         Ok(handle) => {
@@ -298,6 +322,8 @@ struct Connection<'s> {
     out: Vec<u8>,
     /// The refresh lock this client holds, if any.
     refresh: Option<HeldRefresh>,
+    /// The connection went to the save loop (`Request::SavesOnly`).
+    handed: bool,
 }
 
 impl Connection<'_> {
@@ -321,7 +347,7 @@ impl Connection<'_> {
                 // store.
                 Err(_) => return,
             };
-            if self.handle(request).is_err() {
+            if self.handle(request).is_err() || self.handed {
                 return;
             }
         }
@@ -487,6 +513,7 @@ impl Connection<'_> {
                 self.send(&Response::Done)
             }
             Request::BatchBegin => self.batch(&store),
+            Request::SavesOnly => self.hand_to_save_loop(),
             // A batch's messages outside a batch: a confused client.
             Request::ViewRecord(_)
             | Request::ViewContains(_)
@@ -494,6 +521,24 @@ impl Connection<'_> {
             | Request::BatchCommit(_)
             | Request::BatchAbort => Err(io::ErrorKind::InvalidData.into()),
         }
+    }
+
+    /// `SavesOnly`: answered here, then the connection is the save loop's
+    /// (started for the first one).
+    fn hand_to_save_loop(&mut self) -> io::Result<()> {
+        self.refresh = None;
+        let stream = self.stream.try_clone()?;
+        self.send(&Response::Done)?;
+        let mut saves = self.state.saves.lock();
+        if saves.is_none() {
+            let (save_loop, thread) = SaveLoop::start(self.state)?;
+            self.state.threads.lock().push(thread);
+            *saves = Some(save_loop);
+        }
+        let save_loop = saves.as_ref().expect("started above");
+        save_loop.hand(self.n, stream, std::mem::take(&mut self.reader))?;
+        self.handed = true;
+        Ok(())
     }
 
     fn send_records(&mut self, store: &SledStore) -> io::Result<()> {

@@ -25,7 +25,7 @@ pub use errors::{WireCheck, WireError};
 pub const MAGIC: [u8; 8] = *b"TOKSTORE";
 
 /// The version of this wire format. Owner and client must speak the same.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The longest frame either side accepts: a record may take up to 16 MiB
 /// encoded (`codec::MAX_RECORD_BYTES`), and a frame carries one request, or
@@ -262,6 +262,9 @@ pub enum Request {
     ViewRecordWith(WireField, String),
     BatchCommit(Vec<BatchOp>),
     BatchAbort,
+    /// From now on this connection carries only `Save`s, read and answered
+    /// by the owner's save loop (answered `Done` first). Added in version 2.
+    SavesOnly,
 }
 
 /// The sizes and state of the store, for `info`.
@@ -462,6 +465,12 @@ impl FrameReader {
         let n = stream.read(&mut self.buf[self.end..])?;
         self.end += n;
         Ok(n)
+    }
+
+    /// Whether the last `fill` filled the buffer to its end (the stream
+    /// may hold more).
+    pub fn is_full(&self) -> bool {
+        self.end == self.buf.len()
     }
 
     /// Reads the next frame from a blocking stream.

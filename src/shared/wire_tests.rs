@@ -51,7 +51,7 @@ fn a_first_frame_names_the_version_it_speaks() {
         Err(e @ FrameError::Version(Some(7))) => {
             let text = e.to_string();
             assert!(
-                text.contains("version 7") && text.contains("version 1"),
+                text.contains("version 7") && text.contains(&format!("version {PROTOCOL_VERSION}")),
                 "{text}"
             );
         }

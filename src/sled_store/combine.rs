@@ -62,23 +62,49 @@ type LeadHook = Box<dyn Fn(bool, &dyn Fn() -> usize) + Send>;
 impl SledStore {
     /// `save_token` through the combiner; returns the stored record.
     pub(super) fn save_combined(&self, token: &OAuthToken) -> Result<OAuthToken> {
-        let mine = Arc::new(Pending {
-            token: token.clone(),
-            outcome: Mutex::new(None),
-        });
+        self.save_together(vec![token.clone()], true)
+            .pop()
+            .unwrap_or_else(|| Err(panicked()))
+    }
+
+    /// Saves `tokens` through the combiner, in their order, in one round
+    /// (with whatever else is queued); each one's outcome, as
+    /// `save_token` would give it. A shared store's owner applies the
+    /// saves its save loop gathered from clients this way (`linger` off:
+    /// the loop waited for them itself).
+    pub(crate) fn save_together(
+        &self,
+        tokens: Vec<OAuthToken>,
+        linger: bool,
+    ) -> Vec<Result<OAuthToken>> {
+        let mine: Vec<Arc<Pending>> = tokens
+            .into_iter()
+            .map(|token| {
+                Arc::new(Pending {
+                    token,
+                    outcome: Mutex::new(None),
+                })
+            })
+            .collect();
         {
             let mut queue = self.combiner.queue.lock();
-            queue.push(Arc::clone(&mine));
+            queue.extend(mine.iter().cloned());
             self.combiner.arrived.notify_one();
         }
+        // Queued together, so taken and answered together.
+        let answered = || {
+            mine.iter()
+                .map(|pending| pending.outcome.lock().take())
+                .collect::<Option<Vec<_>>>()
+        };
         let leader = loop {
             let seen = *self.combiner.rounds.lock();
-            if let Some(outcome) = mine.outcome.lock().take() {
-                return outcome;
+            if let Some(outcomes) = answered() {
+                return outcomes;
             }
             if let Some(leader) = self.combiner.leader.try_lock() {
-                if let Some(outcome) = mine.outcome.lock().take() {
-                    return outcome;
+                if let Some(outcomes) = answered() {
+                    return outcomes;
                 }
                 break leader;
             }
@@ -92,7 +118,9 @@ impl SledStore {
         if let Some(on_lead) = &*self.combiner.on_lead.lock() {
             on_lead(false, &|| self.combiner.queue.lock().len());
         }
-        self.linger();
+        if linger {
+            self.linger();
+        }
         // Everything queued so far, in arrival order; `mine` is among them.
         let round = Round {
             combiner: &self.combiner,
@@ -132,8 +160,17 @@ impl SledStore {
             *last = [last[1], round.saves.len()];
         }
         drop(round);
-        let outcome = mine.outcome.lock().take();
-        outcome.unwrap_or_else(|| Err(panicked()))
+        answered().unwrap_or_else(|| mine.iter().map(|_| Err(panicked())).collect())
+    }
+
+    /// How many saves a durable leader waits for ([`LINGER`]): the larger
+    /// of the last two rounds; 1 (none to wait for) when not durable.
+    pub(crate) fn round_target(&self) -> usize {
+        if !matches!(self.options.durability, super::Durability::Durable) {
+            return 1;
+        }
+        let last = self.combiner.last_rounds.lock();
+        last[0].max(last[1]).max(1)
     }
 }
 
@@ -149,18 +186,12 @@ impl SledStore {
 /// durable writers (BENCHMARKS.md, issue 18): rounds of 8 instead of
 /// alternating, +17 to 20 % saves/s both for a shared store's client
 /// processes and for threads of the owner.
-pub(super) const LINGER: std::time::Duration = std::time::Duration::from_micros(500);
+pub(crate) const LINGER: std::time::Duration = std::time::Duration::from_micros(500);
 
 impl SledStore {
     /// See [`LINGER`].
     fn linger(&self) {
-        if !matches!(self.options.durability, super::Durability::Durable) {
-            return;
-        }
-        let want = {
-            let last = self.combiner.last_rounds.lock();
-            last[0].max(last[1])
-        };
+        let want = self.round_target();
         if want <= 1 {
             return;
         }

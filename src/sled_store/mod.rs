@@ -14,6 +14,7 @@ mod batch;
 mod cache;
 mod check;
 mod combine;
+pub(crate) use combine::LINGER;
 mod filter;
 mod group_commit;
 mod layout;

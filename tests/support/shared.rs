@@ -344,6 +344,9 @@ pub fn frame(payload: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The wire protocol's version this build speaks (`wire::PROTOCOL_VERSION`).
+pub const PROTOCOL: u32 = 2;
+
 /// A first frame's header: the magic and `version`.
 pub fn header(version: u32) -> Vec<u8> {
     let mut out = MAGIC.to_vec();
@@ -352,7 +355,7 @@ pub fn header(version: u32) -> Vec<u8> {
 }
 
 /// A client's hello of `version` without a key proof, as the owner of
-/// version 1 expects it: the header, then the client's pid and "no proof"
+/// versions 1 and 2 expects it: the header, then the client's pid and "no proof"
 /// (bincode's varint encoding: pid 1, then `None`).
 pub fn hello(version: u32) -> Vec<u8> {
     let mut payload = header(version);
