@@ -207,16 +207,25 @@ impl Server {
         for (stream, _) in self.state.connections.lock().values() {
             let _ = stream.shutdown(Shutdown::Read);
         }
-        self.state.reads_shut.store(true, Ordering::SeqCst);
-        if let Some(saves) = &*self.state.saves.lock() {
-            saves.wake();
+        {
+            // Under the loop's lock: a connection is handed to the loop (or
+            // the loop started) only before this, and the loop's last pass
+            // then finds it.
+            let saves = self.state.saves.lock();
+            self.state.reads_shut.store(true, Ordering::SeqCst);
+            if let Some(saves) = &*saves {
+                saves.wake();
+            }
         }
         let threads = std::mem::take(&mut *self.state.threads.lock());
         for thread in threads {
             let _ = thread.join();
         }
-        // Connections handed to the loop after it returned are closed.
-        self.state.saves.lock().take();
+        // No connection thread is left to hand one over: the loop's last.
+        let saves = self.state.saves.lock().take();
+        if let Some(saves) = saves {
+            saves.stop();
+        }
     }
 }
 
@@ -528,12 +537,15 @@ impl Connection<'_> {
     fn hand_to_save_loop(&mut self) -> io::Result<()> {
         self.refresh = None;
         let stream = self.stream.try_clone()?;
-        self.send(&Response::Done)?;
         let mut saves = self.state.saves.lock();
+        if self.state.reads_shut.load(Ordering::SeqCst) {
+            // Closing: the client asks the next owner.
+            self.send(&Response::Closing)?;
+            return Err(io::ErrorKind::Interrupted.into());
+        }
+        self.send(&Response::Done)?;
         if saves.is_none() {
-            let (save_loop, thread) = SaveLoop::start(self.state)?;
-            self.state.threads.lock().push(thread);
-            *saves = Some(save_loop);
+            *saves = Some(SaveLoop::start(self.state)?);
         }
         let save_loop = saves.as_ref().expect("started above");
         save_loop.hand(self.n, stream, std::mem::take(&mut self.reader))?;

@@ -45,9 +45,11 @@ use crate::token::OAuthToken;
 /// there).
 const WAKER: Token = Token(usize::MAX);
 
-/// The most saves one round takes from the sockets; a connection with more
-/// waiting is read again for the next round.
+/// The most saves one round takes from the sockets, and the most bytes of
+/// requests (one save may be larger alone); a connection with more waiting
+/// is read again for the next round.
 const ROUND_MOST: usize = 256;
+const ROUND_BYTES: usize = 4 << 20;
 
 /// A connection handed to the loop: its number in `State::connections`,
 /// the stream, and what its reader already buffered.
@@ -58,11 +60,12 @@ type Handed = (u64, UnixStream, wire::FrameReader);
 pub struct SaveLoop {
     incoming: Arc<Mutex<Vec<Handed>>>,
     waker: Arc<Waker>,
+    thread: Option<JoinHandle<()>>,
 }
 
 impl SaveLoop {
-    /// Starts the loop's thread (its handle is the caller's to join).
-    pub fn start(state: &Arc<State>) -> io::Result<(SaveLoop, JoinHandle<()>)> {
+    /// Starts the loop's thread.
+    pub fn start(state: &Arc<State>) -> io::Result<SaveLoop> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let incoming: Arc<Mutex<Vec<Handed>>> = Arc::default();
@@ -74,7 +77,11 @@ impl SaveLoop {
                 .stack_size(super::CONNECTION_STACK)
                 .spawn(move || Loop::new(&state, poll, &incoming).run())?
         };
-        Ok((SaveLoop { incoming, waker }, thread))
+        Ok(SaveLoop {
+            incoming,
+            waker,
+            thread: Some(thread),
+        })
     }
 
     /// Hands connection `n` (its handshake done, `SavesOnly` answered) to
@@ -87,6 +94,16 @@ impl SaveLoop {
     /// Wakes the loop (to see that the server stops).
     pub fn wake(&self) {
         let _ = self.waker.wake();
+    }
+
+    /// Waits for the loop to return (the server set `reads_shut`); the
+    /// connections still handed to it are closed.
+    pub fn stop(mut self) {
+        self.wake();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        self.incoming.lock().clear();
     }
 }
 
@@ -105,6 +122,22 @@ struct Conn {
     /// The client's end is closed (or the server shut the reading side):
     /// closed once its answers are written.
     ended: bool,
+    /// Registered for writability too (only while answers wait for the
+    /// socket: else every answer the client reads would wake the loop).
+    watching_writes: bool,
+}
+
+/// The saves a round took so far, and their requests' bytes.
+#[derive(Default)]
+struct Round {
+    saves: Vec<(usize, OAuthToken)>,
+    bytes: usize,
+}
+
+impl Round {
+    fn full(&self) -> bool {
+        self.saves.len() >= ROUND_MOST || self.bytes >= ROUND_BYTES
+    }
 }
 
 /// What reading a connection found.
@@ -137,10 +170,10 @@ impl Conn {
         Ok(true)
     }
 
-    /// Reads what arrived and takes the saves it completes into `saves`
-    /// (as `token`'s), until the round holds [`ROUND_MOST`]. Not while
-    /// answers wait for the socket: the client reads them first.
-    fn read(&mut self, token: usize, saves: &mut Vec<(usize, OAuthToken)>) -> Read {
+    /// Reads what arrived and takes the saves it completes into `round`
+    /// (as `token`'s), until the round is full. Not while answers wait for
+    /// the socket: the client reads them first.
+    fn read(&mut self, token: usize, round: &mut Round) -> Read {
         self.more = false;
         if !self.unsent.is_empty() || self.ended {
             return Read::Open;
@@ -148,7 +181,7 @@ impl Conn {
         let mut drained = false;
         loop {
             loop {
-                if saves.len() >= ROUND_MOST {
+                if round.full() {
                     self.more = true;
                     return Read::Open;
                 }
@@ -157,8 +190,9 @@ impl Conn {
                     Ok(false) => break,
                     Err(_) => return Read::Broken,
                 }
+                round.bytes += self.reader.payload().len();
                 match wire::decode::<Request>(false, self.reader.payload()) {
-                    Ok(Request::Save(token_in)) => saves.push((token, OAuthToken::from(token_in))),
+                    Ok(Request::Save(saved)) => round.saves.push((token, OAuthToken::from(saved))),
                     _ => return Read::Broken,
                 }
             }
@@ -218,16 +252,15 @@ impl<'a> Loop<'a> {
         let mut events = Events::with_capacity(64);
         loop {
             let finishing = self.state.reads_shut.load(Ordering::SeqCst);
-            let saves = self.gather(&mut events, finishing);
-            self.apply(saves);
-            if finishing {
+            let round = self.gather(&mut events, finishing);
+            self.apply(round);
+            if finishing && !self.conns.values().any(|conn| conn.more) {
                 // The server stops: every connection was read to its end
                 // (the server shut their reading side first) and answered
                 // as far as its socket takes.
                 for (_, conn) in self.conns.drain() {
                     self.state.connections.lock().remove(&conn.n);
                 }
-                self.incoming.lock().clear();
                 return;
             }
         }
@@ -236,9 +269,9 @@ impl<'a> Loop<'a> {
     /// Reads the next round's saves: those of one wake-up, then more until
     /// the round has as many as the last rounds took or [`LINGER`] has
     /// passed since the first. When `finishing`, every connection is read
-    /// once (to its end) and whatever that gives is the round.
-    fn gather(&mut self, events: &mut Events, finishing: bool) -> Vec<(usize, OAuthToken)> {
-        let mut saves = Vec::new();
+    /// (to its end, or until the round is full) and that is the round.
+    fn gather(&mut self, events: &mut Events, finishing: bool) -> Round {
+        let mut round = Round::default();
         let mut deadline: Option<Instant> = None;
         loop {
             let carried = self.conns.values().any(|conn| conn.more);
@@ -275,19 +308,22 @@ impl<'a> Loop<'a> {
             ready.sort_unstable();
             ready.dedup();
             for token in ready {
-                self.serve(token, &mut saves);
+                self.serve(token, &mut round);
             }
             if finishing || self.state.reads_shut.load(Ordering::SeqCst) {
-                return saves;
+                return round;
             }
-            if saves.is_empty() {
+            if round.saves.is_empty() {
                 deadline = None;
                 continue;
             }
             let now = Instant::now();
             let deadline = *deadline.get_or_insert(now + LINGER);
-            if saves.len() >= self.state.store.round_target().min(ROUND_MOST) || now >= deadline {
-                return saves;
+            if round.full()
+                || round.saves.len() >= self.state.store.round_target()
+                || now >= deadline
+            {
+                return round;
             }
         }
     }
@@ -303,11 +339,7 @@ impl<'a> Loop<'a> {
                 let mut stream = LoopStream::from_std(stream);
                 self.poll
                     .registry()
-                    .register(
-                        &mut stream,
-                        Token(token),
-                        Interest::READABLE | Interest::WRITABLE,
-                    )
+                    .register(&mut stream, Token(token), Interest::READABLE)
                     .map(|()| stream)
             });
             match registered {
@@ -322,6 +354,7 @@ impl<'a> Loop<'a> {
                             sent: 0,
                             more: true,
                             ended: false,
+                            watching_writes: false,
                         },
                     );
                     tokens.push(token);
@@ -335,20 +368,49 @@ impl<'a> Loop<'a> {
     }
 
     /// A ready connection: its answers written, then its saves read.
-    fn serve(&mut self, token: usize, saves: &mut Vec<(usize, OAuthToken)>) {
-        let Some(conn) = self.conns.get_mut(&token) else {
+    fn serve(&mut self, token: usize, round: &mut Round) {
+        if !self.conns.contains_key(&token) {
             return;
-        };
-        let broken = match conn.flush() {
-            Ok(_) => matches!(conn.read(token, saves), Read::Broken),
-            Err(_) => true,
+        }
+        let broken = match self.flush(token) {
+            Ok(()) => match self.conns.get_mut(&token) {
+                Some(conn) => matches!(conn.read(token, round), Read::Broken),
+                None => return,
+            },
+            Err(()) => true,
         };
         if broken {
-            saves.retain(|(t, _)| *t != token);
+            round.saves.retain(|(t, _)| *t != token);
             self.close(token);
-        } else if conn.ended && conn.unsent.is_empty() && !saves.iter().any(|(t, _)| *t == token) {
+        } else if self.conns.get(&token).is_some_and(|conn| {
+            conn.ended && conn.unsent.is_empty() && !round.saves.iter().any(|(t, _)| *t == token)
+        }) {
             self.close(token);
         }
+    }
+
+    /// Writes what the socket of `token` takes of its answers, watching for
+    /// writability while some wait (and no longer once none do).
+    fn flush(&mut self, token: usize) -> std::result::Result<(), ()> {
+        let Some(conn) = self.conns.get_mut(&token) else {
+            return Ok(());
+        };
+        let done = conn.flush().map_err(|_| ())?;
+        if done == conn.watching_writes {
+            let interest = if done {
+                Interest::READABLE
+            } else {
+                Interest::READABLE | Interest::WRITABLE
+            };
+            // Reregistering looks at the socket's state afresh: no edge
+            // is missed.
+            self.poll
+                .registry()
+                .reregister(&mut conn.stream, Token(token), interest)
+                .map_err(|_| ())?;
+            conn.watching_writes = !done;
+        }
+        Ok(())
     }
 
     fn close(&mut self, token: usize) {
@@ -359,11 +421,11 @@ impl<'a> Loop<'a> {
     }
 
     /// Applies a round and answers each save of it.
-    fn apply(&mut self, saves: Vec<(usize, OAuthToken)>) {
-        if saves.is_empty() {
+    fn apply(&mut self, round: Round) {
+        if round.saves.is_empty() {
             return;
         }
-        let (tokens, records): (Vec<usize>, Vec<OAuthToken>) = saves.into_iter().unzip();
+        let (tokens, records): (Vec<usize>, Vec<OAuthToken>) = round.saves.into_iter().unzip();
         let outcomes = save_together(&self.state.store, records);
         for (token, outcome) in tokens.iter().zip(&outcomes) {
             if let Some(conn) = self.conns.get_mut(token) {
@@ -374,13 +436,15 @@ impl<'a> Loop<'a> {
         answered.sort_unstable();
         answered.dedup();
         for token in answered {
-            let Some(conn) = self.conns.get_mut(&token) else {
-                continue;
+            let gone = match self.flush(token) {
+                Ok(()) => self
+                    .conns
+                    .get(&token)
+                    .is_some_and(|conn| conn.ended && conn.unsent.is_empty()),
+                Err(()) => true,
             };
-            match conn.flush() {
-                Ok(true) if conn.ended => self.close(token),
-                Ok(_) => {}
-                Err(_) => self.close(token),
+            if gone {
+                self.close(token);
             }
         }
         if self.out.capacity() > 64 << 10 {

@@ -91,8 +91,12 @@ impl SledStore {
             queue.extend(mine.iter().cloned());
             self.combiner.arrived.notify_one();
         }
-        // Queued together, so taken and answered together.
+        // Queued together, so taken by one leader, which sets their
+        // outcomes one after the other: none is taken before all are set.
         let answered = || {
+            if !mine.iter().all(|pending| pending.outcome.lock().is_some()) {
+                return None;
+            }
             mine.iter()
                 .map(|pending| pending.outcome.lock().take())
                 .collect::<Option<Vec<_>>>()
