@@ -60,24 +60,9 @@ pub(crate) fn reading<T>(
     pool_size: u32,
     log_target: &str,
     what: &str,
-    mut attempt: impl FnMut() -> Result<T, Failed>,
+    attempt: impl FnMut() -> Result<T, Failed>,
 ) -> Result<T, Error> {
-    let mut attempts = 0;
-    loop {
-        attempts += 1;
-        match attempt() {
-            Ok(out) => return Ok(out),
-            Err(Failed { error, lost }) => {
-                if !lost || attempts > pool_size {
-                    return Err(error);
-                }
-            }
-        }
-        log::info!(
-            target: log_target,
-            "{what}: attempt {attempts} found its connection lost; running it again on another"
-        );
-    }
+    again(Work::Read, pool_size, log_target, what, attempt)
 }
 
 /// Runs `attempt` (a write that takes a pooled connection each time) until
@@ -90,28 +75,60 @@ pub(crate) fn writing<T>(
     pool_size: u32,
     log_target: &str,
     what: &str,
+    attempt: impl FnMut() -> Result<T, Failed>,
+) -> Result<T, Error> {
+    again(Work::Write, pool_size, log_target, what, attempt)
+}
+
+/// What [`again`] runs: its bound, its pause and its log lines.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Work {
+    Read,
+    Write,
+}
+
+/// The loop of [`reading`] and [`writing`].
+fn again<T>(
+    work: Work,
+    pool_size: u32,
+    log_target: &str,
+    what: &str,
     mut attempt: impl FnMut() -> Result<T, Failed>,
 ) -> Result<T, Error> {
+    let most = match work {
+        Work::Read => pool_size + 1,
+        Work::Write => lost_attempts(pool_size),
+    };
     let mut attempts = 0;
     loop {
         attempts += 1;
-        match attempt() {
+        let error = match attempt() {
             Ok(out) => return Ok(out),
             Err(Failed { error, lost: false }) => return Err(error),
-            Err(Failed { error, lost: true }) if attempts >= lost_attempts(pool_size) => {
+            Err(Failed { error, lost: true }) => error,
+        };
+        if attempts >= most {
+            if work == Work::Write {
                 log::warn!(
                     target: log_target,
                     "{what}: gave up after {attempts} attempts, the last ended in a lost connection"
                 );
-                return Err(error);
             }
-            Err(Failed { lost: true, .. }) => {}
+            return Err(error);
         }
-        log::info!(
-            target: log_target,
-            "{what}: attempt {attempts} ended in a lost connection; running it again"
-        );
-        pause_after_loss(attempts, pool_size);
+        match work {
+            Work::Read => log::info!(
+                target: log_target,
+                "{what}: attempt {attempts} found its connection lost; running it again on another"
+            ),
+            Work::Write => {
+                log::info!(
+                    target: log_target,
+                    "{what}: attempt {attempts} ended in a lost connection; running it again"
+                );
+                pause_after_loss(attempts, pool_size);
+            }
+        }
     }
 }
 
