@@ -439,18 +439,12 @@ impl Connection<'_> {
 
     /// A token answer, encoded from the record without copying it.
     fn answer_token(&mut self, result: Result<Option<OAuthToken>>) -> io::Result<()> {
-        match &result {
-            Ok(token) => {
-                let answer = ResponseRef::Token(token.as_ref().map(WireTokenRef::from));
-                wire::encode(false, &answer, &mut self.out);
-                let sent = wire::write_frame(&mut self.stream, &self.out);
-                if self.out.capacity() > 64 << 10 {
-                    self.out = Vec::new();
-                }
-                sent
-            }
-            Err(e) => self.send(&Response::Failed(WireError::from_error(e))),
+        encode_token_answer(result.as_ref().map(Option::as_ref), &mut self.out);
+        let sent = wire::write_frame(&mut self.stream, &self.out);
+        if self.out.capacity() > 64 << 10 {
+            self.out = Vec::new();
         }
+        sent
     }
 
     fn answer<T>(&mut self, result: Result<T>, ok: impl FnOnce(T) -> Response) -> io::Result<()> {
@@ -636,6 +630,22 @@ impl Connection<'_> {
         }
         self.stream.set_read_timeout(None)?;
         self.answer(outcome, |()| Response::Done)
+    }
+}
+
+/// Encodes the answer to a lookup or a save into `out`: the record
+/// (borrowed, not copied), or the error.
+fn encode_token_answer(
+    result: std::result::Result<Option<&OAuthToken>, &Error>,
+    out: &mut Vec<u8>,
+) {
+    match result {
+        Ok(token) => wire::encode(
+            false,
+            &ResponseRef::Token(token.map(WireTokenRef::from)),
+            out,
+        ),
+        Err(e) => wire::encode(false, &Response::Failed(WireError::from_error(e)), out),
     }
 }
 

@@ -35,10 +35,10 @@ use mio::net::UnixStream as LoopStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 use parking_lot::Mutex;
 
-use super::wire::{self, Request, Response, ResponseRef, WireError, WireTokenRef};
+use super::wire::{self, Request};
 use super::State;
-use crate::error::{Error, Result};
-use crate::sled_store::{SledStore, LINGER};
+use crate::error::Result;
+use crate::sled_store::{combined_panicked, SledStore, LINGER};
 use crate::token::OAuthToken;
 
 /// The waker's token (connections use their number, which never gets
@@ -216,14 +216,7 @@ impl Conn {
 
     /// Queues the answer to one save.
     fn answer(&mut self, outcome: &Result<OAuthToken>, out: &mut Vec<u8>) {
-        match outcome {
-            Ok(token) => wire::encode(
-                false,
-                &ResponseRef::Token(Some(WireTokenRef::from(token))),
-                out,
-            ),
-            Err(e) => wire::encode(false, &Response::Failed(WireError::from_error(e)), out),
-        }
+        super::encode_token_answer(outcome.as_ref().map(Some), out);
         self.unsent.extend_from_slice(out);
     }
 }
@@ -460,15 +453,7 @@ fn save_together(store: &SledStore, records: Vec<OAuthToken>) -> Vec<Result<OAut
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         store.save_together(records, false)
     }))
-    .unwrap_or_else(|_| {
-        (0..n)
-            .map(|_| {
-                Err(Error::Panicked {
-                    what: "applying the saves combined with this one".into(),
-                })
-            })
-            .collect()
-    })
+    .unwrap_or_else(|_| (0..n).map(|_| Err(combined_panicked())).collect())
 }
 
 #[cfg(test)]

@@ -240,7 +240,8 @@ impl Drop for Round<'_> {
     }
 }
 
-fn panicked() -> Error {
+/// The error of a save whose round's leader panicked.
+pub(crate) fn panicked() -> Error {
     Error::Panicked {
         what: "applying the saves combined with this one".into(),
     }

@@ -14,7 +14,7 @@ mod batch;
 mod cache;
 mod check;
 mod combine;
-pub(crate) use combine::LINGER;
+pub(crate) use combine::{panicked as combined_panicked, LINGER};
 mod filter;
 mod group_commit;
 mod layout;
