@@ -118,10 +118,7 @@ impl Client {
     }
 
     fn give_back(&self, conn: Conn) {
-        let mut idle = self.idle.lock();
-        if idle.len() < IDLE_CONNECTIONS {
-            idle.push(conn);
-        }
+        keep(&self.idle, conn);
     }
 
     /// One request, one answer.
@@ -162,11 +159,7 @@ impl Client {
             }
         };
         let response = conn.call(&RequestRef::Save(WireTokenRef::from(token)), self.timeout)?;
-        let mut savers = self.savers.lock();
-        if savers.len() < IDLE_CONNECTIONS {
-            savers.push(conn);
-        }
-        drop(savers);
+        keep(&self.savers, conn);
         self.failed(response)
     }
 
@@ -296,6 +289,15 @@ impl Client {
                 maybe_committed: write && sent,
             },
         }
+    }
+}
+
+/// Keeps `conn` in `pool` for a later call, unless the pool holds
+/// [`IDLE_CONNECTIONS`] already.
+fn keep(pool: &Mutex<Vec<Conn>>, conn: Conn) {
+    let mut idle = pool.lock();
+    if idle.len() < IDLE_CONNECTIONS {
+        idle.push(conn);
     }
 }
 
