@@ -485,9 +485,7 @@ impl Conn {
             )));
         }
         let sent = self.stream.write_all(&self.out);
-        if self.out.capacity() > 64 << 10 {
-            self.out = Vec::new();
-        }
+        wire::trim_output(&mut self.out);
         sent.map_err(|_| CallError::Lost { sent: false })
     }
 

@@ -431,9 +431,7 @@ impl Connection<'_> {
     fn send(&mut self, response: &Response) -> io::Result<()> {
         wire::encode(false, response, &mut self.out);
         let sent = wire::write_frame(&mut self.stream, &self.out);
-        if self.out.capacity() > 64 << 10 {
-            self.out = Vec::new();
-        }
+        wire::trim_output(&mut self.out);
         sent
     }
 
@@ -441,9 +439,7 @@ impl Connection<'_> {
     fn answer_token(&mut self, result: Result<Option<OAuthToken>>) -> io::Result<()> {
         encode_token_answer(result.as_ref().map(Option::as_ref), &mut self.out);
         let sent = wire::write_frame(&mut self.stream, &self.out);
-        if self.out.capacity() > 64 << 10 {
-            self.out = Vec::new();
-        }
+        wire::trim_output(&mut self.out);
         sent
     }
 

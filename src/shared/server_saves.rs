@@ -163,9 +163,7 @@ impl Conn {
         }
         self.unsent.clear();
         self.sent = 0;
-        if self.unsent.capacity() > 64 << 10 {
-            self.unsent = Vec::new();
-        }
+        wire::trim_output(&mut self.unsent);
         self.reader.shrink();
         Ok(true)
     }
@@ -440,9 +438,7 @@ impl<'a> Loop<'a> {
                 self.close(token);
             }
         }
-        if self.out.capacity() > 64 << 10 {
-            self.out = Vec::new();
-        }
+        wire::trim_output(&mut self.out);
     }
 }
 

@@ -500,6 +500,17 @@ impl FrameReader {
     }
 }
 
+/// How much of an output buffer a connection keeps between messages.
+const KEPT_OUTPUT: usize = 64 << 10;
+
+/// Gives back an output buffer that a large message grew beyond
+/// [`KEPT_OUTPUT`], so that an idle connection holds little.
+pub fn trim_output(buf: &mut Vec<u8>) {
+    if buf.capacity() > KEPT_OUTPUT {
+        *buf = Vec::new();
+    }
+}
+
 /// Writes an encoded frame.
 pub fn write_frame(stream: &mut impl Write, frame: &[u8]) -> io::Result<()> {
     stream.write_all(frame)
