@@ -28,36 +28,57 @@ pub trait StoreView {
     fn record_with(&self, field: IndexedField, value: &str) -> Result<Option<OAuthToken>>;
 }
 
+/// The two reads the lookup rules make, in whatever form a view hands its
+/// records out: every [`StoreView`] gives owned records; the embedded
+/// store's server reads its record cache's entries as they are, to encode
+/// an answer without copying the record first.
+pub(crate) trait Lookups {
+    type Record;
+    /// As [`StoreView::record`].
+    fn by_id(&self, id: &str) -> Result<Option<Self::Record>>;
+    /// As [`StoreView::record_with`].
+    fn by_field(&self, field: IndexedField, value: &str) -> Result<Option<Self::Record>>;
+}
+
+impl<V: StoreView + ?Sized> Lookups for V {
+    type Record = OAuthToken;
+
+    fn by_id(&self, id: &str) -> Result<Option<OAuthToken>> {
+        self.record(id)
+    }
+
+    fn by_field(&self, field: IndexedField, value: &str) -> Result<Option<OAuthToken>> {
+        self.record_with(field, value)
+    }
+}
+
 /// `find_token`, for any backend.
-pub(crate) fn find(
-    view: &(impl StoreView + ?Sized),
-    query: &OAuthToken,
-) -> Result<Option<OAuthToken>> {
+pub(crate) fn find<V: Lookups + ?Sized>(view: &V, query: &OAuthToken) -> Result<Option<V::Record>> {
     match lookup_key(query) {
         None => Ok(None),
-        Some(LookupKey::UserName(user)) => view.record_with(IndexedField::UserName, user),
-        Some(LookupKey::AccessToken(access)) => view.record_with(IndexedField::AccessToken, access),
+        Some(LookupKey::UserName(user)) => view.by_field(IndexedField::UserName, user),
+        Some(LookupKey::AccessToken(access)) => view.by_field(IndexedField::AccessToken, access),
         Some(LookupKey::GrantOrRefresh { grant, refresh }) => {
             if let Some(grant) = grant {
-                if let Some(found) = view.record_with(IndexedField::GrantToken, grant)? {
+                if let Some(found) = view.by_field(IndexedField::GrantToken, grant)? {
                     return Ok(Some(found));
                 }
             }
             match refresh {
-                Some(refresh) => view.record_with(IndexedField::RefreshToken, refresh),
+                Some(refresh) => view.by_field(IndexedField::RefreshToken, refresh),
                 None => Ok(None),
             }
         }
-        Some(LookupKey::Id(id)) => view.record(id),
+        Some(LookupKey::Id(id)) => view.by_id(id),
     }
 }
 
 /// `find_token_by_id`, for any backend.
-pub(crate) fn find_by_id(view: &(impl StoreView + ?Sized), id: &str) -> Result<Option<OAuthToken>> {
+pub(crate) fn find_by_id<V: Lookups + ?Sized>(view: &V, id: &str) -> Result<Option<V::Record>> {
     if id.is_empty() {
         return Ok(None);
     }
-    view.record(id)
+    view.by_id(id)
 }
 
 /// A record as the committed state held it before a write set touched it.

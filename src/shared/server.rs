@@ -29,7 +29,7 @@ use crate::batch::Batch;
 use crate::engine::{Engine, Replay};
 use crate::error::{Error, Result};
 use crate::key::Key;
-use crate::sled_store::SledStore;
+use crate::sled_store::{Found, SledStore};
 use crate::store::TokenStore;
 use crate::token::OAuthToken;
 
@@ -437,7 +437,23 @@ impl Connection<'_> {
 
     /// A token answer, encoded from the record without copying it.
     fn answer_token(&mut self, result: Result<Option<OAuthToken>>) -> io::Result<()> {
-        encode_token_answer(result.as_ref().map(Option::as_ref), &mut self.out);
+        encode_token_answer(
+            result.as_ref().map(|t| t.as_ref().map(WireTokenRef::from)),
+            &mut self.out,
+        );
+        self.send_out()
+    }
+
+    fn answer_found(&mut self, result: Result<Option<Found>>) -> io::Result<()> {
+        let fields = result.as_ref().map(|f| f.as_ref().map(Found::fields));
+        encode_token_answer(
+            fields.map(|f| f.map(|(text, expiry)| WireTokenRef::from_fields(text, expiry))),
+            &mut self.out,
+        );
+        self.send_out()
+    }
+
+    fn send_out(&mut self) -> io::Result<()> {
         let sent = wire::write_frame(&mut self.stream, &self.out);
         wire::trim_output(&mut self.out);
         sent
@@ -454,13 +470,14 @@ impl Connection<'_> {
     fn handle(&mut self, request: Request) -> io::Result<()> {
         let store = Arc::clone(&self.state.store);
         match request {
+            // A found record is encoded as the record cache holds it.
             Request::Find(query) => {
-                let found = store.find_token(&OAuthToken::from(query));
-                self.answer_token(found)
+                let found = store.find_found(&OAuthToken::from(query));
+                self.answer_found(found)
             }
             Request::FindById(id) => {
-                let found = store.find_token_by_id(&id);
-                self.answer_token(found)
+                let found = store.find_found_by_id(&id);
+                self.answer_found(found)
             }
             Request::Save(token) => {
                 let mut token = OAuthToken::from(token);
@@ -632,15 +649,11 @@ impl Connection<'_> {
 /// Encodes the answer to a lookup or a save into `out`: the record
 /// (borrowed, not copied), or the error.
 fn encode_token_answer(
-    result: std::result::Result<Option<&OAuthToken>, &Error>,
+    result: std::result::Result<Option<WireTokenRef<'_>>, &Error>,
     out: &mut Vec<u8>,
 ) {
     match result {
-        Ok(token) => wire::encode(
-            false,
-            &ResponseRef::Token(token.map(WireTokenRef::from)),
-            out,
-        ),
+        Ok(token) => wire::encode(false, &ResponseRef::Token(token), out),
         Err(e) => wire::encode(false, &Response::Failed(WireError::from_error(e)), out),
     }
 }

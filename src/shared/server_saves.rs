@@ -35,7 +35,7 @@ use mio::net::UnixStream as LoopStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 use parking_lot::Mutex;
 
-use super::wire::{self, Request};
+use super::wire::{self, Request, WireTokenRef};
 use super::State;
 use crate::error::Result;
 use crate::sled_store::{combined_panicked, SledStore, LINGER};
@@ -214,7 +214,7 @@ impl Conn {
 
     /// Queues the answer to one save.
     fn answer(&mut self, outcome: &Result<OAuthToken>, out: &mut Vec<u8>) {
-        super::encode_token_answer(outcome.as_ref().map(Some), out);
+        super::encode_token_answer(outcome.as_ref().map(|t| Some(WireTokenRef::from(t))), out);
         self.unsent.extend_from_slice(out);
     }
 }

@@ -137,7 +137,20 @@ pub struct WireTokenRef<'a> {
 
 impl<'a> From<&'a OAuthToken> for WireTokenRef<'a> {
     fn from(token: &'a OAuthToken) -> Self {
-        let OAuthToken {
+        WireTokenRef::from_fields(
+            token.string_fields().map(|f| f.as_deref()),
+            token.expiry_time,
+        )
+    }
+}
+
+impl<'a> WireTokenRef<'a> {
+    /// A record's text fields in the order of `OAuthToken::string_fields`,
+    /// and its expiry time.
+    pub fn from_fields(text: [Option<&'a str>; 9], expiry_time: Option<i64>) -> Self {
+        let [id, user_name, client_id, client_secret, refresh_token, access_token, grant_token, redirect_url, api_domain] =
+            text;
+        WireTokenRef {
             id,
             user_name,
             client_id,
@@ -148,18 +161,6 @@ impl<'a> From<&'a OAuthToken> for WireTokenRef<'a> {
             expiry_time,
             redirect_url,
             api_domain,
-        } = token;
-        WireTokenRef {
-            id: id.as_deref(),
-            user_name: user_name.as_deref(),
-            client_id: client_id.as_deref(),
-            client_secret: client_secret.as_deref(),
-            refresh_token: refresh_token.as_deref(),
-            access_token: access_token.as_deref(),
-            grant_token: grant_token.as_deref(),
-            expiry_time: *expiry_time,
-            redirect_url: redirect_url.as_deref(),
-            api_domain: api_domain.as_deref(),
         }
     }
 }

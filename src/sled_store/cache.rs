@@ -105,6 +105,15 @@ impl Cached {
         self.field(field.string_field()).filter(|v| !v.is_empty())
     }
 
+    /// The text fields in the order of [`OAuthToken::string_fields`].
+    pub fn text_fields(&self) -> [Option<&str>; TEXT_FIELDS] {
+        std::array::from_fn(|i| self.field(i))
+    }
+
+    pub fn expiry_time(&self) -> Option<i64> {
+        self.expiry_time
+    }
+
     /// The record, owned (what a lookup returns).
     pub fn to_token(&self) -> OAuthToken {
         let mut token = OAuthToken {

@@ -33,6 +33,7 @@ use open::Engine;
 use open::{open_sled, secure_permissions, sled_config};
 pub use options::{Durability, Options, SledOptions};
 use read::Committed;
+pub(crate) use read::Found;
 use resnapshot::RESNAPSHOT_AFTER_WRITES;
 use warm::Warming;
 use write::Counters;

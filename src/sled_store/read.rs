@@ -2,9 +2,45 @@
 //! for readers and straight from the trees for planning writes.
 
 use super::*;
+use crate::plan::{self, Lookups};
 
-/// A record, and its entry in the record cache when it has one.
-pub(super) type Entry = (OAuthToken, Option<Arc<Cached>>);
+/// A record a read found: the record cache's entry, or (no cache, or one
+/// that refused it) the record as decoded from sled.
+#[allow(clippy::large_enum_variant)] // one per lookup, short-lived
+pub(crate) enum Found {
+    Cached(Arc<Cached>),
+    Read(OAuthToken),
+}
+
+impl Found {
+    /// The record, owned (what a lookup returns).
+    pub(crate) fn into_token(self) -> OAuthToken {
+        match self {
+            Found::Cached(cached) => cached.to_token(),
+            Found::Read(record) => record,
+        }
+    }
+
+    /// As [`OAuthToken::indexed`].
+    fn indexed(&self, field: IndexedField) -> Option<&str> {
+        match self {
+            Found::Cached(cached) => cached.indexed(field),
+            Found::Read(record) => record.indexed(field),
+        }
+    }
+
+    /// The text fields in the order of [`OAuthToken::string_fields`], and
+    /// the expiry time: the record, borrowed.
+    pub(crate) fn fields(&self) -> ([Option<&str>; 9], Option<i64>) {
+        match self {
+            Found::Cached(cached) => (cached.text_fields(), cached.expiry_time()),
+            Found::Read(record) => (
+                record.string_fields().map(|f| f.as_deref()),
+                record.expiry_time,
+            ),
+        }
+    }
+}
 
 impl SledStore {
     pub(super) fn record_uncached(&self, id: &str) -> Result<Option<OAuthToken>> {
@@ -14,19 +50,73 @@ impl SledStore {
         }
     }
 
+    /// `find_token`, the record as the cache holds it: for the server,
+    /// which encodes it in place instead of copying it out first.
+    pub(crate) fn find_found(&self, query: &OAuthToken) -> Result<Option<Found>> {
+        plan::find(&CachedReads(self), query)
+    }
+
+    /// `find_token_by_id`, as [`find_found`](Self::find_found).
+    pub(crate) fn find_found_by_id(&self, id: &str) -> Result<Option<Found>> {
+        plan::find_by_id(&CachedReads(self), id)
+    }
+}
+
+/// Reads through the record cache, its hints and the index filter, handing
+/// out the cache's entries as they are.
+struct CachedReads<'a>(&'a SledStore);
+
+impl Lookups for CachedReads<'_> {
+    type Record = Found;
+
     /// The record `id`: from the cache, else read from sled (and cached).
-    pub(super) fn record_entry(&self, id: &str) -> Result<Option<Entry>> {
-        let Some(cache) = &self.cache else {
-            return Ok(self.record_uncached(id)?.map(|record| (record, None)));
+    fn by_id(&self, id: &str) -> Result<Option<Found>> {
+        let store = self.0;
+        let Some(cache) = &store.cache else {
+            return Ok(store.record_uncached(id)?.map(Found::Read));
         };
         if let Some(cached) = cache.record(id) {
-            return Ok(Some((cached.to_token(), Some(cached))));
+            return Ok(Some(Found::Cached(cached)));
         }
         let seen = cache.snapshot();
-        Ok(self.record_uncached(id)?.map(|record| {
-            let cached = cache.fill(seen, &record);
-            (record, cached)
-        }))
+        Ok(store
+            .record_uncached(id)?
+            .map(|record| match cache.fill(seen, &record) {
+                Some(cached) => Found::Cached(cached),
+                None => Found::Read(record),
+            }))
+    }
+
+    fn by_field(&self, field: IndexedField, value: &str) -> Result<Option<Found>> {
+        let store = self.0;
+        // A hint is only a guess: the (current) record must hold the value.
+        if let Some(cached) = store.cache.as_ref().and_then(|c| c.hint(field, value)) {
+            if cached.indexed(field) == Some(value) {
+                return Ok(Some(Found::Cached(cached)));
+            }
+        }
+        let digest = store.sealing.digest(value);
+        if let Some(filter) = store.filter.get() {
+            if !filter.may_hold(field, &digest) {
+                return Ok(None);
+            }
+        }
+        let Some(entry) = store.index(field).get(digest).map_err(storage)? else {
+            return Ok(None);
+        };
+        for id in codec::decode_ids(&entry)? {
+            // The record is compared with the value: a digest collision, or a
+            // reader racing a writer, never yields a record without it.
+            if let Some(found) = self.by_id(&id)? {
+                if found.indexed(field) == Some(value) {
+                    if let (Some(cache), Found::Cached(cached)) = (&store.cache, &found) {
+                        cache.remember_hint(field, value, cached);
+                    }
+                    return Ok(Some(found));
+                }
+            }
+        }
+        Ok(None)
     }
 }
 
@@ -66,7 +156,7 @@ impl StoreView for Committed<'_> {
 /// Reads: through the record cache, its hints and the index filter.
 impl StoreView for SledStore {
     fn record(&self, id: &str) -> Result<Option<OAuthToken>> {
-        Ok(self.record_entry(id)?.map(|(record, _)| record))
+        Ok(CachedReads(self).by_id(id)?.map(Found::into_token))
     }
 
     fn contains(&self, id: &str) -> Result<bool> {
@@ -77,33 +167,8 @@ impl StoreView for SledStore {
     }
 
     fn record_with(&self, field: IndexedField, value: &str) -> Result<Option<OAuthToken>> {
-        // A hint is only a guess: the (current) record must hold the value.
-        if let Some(cached) = self.cache.as_ref().and_then(|c| c.hint(field, value)) {
-            if cached.indexed(field) == Some(value) {
-                return Ok(Some(cached.to_token()));
-            }
-        }
-        let digest = self.sealing.digest(value);
-        if let Some(filter) = self.filter.get() {
-            if !filter.may_hold(field, &digest) {
-                return Ok(None);
-            }
-        }
-        let Some(entry) = self.index(field).get(digest).map_err(storage)? else {
-            return Ok(None);
-        };
-        for id in codec::decode_ids(&entry)? {
-            // The record is compared with the value: a digest collision, or a
-            // reader racing a writer, never yields a record without it.
-            if let Some((record, cached)) = self.record_entry(&id)? {
-                if record.indexed(field) == Some(value) {
-                    if let (Some(cache), Some(cached)) = (&self.cache, &cached) {
-                        cache.remember_hint(field, value, cached);
-                    }
-                    return Ok(Some(record));
-                }
-            }
-        }
-        Ok(None)
+        Ok(CachedReads(self)
+            .by_field(field, value)?
+            .map(Found::into_token))
     }
 }

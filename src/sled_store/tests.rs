@@ -1,5 +1,5 @@
 //! The engine's own tests: the warm-up, the index filter, the record
-//! cache's collisions, key changes, snapshots, the seal budget, planning
+//! cache's collisions, the entries the server encodes, key changes, snapshots, the seal budget, planning
 //! from the trees.
 
 use super::*;
@@ -313,4 +313,72 @@ fn a_key_that_sealed_its_budget_refuses_writes_until_changed() {
     assert_eq!(store.len(), 4);
     let err = store.save_token(&mut token(5)).unwrap_err();
     assert!(matches!(err, Error::RekeyRequired { .. }), "{err}");
+}
+
+/// The record a found entry holds, rebuilt from its borrowed fields (what
+/// the server encodes).
+fn from_fields(found: &Found) -> OAuthToken {
+    let (text, expiry_time) = found.fields();
+    let mut token = OAuthToken {
+        expiry_time,
+        ..OAuthToken::default()
+    };
+    for (field, value) in token.string_fields_mut().into_iter().zip(text) {
+        *field = value.map(str::to_owned);
+    }
+    token
+}
+
+#[test]
+fn found_entries_are_the_records_lookups_return() {
+    for record_cache in [0, 64 << 20] {
+        let dir = tempfile::tempdir().unwrap();
+        let options = SledOptions::default()
+            .warm_on_open(false)
+            .record_cache(record_cache);
+        let store = SledStore::open_with(dir.path().join("s"), options).unwrap();
+        let mut saved = Vec::new();
+        for n in 0..20 {
+            let mut token = user(n)
+                .with_access_token(format!("1000.a{n}"))
+                .with_grant_token(format!("1000.g{n}"))
+                .with_client_id("1000.C")
+                .with_client_secret(format!("s{n}"))
+                .with_redirect_url("https://app.example/cb")
+                .with_api_domain("https://www.zohoapis.com")
+                .with_expiry_time(1_700_000_000_000 + i64::from(n));
+            store.save_token(&mut token).unwrap();
+            saved.push(token);
+        }
+        // Twice: the first reads fill the cache (when it has one), the
+        // second are answered from it.
+        for _ in 0..2 {
+            for (n, token) in (0..).zip(&saved) {
+                let id = token.id.as_deref().unwrap();
+                let found = store.find_found_by_id(id).unwrap().expect("by id");
+                assert_eq!(
+                    matches!(found, Found::Cached(_)),
+                    record_cache > 0,
+                    "a cached store hands out its entries"
+                );
+                assert_eq!(&from_fields(&found), token);
+                assert_eq!(&found.into_token(), token);
+                let by_tokens = [
+                    OAuthToken::new().with_access_token(format!("1000.a{n}")),
+                    OAuthToken::new()
+                        .with_client_id("c")
+                        .with_client_secret("s")
+                        .with_grant_token(format!("1000.g{n}")),
+                ];
+                for query in lookups(n).into_iter().chain(by_tokens) {
+                    let found = store.find_found(&query).unwrap().map(|f| from_fields(&f));
+                    assert_eq!(found, store.find_token(&query).unwrap(), "{query:?}");
+                    assert_eq!(found.as_ref(), Some(token), "{query:?}");
+                }
+            }
+            let absent = OAuthToken::new().with_user_name("nobody");
+            assert!(store.find_found(&absent).unwrap().is_none());
+            assert!(store.find_found_by_id("999").unwrap().is_none());
+        }
+    }
 }
