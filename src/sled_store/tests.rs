@@ -1,6 +1,6 @@
 //! The engine's own tests: the warm-up, the index filter, the record
-//! cache's collisions, the entries the server encodes, key changes, snapshots, the seal budget, planning
-//! from the trees.
+//! cache's collisions, the entries the server encodes, key changes,
+//! snapshots, the seal budget, planning from the trees.
 
 use super::*;
 use crate::store::TokenStore;
