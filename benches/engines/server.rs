@@ -95,23 +95,23 @@ pub fn measure(name: &str, engine: &dyn Engine, args: &Sizes) {
     println!("{row}");
 }
 
-/// One rule's lookups on two engines holding the same records, in `rounds`
-/// rounds that alternate between them (which goes first alternates too),
-/// so that both see the same moments of a shared machine: each engine's
-/// p50 / p99 (µs) and the second's p50 over the first's.
-pub fn interleaved(
-    engines: [&dyn Engine; 2],
+/// One rule's lookups on engines holding the same records, in `rounds`
+/// rounds that take turns between them (which goes first rotates too), so
+/// that all see the same moments of a shared machine: each engine's p50 /
+/// p99 (µs).
+pub fn interleaved<const N: usize>(
+    engines: [&dyn Engine; N],
     rule: Lookup,
     tokens: u64,
     lookups: usize,
     rounds: usize,
-) -> [(f64, f64); 2] {
+) -> [(f64, f64); N] {
     let per_round = (lookups / rounds).max(1);
     let mut rng = Rng(0x5DEE_CE66);
-    let mut times = [Vec::new(), Vec::new()];
+    let mut times: [Vec<Duration>; N] = std::array::from_fn(|_| Vec::new());
     for round in 0..rounds {
-        for turn in 0..2 {
-            let which = (round + turn) % 2;
+        for turn in 0..N {
+            let which = (round + turn) % N;
             for _ in 0..per_round {
                 let query = rule.query(rng.below(tokens));
                 let t = Instant::now();
