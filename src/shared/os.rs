@@ -101,6 +101,30 @@ pub fn my_uid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
+/// Waits until `fd` is readable or `timeout` has passed, to the
+/// microsecond (`ppoll`), and says whether it is readable. An epoll
+/// descriptor is readable while it has events to report: the save loop
+/// lingers with this, because `epoll_wait` counts in whole milliseconds
+/// (mio rounds a shorter wait up to one).
+pub fn wait_readable(fd: &impl AsRawFd, timeout: std::time::Duration) -> io::Result<bool> {
+    let mut pollfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let timeout = libc::timespec {
+        tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_nsec: timeout.subsec_nanos() as libc::c_long, // under 10^9
+    };
+    // SAFETY: one valid pollfd and a valid timespec, both alive for the
+    // call; no signal mask.
+    let n = unsafe { libc::ppoll(&mut pollfd, 1, &timeout, std::ptr::null()) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n > 0)
+}
+
 /// Whether process `pid` still exists (a zombie counts as gone only once
 /// reaped; its sockets are closed by then anyway).
 pub fn alive(pid: u32) -> bool {
@@ -334,6 +358,30 @@ pub fn random<const N: usize>() -> Result<[u8; N]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wait_for_readability_ends_to_the_microsecond() {
+        use std::io::Write;
+        use std::time::{Duration, Instant};
+        let (a, mut b) = UnixStream::pair().unwrap();
+        // Nothing to read: each wait ends when its 200 µs are up. The
+        // shortest of 20 is under a millisecond (epoll_wait, which counts
+        // whole milliseconds, could not return before one).
+        let shortest = (0..20)
+            .map(|_| {
+                let started = Instant::now();
+                assert!(!wait_readable(&a, Duration::from_micros(200)).unwrap());
+                started.elapsed()
+            })
+            .min()
+            .unwrap();
+        assert!(
+            shortest >= Duration::from_micros(200) && shortest < Duration::from_millis(1),
+            "{shortest:?}"
+        );
+        b.write_all(b"x").unwrap();
+        assert!(wait_readable(&a, Duration::from_secs(5)).unwrap());
+    }
 
     #[test]
     fn network_file_systems_are_refused_with_the_database_backends_named() {

@@ -8,7 +8,10 @@
 //! owner's last rounds took ([`SledStore::round_target`], for at most
 //! [`LINGER`] after the first), go through the owner's write combiner as
 //! one round ([`SledStore::save_together`]) with whatever its own threads
-//! queued, and are answered from here once it is durable.
+//! queued, and are answered from here once it is durable. The linger is
+//! waited for to the microsecond ([`os::wait_readable`]): `epoll_wait`
+//! counts whole milliseconds, and a round short of its target would wait
+//! twice as long as the owner's own threads do.
 //!
 //! Why: with a thread per connection, each save of a client woke two of
 //! the owner's threads (its connection's, for the request and again for
@@ -35,6 +38,7 @@ use mio::net::UnixStream as LoopStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 use parking_lot::Mutex;
 
+use super::os;
 use super::wire::{self, Request, WireTokenRef};
 use super::State;
 use crate::error::Result;
@@ -271,7 +275,14 @@ impl<'a> Loop<'a> {
             } else {
                 deadline.map(|d| d.saturating_duration_since(Instant::now()))
             };
-            match self.poll.poll(events, timeout) {
+            // A linger is waited for to the microsecond (mio would round it
+            // up to a millisecond), then the events are taken at once.
+            let polled = match timeout {
+                Some(linger) if !linger.is_zero() => os::wait_readable(&self.poll, linger)
+                    .and_then(|_| self.poll.poll(events, Some(Duration::ZERO))),
+                timeout => self.poll.poll(events, timeout),
+            };
+            match polled {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 // Nothing to do about it but try again shortly.
