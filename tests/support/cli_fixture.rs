@@ -81,7 +81,21 @@ pub fn raw_insert(db: &Path, tree: &str, key: &[u8], value: &[u8]) {
         Ok(name) => db.join(name.trim()),
         Err(_) => db.to_path_buf(),
     };
-    let raw = sled::open(data).unwrap();
+    // A store this process just dropped releases sled's own lock when its
+    // background threads end (SledStore::open waits for it the same way).
+    let started = std::time::Instant::now();
+    let raw = loop {
+        match sled::open(&data) {
+            Ok(raw) => break raw,
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && started.elapsed() < std::time::Duration::from_secs(5) =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => panic!("opening {} with sled: {e}", data.display()),
+        }
+    };
     raw.open_tree(tree).unwrap().insert(key, value).unwrap();
     raw.flush().unwrap();
 }
